@@ -1,0 +1,101 @@
+"""Entity statuses and reasons, and the predicates over them.
+
+A workflow entity moves ``Created`` → ``Admitted`` → a terminal status. Success statuses are
+only set once the outputs are durably written (see ``docs/design/workflows.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = [
+    "FAILURE_STATUSES",
+    "SUCCESS_STATUSES",
+    "TERMINAL_STATUSES",
+    "Reason",
+    "Status",
+    "is_status_failure",
+    "is_status_success",
+    "is_status_terminal",
+]
+
+
+class Status:
+    """The status values (the ``status`` field of every entity)."""
+
+    Created: Final = "Created"
+    Schedulable: Final = "Schedulable"
+    Admitted: Final = "Admitted"
+    Terminated: Final = "Terminated"
+    Deleted: Final = "Deleted"
+    Ready: Final = "Ready"
+    Complete: Final = "Complete"
+    Error: Final = "Error"
+    Failed: Final = "Failed"
+    Denied: Final = "Denied"
+    Approved: Final = "Approved"
+
+    ALL: Final = (
+        "Created",
+        "Schedulable",
+        "Admitted",
+        "Terminated",
+        "Deleted",
+        "Ready",
+        "Complete",
+        "Error",
+        "Failed",
+        "Denied",
+        "Approved",
+    )
+
+
+class Reason:
+    """The reason values (the ``reason`` field): why an entity has its status."""
+
+    # common to every kind
+    QuotaLimit: Final = "QuotaLimit"
+    UnsatisfiedDependency: Final = "UnsatisfiedDependency"
+    FailedDependency: Final = "FailedDependency"
+    TerminateCommand: Final = "TerminateCommand"
+    DeleteCommand: Final = "DeleteCommand"
+    Expired: Final = "Expired"
+    Interrupted: Final = "Interrupted"
+    # uploads (Dataset, Module, Model)
+    WaitingForUpload: Final = "WaitingForUpload"
+    # Dataset
+    IngestFailed: Final = "IngestFailed"
+    # Evaluation
+    Incomplete: Final = "Incomplete"
+    Unverified: Final = "Unverified"
+    Restarted: Final = "Restarted"
+    # InferenceService
+    BuildFailed: Final = "BuildFailed"
+    NoSuchModel: Final = "NoSuchModel"
+    WaitingForModel: Final = "WaitingForModel"
+    # InferenceSession
+    SessionExpired: Final = "SessionExpired"
+    # any workflow whose own code failed
+    WorkflowError: Final = "WorkflowError"
+
+
+TERMINAL_STATUSES: Final = frozenset(
+    {"Approved", "Complete", "Deleted", "Denied", "Error", "Failed", "Ready", "Terminated"}
+)
+SUCCESS_STATUSES: Final = frozenset({"Complete", "Ready", "Approved"})
+FAILURE_STATUSES: Final = frozenset({"Error", "Failed", "Denied"})
+
+
+def is_status_terminal(status: str | None) -> bool:
+    """True once the entity will not change status again by itself."""
+    return status in TERMINAL_STATUSES
+
+
+def is_status_success(status: str | None) -> bool:
+    """True for ``Complete``, ``Ready`` and ``Approved``."""
+    return status in SUCCESS_STATUSES
+
+
+def is_status_failure(status: str | None) -> bool:
+    """True for ``Error``, ``Failed`` and ``Denied``."""
+    return status in FAILURE_STATUSES
