@@ -84,7 +84,9 @@ class NotFoundError(AssayError, LookupError):
 
     @classmethod
     def entity(cls, kind: str, id: str) -> NotFoundError:
-        return cls(f"{kind} {id!r} does not exist (check the id, or query to find it)", kind=kind, id=id)
+        return cls(
+            f"{kind} {id!r} does not exist (check the id, or query to find it)", kind=kind, id=id
+        )
 
 
 class ConflictError(AssayError):

@@ -56,9 +56,7 @@ LABEL_VALUE_MAX_LENGTH = 63
 #: Label keys under these prefixes belong to the platform.
 RESERVED_LABEL_PREFIXES = ("assay.io/", "dyff.io/")
 #: Kubernetes quantity notation, e.g. ``8Gi``, ``500m``, ``1e3``.
-QUANTITY_PATTERN = (
-    r"^([+-]?)(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
-)
+QUANTITY_PATTERN = r"^([+-]?)(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 #: A Python-style identifier (score names, curve names).
 IDENTIFIER_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 IDENTIFIER_MAX_LENGTH = 127
@@ -77,9 +75,7 @@ LabelValue = Annotated[
 #: Account names follow the label-value rules, and may not be empty.
 AccountName = Annotated[
     str,
-    StringConstraints(
-        pattern=LABEL_VALUE_PATTERN, min_length=1, max_length=LABEL_VALUE_MAX_LENGTH
-    ),
+    StringConstraints(pattern=LABEL_VALUE_PATTERN, min_length=1, max_length=LABEL_VALUE_MAX_LENGTH),
 ]
 Quantity = Annotated[str, StringConstraints(pattern=QUANTITY_PATTERN)]
 Identifier = Annotated[
@@ -137,10 +133,10 @@ class SchemaModel(BaseModel):
 
     # The reference's v1-style spellings, kept because its tutorials use them
     # (``service.json(indent=2)``); they do not warn.
-    def dict(self, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+    def dict(self, **kwargs: Any) -> dict[str, Any]:
         return self.model_dump(**kwargs)
 
-    def json(self, **kwargs: Any) -> str:  # type: ignore[override]
+    def json(self, **kwargs: Any) -> str:
         return self.model_dump_json(**kwargs)
 
 
@@ -157,7 +153,9 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return out or "(request)"
 
 
-def describe_validation_error(exc: pydantic.ValidationError, *, what: str) -> errors.ValidationError:
+def describe_validation_error(
+    exc: pydantic.ValidationError, *, what: str
+) -> errors.ValidationError:
     """Turn pydantic's error into Assay's: one line per broken rule, naming the field, the
     rule and the value."""
     lines: list[str] = []
@@ -169,10 +167,16 @@ def describe_validation_error(exc: pydantic.ValidationError, *, what: str) -> er
         if len(shown) > 80:
             shown = shown[:77] + "..."
         msg = err.get("msg", "invalid")
+        for prefix in ("Value error, ", "Assertion failed, "):
+            msg = msg.removeprefix(prefix)
+        if msg.startswith(f"{field}: "):  # a validator that already named the field
+            msg = msg[len(field) + 2 :]
         if err.get("type") == "missing":
             lines.append(f"{field}: required field is missing")
         elif err.get("type") == "extra_forbidden":
             lines.append(f"{field}: unknown field (value {shown}); remove it or check its spelling")
+        elif not err.get("loc"):  # a rule over the whole request: the message says it all
+            lines.append(msg)
         else:
             lines.append(f"{field}: {msg} (got {shown})")
         details.append({"field": field, "rule": err.get("type"), "message": msg})

@@ -1,0 +1,386 @@
+"""Data sets, evaluations, modules, reports, families and audits.
+
+A Dataset is Arrow data with a schema; an Evaluation runs an InferenceService on every
+instance of a Dataset; a Module is a set of files (code, notebooks) that analyses can import;
+a Family groups versions of one kind of entity under tags.
+
+Public names are re-exported by :mod:`assay.schema.platform`.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Annotated, ClassVar, Literal
+
+import pydantic
+from pydantic import Field, StringConstraints
+
+from assay.schema._entity import Artifact, Entity, EntityIdentifier
+from assay.schema._inference import (
+    DataView,
+    InferenceSessionBase,
+    InferenceSessionSpec,
+    SchemaAdapter,
+)
+from assay.schema.base import SUMMARY_MAX_LENGTH, SchemaModel, TagName
+from assay.schema.dataschema import DataSchema
+
+__all__ = [
+    "Audit",
+    "AuditProcedure",
+    "AuditRequirement",
+    "DataSource",
+    "Dataset",
+    "DatasetBase",
+    "DatasetFilter",
+    "Evaluation",
+    "EvaluationBase",
+    "EvaluationClientConfiguration",
+    "EvaluationInferenceSessionRequest",
+    "EvaluationRequestBase",
+    "Family",
+    "FamilyBase",
+    "FamilyMember",
+    "FamilyMemberBase",
+    "FamilyMemberKind",
+    "FamilyMembers",
+    "Module",
+    "ModuleBase",
+    "Report",
+    "ReportBase",
+    "TaskSchema",
+]
+
+
+# -- data sets -----------------------------------------------------------------------------------
+
+
+class DatasetBase(SchemaModel):
+    """The fields of a Dataset that its create request shares."""
+
+    name: str
+    """The name of the data set."""
+    artifacts: list[Artifact] = Field(min_length=1)
+    """The files that make up the data set (Arrow or Parquet)."""
+    schema_: DataSchema = Field(alias="schema")
+    """Schema of the data; inputs include the ``_index_`` field."""
+    views: list[DataView] = Field(default_factory=list)
+    """Views of the data set produced by adapter pipelines."""
+
+
+class Dataset(Entity, DatasetBase):
+    """A data set, ingested into Arrow format."""
+
+    kind: Literal["Dataset"] = "Dataset"
+    """Always ``Dataset``."""
+
+    is_workflow: ClassVar[bool] = True
+
+
+class DataSource(Entity):
+    """A source of raw data from which a Dataset can be built."""
+
+    kind: Literal["DataSource"] = "DataSource"
+    """Always ``DataSource``."""
+    name: str
+    """The name of the source."""
+    sourceKind: str
+    """The kind of source, e.g. ``huggingface``, ``upload``, ``zenodo``."""
+    source: str | None = None
+    """Where the data comes from (kind-specific, e.g. a repository id)."""
+
+
+class DatasetFilter(SchemaModel):
+    """A rule that restricts which instances of a Dataset are returned."""
+
+    field: str
+    """The field the rule looks at."""
+    relation: str
+    """The comparison, e.g. ``==``."""
+    value: str
+    """The value compared with (JSON)."""
+
+
+class TaskSchema(SchemaModel):
+    """The input and output schemas of a task, with its objective."""
+
+    input: DataSchema
+    """Schema of the inputs."""
+    output: DataSchema
+    """Schema of the outputs."""
+    objective: str
+    """What the task is, in words."""
+
+
+# -- evaluations ---------------------------------------------------------------------------------
+
+
+class EvaluationClientConfiguration(SchemaModel):
+    """How the evaluation client sends instances to the session and handles its answers."""
+
+    badRequestPolicy: Literal["Abort", "Skip"] = "Abort"
+    """On a 400 answer: ``Abort`` the evaluation, or ``Skip`` the instance."""
+    transientErrorRetryLimit: int = Field(default=120, ge=0)
+    """How many times to retry a transient error (timeouts, 429, 502-504) per request."""
+    transientErrorRetryDelaySeconds: int = Field(default=30, ge=1)
+    """Seconds to wait before retrying a transient error (the longest back-off)."""
+    duplicateOutputPolicy: Literal["Deduplicate", "Error", "Ignore"] = "Deduplicate"
+    """What to do when an instance has more than one output row."""
+    missingOutputPolicy: Literal["Error", "Ignore"] = "Error"
+    """What to do when an instance has no output."""
+    requestTimeoutSeconds: int = Field(default=30, ge=0)
+    """Timeout of one inference request, in seconds (0: none)."""
+    totalTimeoutSeconds: int = Field(default=7200, ge=0)
+    """Timeout of the whole evaluation, in seconds (0: none)."""
+    batchSize: int = Field(default=1000, ge=1)
+    """Number of instances read from the data set at a time."""
+    extraOptions: dict[str, str] = Field(default_factory=dict)
+    """Further client options, by name."""
+    inputPipeline: list[SchemaAdapter] | None = None
+    """Adapters applied to each instance before the service's own input pipeline."""
+
+
+class EvaluationInferenceSessionRequest(InferenceSessionBase):
+    """The session to start for an evaluation."""
+
+    inferenceService: str
+    """The id of the InferenceService to run."""
+
+    @pydantic.field_validator("expires")
+    @classmethod
+    def _expires_has_timezone(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError(
+                f"expires: {value.isoformat()!r} has no timezone; pass a timezone-aware "
+                "datetime, e.g. datetime.now(timezone.utc) + timedelta(hours=1)"
+            )
+        return value
+
+
+class EvaluationBase(SchemaModel):
+    """The fields of an Evaluation that its create request shares."""
+
+    dataset: str
+    """The id of the Dataset to evaluate on."""
+    replications: int = Field(default=1, ge=1)
+    """How many times to run every instance."""
+    workersPerReplica: int | None = Field(default=None, ge=1)
+    """Concurrent requests per session replica (default: the platform's choice)."""
+    client: EvaluationClientConfiguration = Field(default_factory=EvaluationClientConfiguration)
+    """How the evaluation client behaves."""
+
+
+class EvaluationRequestBase(EvaluationBase):
+    """An evaluation to run: on a new session, or on a running one."""
+
+    inferenceSession: EvaluationInferenceSessionRequest | None = None
+    """The session to start for the evaluation (or give ``inferenceSessionReference``)."""
+    inferenceSessionReference: str | None = None
+    """The id of a running session to use instead of starting one."""
+
+    @pydantic.model_validator(mode="after")
+    def _exactly_one_session(self) -> EvaluationRequestBase:
+        has_new = self.inferenceSession is not None
+        has_ref = self.inferenceSessionReference is not None
+        if has_new == has_ref:
+            got = "both" if has_new else "neither"
+            raise ValueError(
+                f"inferenceSession: give exactly one of inferenceSession (a new session, e.g. "
+                "EvaluationInferenceSessionRequest(inferenceService=<service id>)) or "
+                f"inferenceSessionReference (the id of a running session); got {got}"
+            )
+        return self
+
+
+class Evaluation(Entity, EvaluationBase):
+    """Runs an InferenceService on every instance of a Dataset; the outputs are Arrow data
+    with one row per instance and replication."""
+
+    kind: Literal["Evaluation"] = "Evaluation"
+    """Always ``Evaluation``."""
+    inferenceSession: InferenceSessionSpec
+    """The session that performs the inference."""
+    inferenceSessionReference: str | None = None
+    """The id of the running session used, when the evaluation did not start its own."""
+
+    is_workflow: ClassVar[bool] = True
+
+    def _dependencies(self) -> list[str | None]:
+        return [
+            self.dataset,
+            self.inferenceSession.inferenceService.id,
+            self.inferenceSessionReference,
+        ]
+
+    def _query_refs(self) -> dict[str, list[str | None]]:
+        service = self.inferenceSession.inferenceService
+        return {
+            "dataset": [self.dataset],
+            "inferenceService": [service.id],
+            "model": [service.model.id if service.model else None],
+            "inferenceSession": [self.inferenceSessionReference],
+        }
+
+
+# -- modules and reports -------------------------------------------------------------------------
+
+
+class ModuleBase(SchemaModel):
+    """The fields of a Module that its create request shares."""
+
+    name: str
+    """The name of the Module."""
+    artifacts: list[Artifact] = Field(min_length=1)
+    """The files of the Module (its root directory)."""
+
+
+class Module(Entity, ModuleBase):
+    """A set of files (Python packages, notebooks) that analyses can import."""
+
+    kind: Literal["Module"] = "Module"
+    """Always ``Module``."""
+
+
+class ReportBase(SchemaModel):
+    """The fields of a Report that its create request shares."""
+
+    rubric: str
+    """The rubric to apply, e.g. ``classification.TopKAccuracy``."""
+    evaluation: str
+    """The id of the Evaluation whose outputs the report reads."""
+    modules: list[str] = Field(default_factory=list)
+    """Ids of Modules to make importable."""
+
+
+class Report(Entity, ReportBase):
+    """Statistics computed from an Evaluation by a rubric (reference platform; Methods and
+    Measurements supersede it)."""
+
+    kind: Literal["Report"] = "Report"
+    """Always ``Report``."""
+    dataset: str
+    """The id of the evaluation's Dataset."""
+    inferenceService: str
+    """The id of the evaluation's InferenceService."""
+    model: str | None = None
+    """The id of the Model behind the service, if any."""
+    datasetView: DataView | None = None
+    """View of the Dataset the rubric needs (e.g. ground-truth labels)."""
+    evaluationView: DataView | None = None
+    """View of the evaluation outputs the rubric needs."""
+
+    is_workflow: ClassVar[bool] = True
+
+    def _dependencies(self) -> list[str | None]:
+        return [self.evaluation, *self.modules]
+
+    def _query_refs(self) -> dict[str, list[str | None]]:
+        return {
+            "evaluation": [self.evaluation],
+            "dataset": [self.dataset],
+            "inferenceService": [self.inferenceService],
+            "model": [self.model],
+        }
+
+
+# -- families ------------------------------------------------------------------------------------
+
+
+class FamilyMemberKind(enum.StrEnum):
+    """The kinds of entity that can be members of a Family."""
+
+    Dataset = "Dataset"
+    InferenceService = "InferenceService"
+    Method = "Method"
+    Model = "Model"
+    Module = "Module"
+
+
+class FamilyMemberBase(SchemaModel):
+    """A member of a Family, as given in an edit."""
+
+    entity: EntityIdentifier
+    """The member entity."""
+    description: Annotated[str, StringConstraints(max_length=SUMMARY_MAX_LENGTH)] | None = None
+    """How this version differs from the others (at most 280 characters); Markdown."""
+
+
+class FamilyMember(FamilyMemberBase):
+    """A member of a Family under a tag."""
+
+    name: TagName
+    """The member's tag, unique in the Family, e.g. ``v1.2``."""
+    family: str
+    """The id of the Family."""
+    creationTime: datetime
+    """When the tag was created (UTC)."""
+
+
+class FamilyMembers(SchemaModel):
+    """The members of a Family."""
+
+    members: dict[TagName, FamilyMember] = Field(default_factory=dict)
+    """The members, by tag."""
+
+
+class FamilyBase(SchemaModel):
+    """The fields of a Family that its create request shares."""
+
+    memberKind: FamilyMemberKind
+    """The kind of entity the Family's members are."""
+
+
+class Family(Entity, FamilyBase, FamilyMembers):
+    """Versions of one kind of entity under tags (``family@tag`` names a member)."""
+
+    kind: Literal["Family"] = "Family"
+    """Always ``Family``."""
+
+    def _query_refs(self) -> dict[str, list[str | None]]:
+        return {"members": [m.entity.id for m in self.members.values()]}
+
+
+# -- audits --------------------------------------------------------------------------------------
+
+
+class AuditRequirement(SchemaModel):
+    """An evaluation report that must exist before an AuditProcedure can be applied."""
+
+    dataset: str
+    """The id of the Dataset."""
+    rubric: str
+    """The rubric of the report."""
+
+
+class AuditProcedure(Entity):
+    """A procedure that can be run against a set of evaluation reports."""
+
+    kind: Literal["AuditProcedure"] = "AuditProcedure"
+    """Always ``AuditProcedure``."""
+    name: str
+    """The name of the procedure."""
+    requirements: list[AuditRequirement] = Field(default_factory=list)
+    """The reports the procedure needs."""
+
+
+class Audit(Entity):
+    """An application of an AuditProcedure to an InferenceService."""
+
+    kind: Literal["Audit"] = "Audit"
+    """Always ``Audit``."""
+    auditProcedure: str
+    """The id of the AuditProcedure to run."""
+    inferenceService: str
+    """The id of the InferenceService to audit."""
+
+    is_workflow: ClassVar[bool] = True
+
+    def _dependencies(self) -> list[str | None]:
+        return [self.auditProcedure, self.inferenceService]
+
+    def _query_refs(self) -> dict[str, list[str | None]]:
+        return {
+            "auditProcedure": [self.auditProcedure],
+            "inferenceService": [self.inferenceService],
+        }
