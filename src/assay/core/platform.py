@@ -1,0 +1,98 @@
+"""The platform core: the API groups over one store, one storage and one engine.
+
+``LocalPlatform`` is this core in-process with embedded defaults; the server is this core
+behind HTTP (DESIGN §2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from assay.core.datasets import Datasets
+from assay.core.kinds import (
+    Evaluations,
+    Families,
+    InferenceServices,
+    InferenceSessions,
+    Measurements,
+    Methods,
+    Models,
+    Reports,
+    SafetyCases,
+)
+from assay.core.modules import Modules
+from assay.core.scores import Scores
+from assay.core.workflows import default_specs
+from assay.engine import Engine, Executor, WorkflowSpec
+from assay.storage import ArtifactStorage
+from assay.store import EntityStore
+
+__all__ = ["PlatformCore"]
+
+
+class PlatformCore:
+    """Every API group, sharing one store, one artifact storage and one engine."""
+
+    def __init__(
+        self,
+        store: EntityStore,
+        storage: ArtifactStorage,
+        *,
+        executor: Executor | None = None,
+        claim_ttl: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.engine = Engine(
+            store,
+            storage,
+            executor=executor,
+            specs=default_specs(),
+            platform=self,
+            claim_ttl=claim_ttl,
+        )
+        self.datasets = Datasets(self)
+        self.evaluations = Evaluations(self)
+        self.families = Families(self)
+        self.inferenceservices = InferenceServices(self)
+        self.inferencesessions = InferenceSessions(self)
+        self.measurements = Measurements(self)
+        self.methods = Methods(self)
+        self.models = Models(self)
+        self.modules = Modules(self)
+        self.reports = Reports(self)
+        self.safetycases = SafetyCases(self)
+        self.scores = Scores(self)
+
+    def register_workflow(self, spec: WorkflowSpec) -> None:
+        """Set how the engine runs ``spec.kind`` (used by the packages that run sessions,
+        evaluations and analyses)."""
+        self.engine.register(spec)
+
+    def group(self, kind: str) -> Any:
+        """The API group of an entity kind."""
+        for group in (
+            self.datasets,
+            self.evaluations,
+            self.families,
+            self.inferenceservices,
+            self.inferencesessions,
+            self.measurements,
+            self.methods,
+            self.models,
+            self.modules,
+            self.reports,
+            self.safetycases,
+        ):
+            if group.kind == kind:
+                return group
+        raise KeyError(kind)
+
+    def resume(self) -> list[str]:
+        """Continue every workflow a killed process left unfinished (see
+        :meth:`assay.engine.Engine.resume`)."""
+        return self.engine.resume()
+
+    def close(self) -> None:
+        self.engine.close()
+        self.store.close()

@@ -1,0 +1,80 @@
+"""Scores: the scalar results a SafetyCase exports, queryable across systems."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from assay import errors
+from assay.schema.platform import Score
+
+if TYPE_CHECKING:
+    from assay.core.platform import PlatformCore
+
+__all__ = ["Scores"]
+
+#: Query filters and the score field each matches.
+_SCORE_FILTERS = (
+    "id",
+    "name",
+    "analysis",
+    "method",
+    "dataset",
+    "evaluation",
+    "inferenceService",
+    "model",
+)
+
+
+class Scores:
+    """Operations on Score records (made by SafetyCase workflows)."""
+
+    kind = "Score"
+
+    def __init__(self, core: PlatformCore) -> None:
+        self._core = core
+
+    def get(self, *, analysis: str) -> list[Score]:
+        """Every score the analysis ``analysis`` (a SafetyCase) produced."""
+        return self.query(analysis=analysis)
+
+    def query(self, **filters: Any) -> list[Score]:
+        """Scores matching every filter (``name``, ``analysis``, ``method``, ``dataset``,
+        ``evaluation``, ``inferenceService``, ``model``; a list means "any of"), e.g. the same
+        score across systems: ``query(method=m, name="accuracy")``."""
+        unknown = sorted(set(filters) - set(_SCORE_FILTERS))
+        if unknown:
+            raise errors.ValidationError(
+                f"Score query: unknown filter {', '.join(map(repr, unknown))}; valid filters "
+                f"are {', '.join(_SCORE_FILTERS)}",
+                field=unknown[0],
+            )
+        store_filters: dict[str, Any] = {}
+        refs: dict[str, Any] = {}
+        for key, value in filters.items():
+            if value is None:
+                continue
+            if key == "id":
+                store_filters["ids"] = value if isinstance(value, list | tuple) else [value]
+            elif key == "name":
+                store_filters["name"] = value
+            else:
+                refs[key] = value
+        docs = self._core.store.query(kind=self.kind, refs=refs or None, **store_filters)
+        return [_parse(doc) for doc in docs]
+
+    def _put(self, account: str, scores: Iterable[Score]) -> None:
+        """Record scores (called by the SafetyCase workflow once its outputs are written)."""
+        for score in scores:
+            refs = score.metadata.refs.model_dump(exclude_none=True)
+            refs_lists = {k: [v] for k, v in refs.items() if isinstance(v, str)}
+            refs_lists["analysis"] = [score.analysis]
+            doc = {**score.to_wire(), "account": account, "status": "Ready"}
+            if self._core.store.get(score.id) is not None:
+                self._core.store.delete(score.id)
+            self._core.store.create(doc, refs=refs_lists)
+
+
+def _parse(doc: dict[str, Any]) -> Score:
+    body = {k: v for k, v in doc.items() if k not in ("account", "status")}
+    return Score.model_validate(body)

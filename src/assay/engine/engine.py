@@ -1,0 +1,432 @@
+"""The workflow engine: the dependency rules of DESIGN §1 and the running of workflows.
+
+How a workflow moves (see ``docs/design/workflows.md``):
+
+1. ``schedule(id)`` looks at the entity's dependencies. If one has failed (or is gone), the
+   entity fails with ``reason = FailedDependency``; if one is not yet in a success status it
+   stays ``Created`` with ``reason = UnsatisfiedDependency``; otherwise the engine takes the
+   entity's *claim* (a lease in the store, so that one process runs it), moves it to
+   ``Admitted`` and hands a :class:`WorkflowJob` to the executor. Kinds with nothing to run
+   (a Model, a Method) go straight to their success status.
+2. ``run(job)`` calls the kind's handler, keeping the claim alive with a heartbeat. When the
+   handler returns, its outputs are written, so the engine sets the success status; when it
+   raises, the failure status with a reason and a message that says what went wrong.
+3. Every terminal transition re-schedules the entities that wait on this one.
+4. ``resume()`` picks up what a killed process left: ``Admitted`` workflows whose claim holder
+   is dead (or whose lease expired) run again (``reason = Restarted``), and waiting ``Created``
+   entities are re-checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from assay import errors
+from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
+from assay.engine.transitions import apply_transition
+from assay.schema.status import (
+    Reason,
+    Status,
+    is_status_failure,
+    is_status_success,
+    is_status_terminal,
+)
+
+if TYPE_CHECKING:
+    from assay.schema.platform import Entity
+    from assay.storage import ArtifactStorage
+    from assay.store import EntityStore
+
+__all__ = [
+    "Engine",
+    "WorkflowCancelled",
+    "WorkflowContext",
+    "WorkflowResult",
+    "WorkflowSpec",
+]
+
+log = logging.getLogger("assay.engine")
+
+
+class WorkflowCancelled(Exception):
+    """Raised inside a handler (by :meth:`WorkflowContext.check`) when its entity was deleted
+    or terminated while it ran."""
+
+
+@dataclass
+class WorkflowResult:
+    """What a handler may return to choose the final status or message."""
+
+    status: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+Handler = Callable[["WorkflowContext"], WorkflowResult | None]
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """How the engine treats one entity kind."""
+
+    kind: str
+    handler: Handler | None = None
+    """The work to run once dependencies are satisfied; None: nothing to run, the entity
+    reaches ``success`` as soon as its dependencies have."""
+    success: str = Status.Complete
+    failure: str = Status.Failed
+    failure_reason: str = Reason.WorkflowError
+    """The reason set when the handler raises."""
+    upload_gate: bool = False
+    """The entity waits (``reason = WaitingForUpload``) until its artifacts are finalized."""
+
+
+@dataclass
+class WorkflowContext:
+    """What a handler gets: the entity, the platform's parts, and progress reporting."""
+
+    engine: Engine
+    entity: Entity
+    platform: Any = None
+    """The platform core that registered the handler (for handlers that need its groups)."""
+    restarted: bool = False
+    """True when this run resumes one that a dead process left unfinished."""
+    _last_progress: float = field(default=0.0, repr=False)
+
+    @property
+    def store(self) -> EntityStore:
+        return self.engine.store
+
+    @property
+    def storage(self) -> ArtifactStorage:
+        return self.engine.storage
+
+    def progress(self, message: str, *, force: bool = False) -> None:
+        """Show progress in the entity's ``message`` (written at most every 0.5 s unless
+        ``force``)."""
+        now = time.monotonic()
+        if not force and now - self._last_progress < 0.5:
+            return
+        self._last_progress = now
+
+        def mutate(doc: dict[str, Any]) -> dict[str, Any] | None:
+            if doc.get("status") != Status.Admitted:
+                return None
+            doc["message"] = message
+            return doc
+
+        self.engine.store.update(self.entity.id, mutate)
+
+    def check(self) -> None:
+        """Raise :class:`WorkflowCancelled` if the entity was deleted or terminated."""
+        record = self.engine.store.get(self.entity.id)
+        if record is None or record.doc.get("status") in (Status.Deleted, Status.Terminated):
+            raise WorkflowCancelled(self.entity.id)
+
+
+def _this_host() -> str:
+    return socket.gethostname()
+
+
+def _owner_is_dead(owner: str) -> bool:
+    """True if ``owner`` (``host:pid:nonce``) names a process on this host that is gone."""
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != _this_host() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Engine:
+    """Schedules and runs workflows over one store and one artifact storage."""
+
+    def __init__(
+        self,
+        store: EntityStore,
+        storage: ArtifactStorage,
+        *,
+        executor: Executor | None = None,
+        specs: Iterable[WorkflowSpec] = (),
+        platform: Any = None,
+        claim_ttl: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.storage = storage
+        self.platform = platform
+        self.claim_ttl = claim_ttl
+        self.owner = f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._specs: dict[str, WorkflowSpec] = {}
+        for spec in specs:
+            self.register(spec)
+        self.executor = executor or InlineExecutor()
+        self.executor.bind(self.run)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def register(self, spec: WorkflowSpec) -> None:
+        """Set (or replace) how the engine treats ``spec.kind``."""
+        self._specs[spec.kind] = spec
+
+    def spec(self, kind: str) -> WorkflowSpec:
+        spec = self._specs.get(kind)
+        if spec is None:
+            raise errors.PlatformError(f"the engine has no workflow spec for kind {kind!r}")
+        return spec
+
+    @property
+    def specs(self) -> Mapping[str, WorkflowSpec]:
+        return dict(self._specs)
+
+    # -- scheduling ----------------------------------------------------------------------
+
+    def _entity(self, doc: dict[str, Any]) -> Entity:
+        from assay.schema.platform import parse_entity
+
+        return parse_entity(doc)
+
+    def _dependency_state(self, entity: Entity) -> tuple[str, str | None]:
+        """``("ready", None)``, ``("waiting", message)`` or ``("failed", message)``."""
+        deps = entity.dependencies()
+        if not deps:
+            return "ready", None
+        found = {doc["id"]: doc for doc in self.store.query(ids=list(deps))}
+        waiting: list[str] = []
+        for dep in deps:
+            doc = found.get(dep)
+            if doc is None:
+                return "failed", f"dependency {dep} does not exist (it was purged or never created)"
+            status = doc.get("status", Status.Created)
+            what = f"{doc.get('kind', 'Entity')} {dep}"
+            if is_status_success(status):
+                continue
+            if is_status_failure(status) or is_status_terminal(status):
+                detail = f": {doc['message']}" if doc.get("message") else ""
+                return "failed", f"dependency {what} is {status}{detail}"
+            reason = f", {doc['reason']}" if doc.get("reason") else ""
+            waiting.append(f"{what} ({status}{reason})")
+        if waiting:
+            return "waiting", "waiting for " + "; ".join(waiting)
+        return "ready", None
+
+    def schedule(self, entity_id: str) -> None:
+        """Move the entity along as far as its dependencies allow (see the module doc)."""
+        record = self.store.get(entity_id)
+        if record is None:
+            return
+        doc = record.doc
+        status = doc.get("status", Status.Created)
+        if status != Status.Created:
+            return
+        spec = self.spec(doc["kind"])
+        if spec.upload_gate and doc.get("reason") == Reason.WaitingForUpload:
+            return
+        entity = self._entity(doc)
+        state, message = self._dependency_state(entity)
+        if state == "failed":
+            self._set(
+                entity_id, spec.failure, Reason.FailedDependency, message, expect=Status.Created
+            )
+            return
+        if state == "waiting":
+            self._set(
+                entity_id,
+                Status.Created,
+                Reason.UnsatisfiedDependency,
+                message,
+                expect=Status.Created,
+            )
+            return
+        if spec.handler is None:
+            self._set(entity_id, spec.success, None, None, expect=Status.Created)
+            return
+        if not self.store.claim(entity_id, self.owner, self.claim_ttl):
+            return  # another process is about to run it
+        if not self._set(entity_id, Status.Admitted, None, None, expect=Status.Created):
+            self.store.release(entity_id, self.owner)
+            return
+        self.executor.submit(WorkflowJob(entity_id, doc["kind"]))
+
+    def _set(
+        self,
+        entity_id: str,
+        status: str,
+        reason: str | None,
+        message: str | None,
+        *,
+        expect: str | tuple[str, ...],
+    ) -> bool:
+        """Transition the entity if its status is still ``expect``; returns whether it did.
+        A move into a terminal status re-schedules the entities that wait on this one."""
+        expected = (expect,) if isinstance(expect, str) else expect
+        changed = False
+
+        def mutate(doc: dict[str, Any]) -> dict[str, Any] | None:
+            nonlocal changed
+            if doc.get("status") not in expected:
+                changed = False
+                return None
+            if (doc.get("status"), doc.get("reason"), doc.get("message")) == (
+                status,
+                reason,
+                message,
+            ):
+                changed = True
+                return None
+            apply_transition(doc, status, reason=reason, message=message)
+            changed = True
+            return doc
+
+        try:
+            self.store.update(entity_id, mutate)
+        except errors.NotFoundError:
+            return False
+        if changed and is_status_terminal(status):
+            self.notify_dependents(entity_id)
+        return changed
+
+    def notify_dependents(self, entity_id: str) -> None:
+        """Re-schedule every entity that waits on ``entity_id``."""
+        for doc in self.store.query(refs={"dependency": entity_id}, status=Status.Created):
+            self.schedule(doc["id"])
+
+    # -- running -------------------------------------------------------------------------
+
+    def run(self, job: WorkflowJob, *, restarted: bool = False) -> None:
+        """Run one admitted workflow to a terminal status (called by the executor)."""
+        record = self.store.get(job.entity_id)
+        if record is None or record.doc.get("status") != Status.Admitted:
+            self.store.release(job.entity_id, self.owner)
+            return
+        spec = self.spec(job.kind)
+        if spec.handler is None:
+            self._set(job.entity_id, spec.success, None, None, expect=Status.Admitted)
+            self.store.release(job.entity_id, self.owner)
+            return
+        restarted = restarted or record.doc.get("reason") == Reason.Restarted
+        ctx = WorkflowContext(self, self._entity(record.doc), self.platform, restarted)
+        stop = threading.Event()
+        beat = threading.Thread(
+            target=self._heartbeat,
+            args=(job.entity_id, stop),
+            name=f"assay-claim-{job.entity_id[:8]}",
+            daemon=True,
+        )
+        beat.start()
+        try:
+            result = spec.handler(ctx) or WorkflowResult()
+        except WorkflowCancelled:
+            log.info("workflow %s %s was cancelled", job.kind, job.entity_id)
+        except Exception as exc:
+            message = _failure_message(exc)
+            log.warning(
+                "workflow %s %s failed: %s",
+                job.kind,
+                job.entity_id,
+                message,
+                exc_info=not isinstance(exc, errors.AssayError),
+            )
+            self._set(
+                job.entity_id, spec.failure, spec.failure_reason, message, expect=Status.Admitted
+            )
+        else:
+            self._set(
+                job.entity_id,
+                result.status or spec.success,
+                result.reason,
+                result.message,
+                expect=Status.Admitted,
+            )
+        finally:
+            stop.set()
+            beat.join()
+            self.store.release(job.entity_id, self.owner)
+
+    def _heartbeat(self, entity_id: str, stop: threading.Event) -> None:
+        interval = max(self.claim_ttl / 3, 0.05)
+        while not stop.wait(interval):
+            try:
+                self.store.renew(entity_id, self.owner, self.claim_ttl)
+            except Exception:  # the store is briefly busy: try again next beat
+                log.debug("could not renew the claim on %s", entity_id, exc_info=True)
+
+    def resume(self) -> list[str]:
+        """Continue every workflow that a killed process left unfinished; re-check every
+        entity that waits on dependencies. Returns the ids of the workflows run again."""
+        resumed: list[str] = []
+        for doc in list(self.store.iter_query(status=Status.Admitted)):
+            entity_id = doc["id"]
+            holder = self.store.claim_owner(entity_id)
+            if holder is not None and holder[0] != self.owner and _owner_is_dead(holder[0]):
+                self.store.release(entity_id, holder[0])
+            if not self.store.claim(entity_id, self.owner, self.claim_ttl):
+                continue  # a live process holds it
+            spec = self.spec(doc["kind"])
+
+            def mark(d: dict[str, Any]) -> dict[str, Any] | None:
+                if d.get("status") != Status.Admitted:
+                    return None
+                d["reason"] = Reason.Restarted
+                d["message"] = "resumed after the process running it stopped"
+                return d
+
+            self.store.update(entity_id, mark)
+            resumed.append(entity_id)
+            if spec.handler is None:
+                self._set(entity_id, spec.success, None, None, expect=Status.Admitted)
+                self.store.release(entity_id, self.owner)
+            else:
+                self.executor.submit(WorkflowJob(entity_id, doc["kind"]))
+        for doc in list(self.store.iter_query(status=Status.Created)):
+            self.schedule(doc["id"])
+        return resumed
+
+    # -- waiting -------------------------------------------------------------------------
+
+    def wait(
+        self, entity_id: str, *, kind: str | None = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Block until the entity's status is terminal; return its document."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            doc = self.store.require(entity_id, kind=kind).doc
+            if is_status_terminal(doc.get("status")):
+                return doc
+            if deadline is not None and time.monotonic() >= deadline:
+                raise errors.WaitTimeoutError(
+                    f"{doc.get('kind', kind or 'Entity')} {entity_id} is still {doc.get('status')}"
+                    f"{' (' + doc['reason'] + ')' if doc.get('reason') else ''} after {timeout} s"
+                    f"{': ' + doc['message'] if doc.get('message') else ''}; wait longer or check "
+                    "its dependencies"
+                )
+            time.sleep(
+                delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
+            )
+            delay = min(delay * 2, 0.25)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+def _failure_message(exc: BaseException) -> str:
+    if isinstance(exc, errors.AssayError):
+        return str(exc)
+    text = str(exc) or "(no message)"
+    return f"{type(exc).__name__}: {text}"

@@ -1,0 +1,69 @@
+"""Executors: where a workflow's work runs.
+
+The engine decides *when* a workflow may run (its dependencies are satisfied and it holds the
+workflow's claim); an executor decides *where*. ``inline`` runs it in the caller, so that
+``create()`` returns when the work is done (the LocalPlatform default). The ``processes`` and
+``ray`` executors plug in here: they receive the same :class:`WorkflowJob` (picklable: an id and
+a kind) and call the engine's ``run`` in their own worker, which re-opens the platform from its
+configuration.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["Executor", "InlineExecutor", "WorkflowJob"]
+
+
+@dataclass(frozen=True)
+class WorkflowJob:
+    """One unit of work: run the workflow of entity ``entity_id``."""
+
+    entity_id: str
+    kind: str
+
+
+class Executor(abc.ABC):
+    """Runs workflow jobs. ``bind`` is called once by the engine with the function that runs
+    a job (``Engine.run``)."""
+
+    name: str = "executor"
+
+    def bind(self, run: Callable[[WorkflowJob], None]) -> None:
+        self._run = run
+
+    @abc.abstractmethod
+    def submit(self, job: WorkflowJob) -> None:
+        """Start ``job``; may return before it finishes."""
+
+    def shutdown(self, *, wait: bool = True) -> None:  # noqa: B027 - optional hook
+        """Stop accepting work; with ``wait``, wait for running jobs."""
+
+
+class InlineExecutor(Executor):
+    """Runs each job to completion in the calling thread before ``submit`` returns.
+
+    Jobs submitted while a job is running (a workflow whose completion unblocks others) are
+    queued and run in order by the outermost call, so the stack does not grow with the length
+    of a dependency chain.
+    """
+
+    name = "inline"
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+
+    def submit(self, job: WorkflowJob) -> None:
+        queue: list[WorkflowJob] | None = getattr(self._local, "queue", None)
+        if queue is not None:  # a job is running in this thread: run this one after it
+            queue.append(job)
+            return
+        queue = self._local.queue = [job]
+        try:
+            while queue:
+                self._run(queue.pop(0))
+        finally:
+            self._local.queue = None

@@ -1,0 +1,139 @@
+"""``LocalPlatform``: the Assay platform embedded in a Python process, with no set-up.
+
+State lives under ``storage_root``: the entity records in ``assay.db`` (SQLite, WAL mode) and
+each entity's artifacts in ``<storage_root>/<entity id>/``. A second ``LocalPlatform`` on the
+same directory (in this process or another) sees everything the first wrote.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from assay import errors
+from assay.core import PlatformCore
+from assay.engine import Executor
+from assay.schema import ids
+from assay.schema.base import LABEL_VALUE_PATTERN
+from assay.storage import LocalStorage
+from assay.store import EntityStore
+
+__all__ = ["DATABASE_FILE", "DEFAULT_ACCOUNT", "LocalPlatform"]
+
+#: The account used when none is given (``ASSAY_ACCOUNT`` overrides it).
+DEFAULT_ACCOUNT = "local"
+DATABASE_FILE = "assay.db"
+
+
+class LocalPlatform:
+    """The platform in-process: the same API groups and method names as ``Client``.
+
+    >>> platform = LocalPlatform(storage_root="assay-data")      # doctest: +SKIP
+    >>> platform.datasets.query(name="digits")                    # doctest: +SKIP
+
+    ``executor`` chooses where workflows run; the default (``inline``) runs them in the
+    calling thread, so ``create()`` and ``upload_*()`` return when the work is done.
+    """
+
+    def __init__(
+        self,
+        storage_root: str | os.PathLike[str] = "assay-data",
+        *,
+        account: str | None = None,
+        database_url: str | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        import re
+
+        self._root = Path(storage_root).expanduser().resolve()
+        self._root.mkdir(parents=True, exist_ok=True)
+        account = account or os.environ.get("ASSAY_ACCOUNT") or DEFAULT_ACCOUNT
+        if not re.match(LABEL_VALUE_PATTERN, account) or len(account) > 63:
+            raise errors.ValidationError(
+                f"account {account!r} is not a valid account name: use up to 63 letters, digits, "
+                "'-', '_' or '.', starting and ending with a letter or digit",
+                field="account",
+                value=account,
+            )
+        self._account = account
+        store = (
+            EntityStore(database_url)
+            if database_url
+            else EntityStore.sqlite(self._root / DATABASE_FILE)
+        )
+        self._core = PlatformCore(store, LocalStorage(self._root), executor=executor)
+        core = self._core
+        self.datasets = core.datasets
+        self.evaluations = core.evaluations
+        self.families = core.families
+        self.inferenceservices = core.inferenceservices
+        self.inferencesessions = core.inferencesessions
+        self.measurements = core.measurements
+        self.methods = core.methods
+        self.models = core.models
+        self.modules = core.modules
+        self.reports = core.reports
+        self.safetycases = core.safetycases
+        self.scores = core.scores
+
+    @property
+    def account(self) -> str:
+        """The account this platform acts for by default."""
+        return self._account
+
+    @property
+    def storage_root(self) -> Path:
+        """The directory that holds this platform's state."""
+        return self._root
+
+    @property
+    def core(self) -> PlatformCore:
+        """The platform core (for extensions that register workflow runners)."""
+        return self._core
+
+    def entity_path(self, id: str) -> Path:
+        """The directory that holds the artifacts of entity ``id``."""
+        if not ids.is_entity_id(id):
+            raise errors.ValidationError(
+                f"{id!r} is not an entity id (32 lowercase hex digits)", field="id", value=id
+            )
+        return self._root / id
+
+    def link_entity(self, path: str | os.PathLike[str], id: str | None = None) -> str:
+        """Make ``<storage_root>/<id>`` a link to the directory ``path`` (an "editable"
+        package: refer to it by a stable id while its files change). Returns the id."""
+        id = id or ids.generate_entity_id()
+        self.entity_path(id)
+        self._core.storage.link(id, Path(path).expanduser().resolve())
+        return id
+
+    def resume(self) -> list[str]:
+        """Continue every workflow that a killed process left unfinished; returns their ids."""
+        return self._core.resume()
+
+    def close(self) -> None:
+        """Release the database; further calls fail."""
+        self._core.close()
+
+    def __enter__(self) -> LocalPlatform:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"LocalPlatform(storage_root={str(self._root)!r}, account={self._account!r})"
+
+    def __getattr__(self, name: str) -> Any:
+        raise AttributeError(
+            f"LocalPlatform has no attribute {name!r}; its API groups are datasets, "
+            "evaluations, families, inferenceservices, inferencesessions, measurements, methods, "
+            "models, modules, reports, safetycases and scores"
+        )
