@@ -352,3 +352,34 @@ def test_unknown_attribute_lists_groups(platform: LocalPlatform) -> None:
     with pytest.raises(AttributeError) as info:
         platform.dataset  # noqa: B018
     assert "datasets" in str(info.value)
+
+
+def test_evaluation_open_reads_only_its_complete_output(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    import io
+
+    from tests.conftest import evaluation_request
+
+    from assay.engine import WorkflowContext, WorkflowSpec
+
+    def parquet(rows: list[int]) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(pa.table({"_index_": pa.array(rows, pa.int64())}), sink)
+        return sink.getvalue()
+
+    def handler(ctx: WorkflowContext) -> None:
+        ctx.storage.put_bytes(ctx.entity.id, "data/part-0.parquet", parquet([0, 1]))
+        ctx.storage.put_bytes(ctx.entity.id, "data/part-1.parquet", parquet([2]))
+        ctx.storage.put_bytes(ctx.entity.id, ".assay/progress.parquet", parquet([7, 8, 9]))
+        with pytest.raises(errors.ConflictError) as info:
+            platform.evaluations.open(ctx.entity.id)
+        assert "Admitted" in str(info.value)
+
+    platform.core.register_workflow(WorkflowSpec("Evaluation", handler))
+    dataset = ready_dataset(platform, tmp_path / "data")
+    service = platform.inferenceservices.create(service_request())
+    evaluation = platform.evaluations.create(evaluation_request(dataset, service.id))
+    assert evaluation.status == Status.Complete
+    table = platform.evaluations.open(evaluation.id).to_table()
+    assert sorted(table.column("_index_").to_pylist()) == [0, 1, 2]

@@ -133,6 +133,10 @@ def open_entity_data(core: Any, entity: Any, paths: list[str]) -> pyarrow.datase
     return ds.dataset(sources, format="parquet", filesystem=filesystem, schema=schema)
 
 
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
 def ingest_dataset(ctx: WorkflowContext) -> WorkflowResult:
     """Check a Dataset's uploaded files: readable Parquet, the declared schema, and a unique
     non-null ``_index_``. Any problem fails the Dataset with ``IngestFailed`` and says which
@@ -187,5 +191,6 @@ def ingest_dataset(ctx: WorkflowContext) -> WorkflowResult:
                 f"{what}: {INDEX!r} is not unique ({len(column) - unique} duplicate values); "
                 "give every instance its own index"
             )
-    ctx.progress(f"{rows:,} instances in {len(entity.artifacts)} files", force=True)
-    return WorkflowResult(message=f"{rows:,} instances in {len(entity.artifacts)} files")
+    return WorkflowResult(
+        message=f"{plural(rows, 'instance')} in {plural(len(entity.artifacts), 'file')}"
+    )

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from assay import errors
-from assay.engine.transitions import utc_now
+from assay.engine.transitions import apply_transition, utc_now
 from assay.schema import ids
 from assay.schema.base import validate_model
 from assay.schema.platform import Documentation, Entity, entity_class
@@ -151,14 +151,24 @@ class EntityGroup(Generic[E]):
             raise errors.PlatformError(f"could not build the {self.kind} entity: {exc}") from exc
 
     def _insert(self, entity: E) -> E:
+        """Store a new entity, already in the status its dependencies allow, and start its
+        workflow when it has one to run."""
         core = self._core
         deps = entity.dependencies()
         refs = {k: list(v) for k, v in entity.query_refs().items() if v}
         if deps:
             refs["dependency"] = list(deps)
-        core.store.create(entity.to_wire(), refs=refs)
-        core.engine.schedule(entity.id)
-        return self.get(entity.id)
+        status, reason, message = core.engine.initial_state(entity)
+        doc = entity.to_wire()
+        if (status, reason, message) != (entity.status, entity.reason, entity.message):
+            apply_transition(doc, status, reason=reason, message=message)
+        core.store.create(doc, refs=refs)
+        # Runnable now, or waiting: schedule (a dependency may have succeeded since
+        # initial_state looked, with nobody left to notify this entity).
+        runnable = status == Status.Created and reason != Reason.WaitingForUpload
+        if runnable and core.engine.schedule(entity.id):
+            return self.get(entity.id)
+        return self._parse(doc)
 
     def _resolve(self, kind: str, id: str, *, field: str) -> Any:
         """The entity ``id`` of ``kind``, referenced by ``field`` of a request."""

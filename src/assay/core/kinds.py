@@ -3,9 +3,10 @@ evaluations, methods, measurements, safety cases, reports and families."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from assay import errors
+from assay.core.datasets import open_entity_data
 from assay.core.groups import EntityGroup
 from assay.schema.platform import (
     Evaluation,
@@ -29,6 +30,9 @@ from assay.schema.requests import (
     ModelCreateRequest,
     ReportCreateRequest,
 )
+
+if TYPE_CHECKING:
+    import pyarrow.dataset
 
 __all__ = [
     "Evaluations",
@@ -85,7 +89,29 @@ class InferenceSessions(EntityGroup[InferenceSession]):
         return self._new(body)
 
 
-class Evaluations(EntityGroup[Evaluation]):
+class _OutputData:
+    """``open(id)`` for kinds whose workflow writes Parquet data (evaluations, measurements).
+
+    The data is every ``.parquet`` artifact of the entity outside hidden directories (a
+    workflow keeps its bookkeeping under ``.assay/``); it can be opened once the workflow is
+    ``Complete``, never before, so a reader never sees half the data.
+    """
+
+    def open(self, id: str) -> pyarrow.dataset.Dataset:
+        """The workflow's output data as a ``pyarrow.dataset.Dataset`` (read lazily)."""
+        group: Any = self
+        entity = group.get(id)
+        group._require_success(entity, "open")
+        paths = [
+            info.path
+            for info in group._core.storage.list(id)
+            if info.path.endswith(".parquet")
+            and not any(p.startswith(".") for p in info.path.split("/"))
+        ]
+        return open_entity_data(group._core, entity, paths)
+
+
+class Evaluations(_OutputData, EntityGroup[Evaluation]):
     kind = "Evaluation"
     request_type = EvaluationCreateRequest
     ref_filters = ("dataset", "inferenceService", "model", "inferenceSession")
@@ -215,7 +241,7 @@ class _Analyses(EntityGroup[Any]):
         raise NotImplementedError
 
 
-class Measurements(_Analyses):
+class Measurements(_OutputData, _Analyses):
     kind = "Measurement"
     output_kind = "Measurement"
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from assay import errors
+from assay.core.datasets import plural
 from assay.core.uploads import UploadGroup, file_md5, list_files
 from assay.engine import WorkflowContext, WorkflowResult
 from assay.schema.platform import Module
@@ -100,4 +101,4 @@ def verify_module(ctx: WorkflowContext) -> WorkflowResult:
     for artifact in entity.artifacts:
         if artifact.digest and artifact.digest.md5:
             ctx.storage.verify(entity.id, artifact.path, artifact.digest.md5)
-    return WorkflowResult(message=f"{len(entity.artifacts)} files")
+    return WorkflowResult(message=plural(len(entity.artifacts), "file"))

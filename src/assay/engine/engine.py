@@ -225,43 +225,41 @@ class Engine:
             return "waiting", "waiting for " + "; ".join(waiting)
         return "ready", None
 
-    def schedule(self, entity_id: str) -> None:
-        """Move the entity along as far as its dependencies allow (see the module doc)."""
-        record = self.store.get(entity_id)
-        if record is None:
-            return
-        doc = record.doc
-        status = doc.get("status", Status.Created)
-        if status != Status.Created:
-            return
-        spec = self.spec(doc["kind"])
-        if spec.upload_gate and doc.get("reason") == Reason.WaitingForUpload:
-            return
-        entity = self._entity(doc)
+    def initial_state(self, entity: Entity) -> tuple[str, str | None, str | None]:
+        """The ``(status, reason, message)`` a new entity should be stored with, so that
+        kinds with nothing to run are written once, already in their final status."""
+        spec = self.spec(entity.kind)
+        if spec.upload_gate and entity.reason == Reason.WaitingForUpload:
+            return Status.Created, Reason.WaitingForUpload, None
         state, message = self._dependency_state(entity)
         if state == "failed":
-            self._set(
-                entity_id, spec.failure, Reason.FailedDependency, message, expect=Status.Created
-            )
-            return
+            return spec.failure, Reason.FailedDependency, message
         if state == "waiting":
-            self._set(
-                entity_id,
-                Status.Created,
-                Reason.UnsatisfiedDependency,
-                message,
-                expect=Status.Created,
-            )
-            return
+            return Status.Created, Reason.UnsatisfiedDependency, message
         if spec.handler is None:
-            self._set(entity_id, spec.success, None, None, expect=Status.Created)
-            return
+            return spec.success, None, None
+        return Status.Created, None, None
+
+    def schedule(self, entity_id: str) -> bool:
+        """Move the entity along as far as its dependencies allow (see the module doc).
+        Returns whether anything changed."""
+        record = self.store.get(entity_id)
+        if record is None:
+            return False
+        doc = record.doc
+        if doc.get("status", Status.Created) != Status.Created:
+            return False
+        spec = self.spec(doc["kind"])
+        status, reason, message = self.initial_state(self._entity(doc))
+        if status != Status.Created or reason is not None or spec.handler is None:
+            return self._set(entity_id, status, reason, message, expect=Status.Created)
         if not self.store.claim(entity_id, self.owner, self.claim_ttl):
-            return  # another process is about to run it
+            return False  # another process is about to run it
         if not self._set(entity_id, Status.Admitted, None, None, expect=Status.Created):
             self.store.release(entity_id, self.owner)
-            return
+            return False
         self.executor.submit(WorkflowJob(entity_id, doc["kind"]))
+        return True
 
     def _set(
         self,
