@@ -241,7 +241,7 @@ class EntityGroup(Generic[E]):
     def delete(self, id: str) -> None:
         """Mark the entity ``Deleted`` (its record and data stay until :meth:`purge`)."""
         self._core.store.require(id, kind=self.kind)
-        self._core.engine._set(
+        self._core.engine.transition(
             id,
             Status.Deleted,
             Reason.DeleteCommand,

@@ -252,16 +252,16 @@ class Engine:
         spec = self.spec(doc["kind"])
         status, reason, message = self.initial_state(self._entity(doc))
         if status != Status.Created or reason is not None or spec.handler is None:
-            return self._set(entity_id, status, reason, message, expect=Status.Created)
+            return self.transition(entity_id, status, reason, message, expect=Status.Created)
         if not self.store.claim(entity_id, self.owner, self.claim_ttl):
             return False  # another process is about to run it
-        if not self._set(entity_id, Status.Admitted, None, None, expect=Status.Created):
+        if not self.transition(entity_id, Status.Admitted, None, None, expect=Status.Created):
             self.store.release(entity_id, self.owner)
             return False
         self.executor.submit(WorkflowJob(entity_id, doc["kind"]))
         return True
 
-    def _set(
+    def transition(
         self,
         entity_id: str,
         status: str,
@@ -314,7 +314,7 @@ class Engine:
             return
         spec = self.spec(job.kind)
         if spec.handler is None:
-            self._set(job.entity_id, spec.success, None, None, expect=Status.Admitted)
+            self.transition(job.entity_id, spec.success, None, None, expect=Status.Admitted)
             self.store.release(job.entity_id, self.owner)
             return
         restarted = restarted or record.doc.get("reason") == Reason.Restarted
@@ -340,11 +340,11 @@ class Engine:
                 message,
                 exc_info=not isinstance(exc, errors.AssayError),
             )
-            self._set(
+            self.transition(
                 job.entity_id, spec.failure, spec.failure_reason, message, expect=Status.Admitted
             )
         else:
-            self._set(
+            self.transition(
                 job.entity_id,
                 result.status or spec.success,
                 result.reason,
@@ -387,7 +387,7 @@ class Engine:
             self.store.update(entity_id, mark)
             resumed.append(entity_id)
             if spec.handler is None:
-                self._set(entity_id, spec.success, None, None, expect=Status.Admitted)
+                self.transition(entity_id, spec.success, None, None, expect=Status.Admitted)
                 self.store.release(entity_id, self.owner)
             else:
                 self.executor.submit(WorkflowJob(entity_id, doc["kind"]))
