@@ -30,6 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
+	bash scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -1,16 +1,13 @@
 """The entity store under concurrent use by OS processes and threads: nothing is lost.
 
-Runs on SQLite, and on PostgreSQL too where ``ASSAY_TEST_POSTGRES_URL`` is set (see
-``test_store.py``).
+Runs on SQLite and on PostgreSQL (see ``tests/postgres.py``).
 """
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,39 +15,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
+from tests.postgres import postgres_schema
 
 from assay.schema.ids import generate_entity_id
 from assay.store import EntityStore
 
 PROCESSES = 4
 WAIT_S = 120.0
-POSTGRES_URL = os.environ.get("ASSAY_TEST_POSTGRES_URL")
-DATABASES = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+DATABASES = ["sqlite", "postgresql"]
 
 
 @contextmanager
-def fresh_database(kind: str, directory: Path) -> Iterator[str]:
+def fresh_database(kind: str, directory: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of a new, empty database: a SQLite file, or a PostgreSQL schema of its own."""
-    if kind == "sqlite" or POSTGRES_URL is None:
+    if kind == "sqlite":
         yield f"sqlite:///{directory / 'assay.db'}"
         return
-    schema = f"assay_test_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 @pytest.fixture(params=DATABASES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_database(request.param, tmp_path) as fresh:
+    with fresh_database(request.param, tmp_path, request) as fresh:
         yield fresh
 
 

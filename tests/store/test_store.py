@@ -1,16 +1,13 @@
 """The entity store: documents, versions, queries, paging and claims (one process).
 
-Every test runs on SQLite; set ``ASSAY_TEST_POSTGRES_URL`` (e.g.
-``postgresql+psycopg://postgres@localhost/assay_test``) to run them on PostgreSQL as well,
-each test in a schema of its own.
+Every test runs on SQLite and on PostgreSQL, each test in a schema of its own, in the
+session's server (``tests/postgres.py``: a throwaway cluster, or ``ASSAY_TEST_POSTGRES_URL``).
 """
 
 from __future__ import annotations
 
-import os
 import random
 import threading
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -18,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
+from tests.postgres import postgres_schema
 
 import assay.store
 from assay import errors
@@ -26,27 +23,17 @@ from assay.schema.ids import generate_entity_id
 from assay.store import EntityStore, Record
 
 BASE_TIME = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
-POSTGRES_URL = os.environ.get("ASSAY_TEST_POSTGRES_URL")
-DATABASES = ["sqlite", *(["postgresql"] if POSTGRES_URL else [])]
+DATABASES = ["sqlite", "postgresql"]
 
 
 @contextmanager
-def fresh_database(kind: str, directory: Path) -> Iterator[str]:
+def fresh_database(kind: str, directory: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of a new, empty database: a SQLite file, or a PostgreSQL schema of its own."""
-    if kind == "sqlite" or POSTGRES_URL is None:
+    if kind == "sqlite":
         yield f"sqlite:///{directory / 'assay.db'}"
         return
-    schema = f"assay_test_{uuid.uuid4().hex[:16]}"
-    admin = sa.create_engine(POSTGRES_URL)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
-    try:
-        url = sa.make_url(POSTGRES_URL).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
-        admin.dispose()
+    with postgres_schema(request.getfixturevalue("postgres_url")) as url:
+        yield url
 
 
 def make_doc(
@@ -87,7 +74,7 @@ class FakeClock:
 
 @pytest.fixture(params=DATABASES)
 def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_database(request.param, tmp_path) as fresh:
+    with fresh_database(request.param, tmp_path, request) as fresh:
         yield fresh
 
 
@@ -396,7 +383,7 @@ def population(
     docs_and_refs = list(zip(docs, refs, strict=True))
     rng.shuffle(docs_and_refs)  # insertion order is not creation order
     with (
-        fresh_database(request.param, tmp_path_factory.mktemp("population")) as url,
+        fresh_database(request.param, tmp_path_factory.mktemp("population"), request) as url,
         EntityStore(url) as shared,
     ):
         for doc, doc_refs in docs_and_refs:
