@@ -68,7 +68,11 @@ def service_request(model_id: str | None = None, account: str = ACCOUNT) -> dict
     request: dict[str, object] = {
         "account": account,
         "name": "service",
-        "runner": {"kind": "mock", "resources": {"memory": "64Mi"}},
+        "runner": {
+            "kind": "mock",
+            "configuration": {"mockType": "assay.local.mocks.TextCompletion"},
+            "resources": {"memory": "64Mi"},
+        },
         "interface": {"endpoint": "generate", "outputSchema": output.model_dump(by_alias=True)},
     }
     if model_id:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from assay.local import LocalPlatform
+from assay.local import LocalPlatform, mocks
 
 __all__ = ["run_demo"]
 
@@ -117,10 +117,6 @@ def _service(platform: LocalPlatform, account: str) -> Any:
     if existing is not None:
         _say(f"  reusing inference service {existing.id}")
         return existing
-    import pyarrow as pa
-
-    from assay.schema.dataschema import DataSchema
-
     model = platform.models.create(
         {
             "account": account,
@@ -130,19 +126,33 @@ def _service(platform: LocalPlatform, account: str) -> Any:
             "resources": {"storage": "0", "memory": "64Mi"},
         }
     )
-    output = DataSchema.make_output_schema(pa.schema([("text", pa.string())]))
-    service = platform.inferenceservices.create(
-        {
-            "account": account,
-            "name": "demo-text-completion",
-            "model": model.id,
-            "runner": {"kind": "mock", "resources": {"memory": "64Mi"}},
-            "interface": {"endpoint": "generate", "outputSchema": output.model_dump(by_alias=True)},
-        }
+    service = platform.inferenceservices.create_mock(
+        mocks.TextCompletion,
+        account=account,
+        model=model.id,
+        name="demo-text-completion",
+        kwargs={"seed": 7},
     )
     platform.inferenceservices.label(service.id, {DEMO_LABEL: "service"})
     _say(f"  model {model.id}: {model.status}; inference service {service.id}: {service.status}")
     return service
+
+
+def _infer(platform: LocalPlatform, account: str, service: Any) -> None:
+    from assay.schema.requests import InferenceSessionCreateRequest
+
+    created = platform.inferencesessions.create(
+        InferenceSessionCreateRequest(account=account, inferenceService=service.id, replicas=2)
+    )
+    session = created.inferencesession
+    _say(f"  session {session.id}: {session.status} ({session.message})")
+    with platform.inferencesessions.client(session.id, created.token) as client:
+        for prompt in ("Open the pod bay doors, Hal!", "Describe an audit plan for a spam filter."):
+            replies = client.infer({"text": prompt})
+            _say(
+                f"  {prompt!r} -> {len(replies)} responses, e.g. {replies[0]['text'][len(prompt) :].strip()!r}"
+            )
+    platform.inferencesessions.terminate(session.id)
 
 
 def _method(platform: LocalPlatform, account: str, module: Any) -> Any:
@@ -198,9 +208,11 @@ def run_demo(data: str | Path, *, account: str = "demo") -> None:
         module = _module(platform, account, work)
         _say("3. model and inference service")
         service = _service(platform, account)
-        _say("4. method")
+        _say("4. a session with two replicas, and inference through its client")
+        _infer(platform, account, service)
+        _say("5. method")
         method = _method(platform, account, module)
-        _say("5. what the platform holds")
+        _say("6. what the platform holds")
         rows = []
         for group in (
             platform.datasets,

@@ -3,11 +3,15 @@ evaluations, methods, measurements, safety cases, reports and families."""
 
 from __future__ import annotations
 
+import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
 from assay.core.datasets import open_entity_data
 from assay.core.groups import EntityGroup
+from assay.schema import ids
+from assay.schema.base import validate_model
 from assay.schema.platform import (
     Evaluation,
     Family,
@@ -16,6 +20,7 @@ from assay.schema.platform import (
     ForeignModel,
     InferenceService,
     InferenceSession,
+    InferenceSessionAndToken,
     Method,
     Model,
     Report,
@@ -33,6 +38,11 @@ from assay.schema.requests import (
 
 if TYPE_CHECKING:
     import pyarrow.dataset
+
+    from assay.inference.client import InferenceSessionClient
+
+#: How long a session token lasts unless asked otherwise (never past the session's expiry).
+DEFAULT_TOKEN_SECONDS = 24 * 3600
 
 __all__ = [
     "Evaluations",
@@ -62,7 +72,7 @@ class Models(EntityGroup[Model]):
 class InferenceServices(EntityGroup[InferenceService]):
     kind = "InferenceService"
     request_type = InferenceServiceCreateRequest
-    ref_filters = ("model",)
+    ref_filters = ("model", "modules")
 
     def _build(self, request: Any) -> InferenceService:
         body = request.model_dump(
@@ -72,7 +82,71 @@ class InferenceServices(EntityGroup[InferenceService]):
             body["model"] = foreign(
                 ForeignModel, self._resolve("Model", request.model, field="model")
             )
-        return self._new(body)
+        return self._checked(self._new(body))
+
+    def _checked(self, service: InferenceService) -> InferenceService:
+        from assay.inference.runners.base import runner_for
+
+        if service.runner is None:
+            raise errors.ValidationError(
+                f"InferenceService {service.name!r}: runner is required (e.g. {{'kind': 'http', "
+                "'configuration': {'url': ...}}})",
+                field="runner",
+            )
+        runner = runner_for(service.runner.kind)
+        for i, module in enumerate(service.runner_modules()):
+            if module is not None:
+                self._resolve("Module", module, field=f"runner.configuration.modules[{i}]")
+        runner.check(service, self._core.sessions.env())
+        return service
+
+    def create_mock(
+        self,
+        mock_type: type,
+        *,
+        account: str,
+        id: str | None = None,
+        model: str | None = None,
+        name: str | None = None,
+        kwargs: dict[str, Any] | None = None,
+    ) -> InferenceService:
+        """An InferenceService backed by ``mock_type`` (anything with ``interface`` and
+        ``infer(endpoint, request)``, importable by its qualified name), instantiated in the
+        platform's process with ``kwargs``."""
+        from assay.inference.runners.mock import qualified_name
+
+        try:
+            instance = mock_type(**(kwargs or {}))
+            interface = instance.interface
+        except Exception as exc:
+            raise errors.ValidationError(
+                f"mock {getattr(mock_type, '__name__', mock_type)!r} could not be instantiated: {exc}",
+                field="mock_type",
+            ) from None
+        request: dict[str, Any] = {
+            "account": account,
+            "name": name or f"mock-{mock_type.__name__}",
+            "runner": {
+                "kind": "mock",
+                "configuration": {"mockType": qualified_name(mock_type), "kwargs": kwargs or {}},
+            },
+            "interface": interface.model_dump(by_alias=True)
+            if hasattr(interface, "model_dump")
+            else interface,
+        }
+        if model is not None:
+            request["model"] = model
+        req = validate_model(
+            InferenceServiceCreateRequest, request, what="InferenceService create request"
+        )
+        entity = self._build(req)
+        if id is not None:
+            if not ids.is_entity_id(id):
+                raise errors.ValidationError(
+                    f"id {id!r} is not an entity id (32 lowercase hex digits)", field="id"
+                )
+            entity = entity.model_copy(update={"id": id})
+        return self._insert(entity)
 
 
 class InferenceSessions(EntityGroup[InferenceSession]):
@@ -87,6 +161,121 @@ class InferenceSessions(EntityGroup[InferenceSession]):
         )
         body["inferenceService"] = foreign(ForeignInferenceService, service)
         return self._new(body)
+
+    def create(self, request: Any) -> InferenceSessionAndToken:  # type: ignore[override]  # the reference's shape
+        """Start a session (its replicas run once it is ``Ready``) and return it with a token
+        for inference calls."""
+        session = super().create(request)
+        return InferenceSessionAndToken(inferencesession=session, token=self.token(session.id))
+
+    def token(self, id: str, expires: datetime | None = None) -> str:
+        """A token that allows inference on this session only, until ``expires`` (default: one
+        day, and never past the session's own expiry)."""
+        session = self.get(id)
+        now = time.time()
+        until = expires.timestamp() if expires is not None else now + DEFAULT_TOKEN_SECONDS
+        if expires is not None and expires.tzinfo is None:
+            raise errors.ValidationError(
+                "expires must be timezone-aware, e.g. datetime.now(timezone.utc) + timedelta(hours=1)",
+                field="expires",
+            )
+        if session.expires is not None:
+            until = min(until, session.expires.timestamp())
+        if until <= now:
+            raise errors.ValidationError(
+                f"InferenceSession {id}: the token would already be expired", field="expires"
+            )
+        grant = {
+            "resources": ["inferencesessions"],
+            "functions": ["consume"],
+            "accounts": [],
+            "entities": [id],
+        }
+        token: str = self._core.signer.sign(
+            subject=f"InferenceSession/{id}", grants=[grant], expires=until
+        )
+        return token
+
+    def authorize(self, id: str, token: str) -> None:
+        """Refuse ``token`` unless it is valid, unexpired and allows inference on ``id``."""
+        claims = self._core.signer.verify(token)
+        session = self.get(id)
+        for grant in claims.get("grants") or []:
+            resources = grant.get("resources") or []
+            functions = grant.get("functions") or []
+            if not (
+                {"inferencesessions", "*"} & set(resources) and {"consume", "*"} & set(functions)
+            ):
+                continue
+            if {id, "*"} & set(grant.get("entities") or []) or {session.account, "*"} & set(
+                grant.get("accounts") or []
+            ):
+                return
+        raise errors.PermissionDeniedError(
+            f"the token does not allow inference on InferenceSession {id} (it was made for {claims.get('sub')}); "
+            f"get one with inferencesessions.token({id!r})"
+        )
+
+    def _check_token(self, token: str) -> None:
+        self._core.signer.verify(token)
+
+    def ready(self, id: str) -> bool:
+        """True when the session is ``Ready`` and its replicas answer."""
+        self.get(id)
+        return bool(self._core.sessions.ready(id))
+
+    def terminate(self, id: str) -> InferenceSession:
+        """Stop the session's replicas; it becomes ``Terminated``."""
+        self.get(id)
+        self._core.sessions.terminate(id)
+        return self.get(id)
+
+    def client(
+        self,
+        session_id: str,
+        token: str,
+        *,
+        interface: Any = None,
+        endpoint: str | None = None,
+        input_adapter: Any = None,
+        output_adapter: Any = None,
+        timeout: float = 30.0,
+    ) -> InferenceSessionClient:
+        """A client for inference calls to the session. Without ``interface`` the service's
+        own interface is used; ``endpoint`` and the adapters override its parts."""
+        from assay.inference.client import InferenceSessionClient
+        from assay.schema.adapters import create_pipeline
+        from assay.schema.platform import InferenceInterface
+
+        self.authorize(session_id, token)
+        session = self.get(session_id)
+        if interface is None:
+            interface = session.inferenceService.interface
+        elif not isinstance(interface, InferenceInterface):
+            interface = validate_model(InferenceInterface, interface, what="interface")
+        if input_adapter is None and interface.inputPipeline:
+            input_adapter = create_pipeline([a.model_dump() for a in interface.inputPipeline])
+        if output_adapter is None and interface.outputPipeline:
+            output_adapter = create_pipeline([a.model_dump() for a in interface.outputPipeline])
+        schema = interface.outputSchema.arrow_schema() if interface.outputSchema else None
+        return InferenceSessionClient(
+            self._core.sessions.caller(session_id, timeout=timeout),
+            endpoint=endpoint or interface.endpoint,
+            input_adapter=input_adapter,
+            output_adapter=output_adapter,
+            output_schema=schema,
+            authorize=lambda: self._check_token(token),
+            what=f"InferenceSession {session_id}",
+        )
+
+    def infer(self, id: str, endpoint: str, request: dict[str, Any]) -> list[dict[str, Any]]:
+        """One raw inference call (no adapters): the service's reply as a list of objects."""
+        caller = self._core.sessions.caller(id)
+        try:
+            reply = caller.call(endpoint.strip("/"), request)
+        finally:
+            caller.close()
+        return list(reply) if isinstance(reply, list) else [reply]
 
 
 class _OutputData:

@@ -6,6 +6,8 @@ behind HTTP (DESIGN §2).
 
 from __future__ import annotations
 
+import secrets as _secrets
+from pathlib import Path
 from typing import Any
 
 from assay.core.datasets import Datasets
@@ -22,8 +24,12 @@ from assay.core.kinds import (
 )
 from assay.core.modules import Modules
 from assay.core.scores import Scores
+from assay.core.secrets import SecretStore
+from assay.core.tokens import TokenSigner
 from assay.core.workflows import default_specs
 from assay.engine import Engine, Executor, WorkflowSpec
+from assay.inference.sessions import SessionManager
+from assay.schema.status import Status
 from assay.storage import ArtifactStorage
 from assay.store import EntityStore
 
@@ -40,6 +46,8 @@ class PlatformCore:
         *,
         executor: Executor | None = None,
         claim_ttl: float = 30.0,
+        signing_secret: bytes | None = None,
+        secrets_path: Path | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -50,6 +58,14 @@ class PlatformCore:
             specs=default_specs(),
             platform=self,
             claim_ttl=claim_ttl,
+        )
+        self.signer = TokenSigner(signing_secret or _secrets.token_bytes(32))
+        self.secrets = SecretStore(secrets_path) if secrets_path else None
+        self.sessions = SessionManager(self.engine, secret=self._secret)
+        self.engine.register(
+            WorkflowSpec(
+                "InferenceSession", self.sessions.start, success=Status.Ready, failure=Status.Error
+            )
         )
         self.datasets = Datasets(self)
         self.evaluations = Evaluations(self)
@@ -88,11 +104,22 @@ class PlatformCore:
                 return group
         raise KeyError(kind)
 
+    def _secret(self, name: str) -> str:
+        if self.secrets is None:
+            from assay import errors
+
+            raise errors.NotFoundError(
+                f"this platform keeps no secrets (asked for {name!r})", kind="Secret", id=name
+            )
+        return self.secrets.get(name)
+
     def resume(self) -> list[str]:
         """Continue every workflow a killed process left unfinished (see
-        :meth:`assay.engine.Engine.resume`)."""
-        return self.engine.resume()
+        :meth:`assay.engine.Engine.resume`), and restart the replicas of sessions whose
+        process died."""
+        return self.engine.resume() + self.sessions.resume()
 
     def close(self) -> None:
+        self.sessions.close()
         self.engine.close()
         self.store.close()

@@ -51,7 +51,6 @@ def default_specs() -> list[WorkflowSpec]:
         WorkflowSpec("AuditProcedure", success=ready, failure=error),
         WorkflowSpec("History", success=ready, failure=error),
         WorkflowSpec("Revision", success=ready, failure=error),
-        unavailable("InferenceSession"),
         unavailable("Evaluation"),
         unavailable("Measurement"),
         unavailable("SafetyCase"),

@@ -14,6 +14,7 @@ from typing import Any
 
 from assay import errors
 from assay.core import PlatformCore
+from assay.core.secrets import SecretStore
 from assay.engine import Executor
 from assay.schema import ids
 from assay.schema.base import LABEL_VALUE_PATTERN
@@ -58,12 +59,22 @@ class LocalPlatform:
                 value=account,
             )
         self._account = account
+        self._closed = False
         store = (
             EntityStore(database_url)
             if database_url
             else EntityStore.sqlite(self._root / DATABASE_FILE)
         )
-        self._core = PlatformCore(store, LocalStorage(self._root), executor=executor)
+        from assay.core.tokens import load_or_create_secret
+
+        private = self._root / ".assay"
+        self._core = PlatformCore(
+            store,
+            LocalStorage(self._root),
+            executor=executor,
+            signing_secret=load_or_create_secret(private / "secret.key"),
+            secrets_path=private / "secrets.json",
+        )
         core = self._core
         self.datasets = core.datasets
         self.evaluations = core.evaluations
@@ -87,6 +98,13 @@ class LocalPlatform:
     def storage_root(self) -> Path:
         """The directory that holds this platform's state."""
         return self._root
+
+    @property
+    def secrets(self) -> SecretStore:
+        """Named credentials for runners (``{"credential": {"secret": name}}``), kept out of
+        entities: ``secrets.set(name, value)``, ``secrets.names()``, ``secrets.delete(name)``."""
+        assert self._core.secrets is not None  # always set by LocalPlatform
+        return self._core.secrets
 
     @property
     def core(self) -> PlatformCore:
@@ -114,8 +132,11 @@ class LocalPlatform:
         return self._core.resume()
 
     def close(self) -> None:
-        """Release the database; further calls fail."""
-        self._core.close()
+        """Stop the replicas this process runs and release the database; further calls fail.
+        Closing twice is harmless."""
+        if not self._closed:
+            self._closed = True
+            self._core.close()
 
     def __enter__(self) -> LocalPlatform:
         return self

@@ -486,10 +486,18 @@ class InferenceService(Entity, InferenceServiceSpec):
     """Always ``InferenceService``."""
 
     def _dependencies(self) -> list[str | None]:
-        return [self.model.id if self.model else None]
+        return [self.model.id if self.model else None, *self.runner_modules()]
 
     def _query_refs(self) -> dict[str, list[str | None]]:
-        return {"model": [self.model.id if self.model else None]}
+        return {"model": [self.model.id if self.model else None], "modules": self.runner_modules()}
+
+    def runner_modules(self) -> list[str | None]:
+        """The Modules a ``python`` runner loads the service's class from."""
+        if self.runner is None or self.runner.kind != InferenceServiceRunnerKind.PYTHON:
+            return []
+        config = self.runner.configuration or {}
+        found = [config.get("module"), *(config.get("modules") or [])]
+        return [m if isinstance(m, str) else None for m in found]
 
 
 class ForeignInferenceService(ModelWithID, InferenceServiceSpec):

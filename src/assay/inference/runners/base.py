@@ -1,0 +1,159 @@
+"""What every runner kind provides, and the registry of kinds.
+
+A runner turns an InferenceService into replicas that answer requests: in-process objects
+(``mock``), Assay's own replica processes (``python``, ``huggingface``, ``vllm``), or a service
+that already runs somewhere (``http``, ``openai``). The session layer (``sessions.py``) starts
+``replicas`` of them, watches them and stops them; the client (``client.py``) calls them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from assay import errors
+
+if TYPE_CHECKING:
+    from assay.inference.replicas import ProcessReplica
+    from assay.schema.platform import InferenceService, InferenceSession
+
+__all__ = ["ReplicaHandle", "Runner", "RunnerEnv", "register_runner", "runner_for", "runner_kinds"]
+
+
+@dataclass
+class ReplicaHandle:
+    """One running replica, however it runs."""
+
+    index: int
+    style: Literal["inprocess", "replica", "plain"]
+    """``inprocess``: call ``service`` directly; ``replica``: Assay's replica protocol at
+    ``url`` (``/infer/{endpoint}``, ``/batch/{endpoint}``); ``plain``: POST ``url/endpoint``."""
+    service: Any = None
+    url: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Headers every request carries (the replica secret or the service's credential)."""
+    process: ProcessReplica | None = None
+    batching: bool = False
+    """True when the replica accepts several instances per request."""
+    ready_path: str | None = None
+    """A path that answers 2xx once the replica is ready (``plain`` replicas)."""
+
+    def alive(self) -> bool:
+        return self.process.alive() if self.process is not None else True
+
+    def describe_exit(self) -> str:
+        if self.process is None:
+            return "stopped"
+        code = self.process.returncode
+        tail = self.process.log_tail(20)
+        return f"replica {self.index} exited with code {code}" + (
+            f"; its last output:\n{tail}" if tail else ""
+        )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stop()
+        closer = getattr(self.service, "close", None)
+        if callable(closer):
+            closer()
+
+    def shareable(self) -> dict[str, Any] | None:
+        """How another process on this machine reaches this replica (None: it cannot)."""
+        if self.style == "inprocess" or self.url is None:
+            return None
+        return {
+            "index": self.index,
+            "style": self.style,
+            "url": self.url,
+            "headers": self.headers,
+            "batching": self.batching,
+            "ready_path": self.ready_path,
+        }
+
+
+@dataclass
+class RunnerEnv:
+    """What a runner needs from the platform to start a replica."""
+
+    entity_dir: Callable[[str], Path]
+    """The local directory of an entity's artifacts (a Module's or a Model's files)."""
+    secret: Callable[[str], str]
+    """The value of a named platform secret (raises NotFoundError)."""
+    log_dir: Path | None = None
+
+
+class Runner(abc.ABC):
+    """One runner kind."""
+
+    kind: ClassVar[str]
+
+    def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:  # noqa: B027
+        """Refuse a service whose runner configuration cannot work (at create time). With
+        ``env``, files the service needs (a Module's code) are checked too where they exist."""
+
+    def dependencies(self, service: InferenceService) -> list[str]:
+        """Entities (beyond the Model) the service needs, e.g. a Module."""
+        return []
+
+    @abc.abstractmethod
+    def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
+        """Start replica ``index`` of the session (do not wait for it to be ready)."""
+
+    def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:  # noqa: B027
+        """Return once the replica answers; raise an AssayError that says why not."""
+
+    def attach(self, session: InferenceSession, env: RunnerEnv) -> list[ReplicaHandle] | None:
+        """Handles for a session served by another process, where the kind allows it without
+        shared state (in-process mocks are re-created); None: use the shared replica list."""
+        return None
+
+
+def configuration(service: InferenceService) -> dict[str, Any]:
+    runner = service.runner
+    return dict(runner.configuration or {}) if runner is not None else {}
+
+
+def config_error(service: InferenceService, key: str, problem: str) -> errors.ValidationError:
+    kind = str(service.runner.kind) if service.runner else "?"
+    return errors.ValidationError(
+        f"InferenceService {service.name!r}: runner.configuration.{key} {problem} (runner kind {kind!r})",
+        field=f"runner.configuration.{key}",
+    )
+
+
+_RUNNERS: dict[str, Runner] = {}
+
+
+def register_runner(runner: Runner) -> None:
+    _RUNNERS[runner.kind] = runner
+
+
+def runner_kinds() -> list[str]:
+    _load_builtin()
+    return sorted(_RUNNERS)
+
+
+def runner_for(kind: str) -> Runner:
+    """The runner of ``kind``; ValidationError listing the kinds for an unknown one."""
+    _load_builtin()
+    runner = _RUNNERS.get(str(kind))
+    if runner is None:
+        raise errors.ValidationError(
+            f"runner kind {kind!r} cannot run on this platform; the runner kinds are "
+            f"{', '.join(sorted(_RUNNERS))}",
+            field="runner.kind",
+            value=kind,
+        )
+    return runner
+
+
+def _load_builtin() -> None:
+    if _RUNNERS:
+        return
+    from assay.inference.runners import http, mock, openai, python, vllm
+
+    for module in (mock, python, http, openai, vllm):
+        register_runner(module.RUNNER)

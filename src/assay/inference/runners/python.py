@@ -1,0 +1,152 @@
+"""The ``python`` runner: a class from a Module, served by Assay's replica processes.
+
+Configuration: ``{"module": "<Module id>", "target": "package.module:ClassName", "kwargs":
+{...}, "modules": ["<more Module ids>"], "readyTimeoutSeconds": 120}``. The class implements
+``infer(endpoint, request) -> list[dict]`` (and, for speed, ``infer_batch``), like a mock.
+Each replica is a process started with the platform's own interpreter, the Modules' directories
+added to its import path (not replacing it).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay import errors
+from assay.inference.runners.base import (
+    ReplicaHandle,
+    Runner,
+    RunnerEnv,
+    config_error,
+    configuration,
+)
+from assay.schema.ids import is_entity_id
+
+if TYPE_CHECKING:
+    from assay.schema.platform import InferenceService, InferenceSession
+
+__all__ = ["RUNNER", "PythonRunner", "find_class"]
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    module, sep, cls = target.partition(":")
+    if not sep:
+        module, _, cls = target.rpartition(".")
+    return module, cls
+
+
+def find_class(directories: list[Path], target: str) -> str | None:
+    """Where ``target``'s class is defined among ``directories`` — read, not imported, so
+    user code never runs in the platform's process. None if it is not found; the message
+    of a ValidationError if the file does not parse."""
+    module, cls = _split_target(target)
+    relative = Path(*module.split("."))
+    for directory in directories:
+        for candidate in (directory / f"{relative}.py", directory / relative / "__init__.py"):
+            if not candidate.is_file():
+                continue
+            try:
+                tree = ast.parse(candidate.read_text(encoding="utf-8"), filename=str(candidate))
+            except SyntaxError as exc:
+                raise errors.ValidationError(
+                    f"{candidate.name} line {exc.lineno}: {exc.msg}"
+                ) from None
+            names = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+            names |= {
+                t.id
+                for n in tree.body
+                if isinstance(n, ast.Assign)
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            }
+            names |= {
+                a.asname or a.name
+                for n in tree.body
+                if isinstance(n, ast.ImportFrom)
+                for a in n.names
+            }
+            return str(candidate) if cls in names else None
+    return None
+
+
+class PythonRunner(Runner):
+    kind = "python"
+
+    def _config(self, service: InferenceService) -> tuple[list[str], str, dict[str, Any]]:
+        config = configuration(service)
+        module = config.get("module")
+        if not isinstance(module, str) or not is_entity_id(module):
+            raise config_error(
+                service, "module", "must be the id of the Module that holds the class"
+            )
+        extra = config.get("modules") or []
+        if not isinstance(extra, list) or not all(
+            isinstance(m, str) and is_entity_id(m) for m in extra
+        ):
+            raise config_error(service, "modules", "must be a list of Module ids")
+        target = config.get("target")
+        if not isinstance(target, str) or not all(_split_target(target)):
+            raise config_error(
+                service, "target", "must name the class, e.g. 'mypackage.model:Model'"
+            )
+        kwargs = config.get("kwargs") or {}
+        if not isinstance(kwargs, dict):
+            raise config_error(service, "kwargs", "must be an object of keyword arguments")
+        return [module, *extra], target, kwargs
+
+    def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:
+        modules, target, _ = self._config(service)
+        if env is None:
+            return
+        directories = [env.entity_dir(m) for m in modules]
+        if not all(d.is_dir() for d in directories):
+            return  # not uploaded yet: the service waits for its Modules, checked at start
+        try:
+            found = find_class(directories, target)
+        except errors.ValidationError as exc:
+            raise config_error(
+                service, "target", f"names {target!r}, whose file does not parse: {exc}"
+            ) from None
+        if found is None:
+            module, cls = _split_target(target)
+            raise config_error(
+                service,
+                "target",
+                f"names {target!r}, but no module {module!r} defining {cls!r} is in the "
+                f"Modules {', '.join(modules)}; check the package layout and the class name",
+            )
+
+    def dependencies(self, service: InferenceService) -> list[str]:
+        return self._config(service)[0]
+
+    def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
+        from assay.inference.replicas import ProcessReplica, python_replica_argv
+
+        service = session.inferenceService
+        modules, target, kwargs = self._config(service)  # type: ignore[arg-type]
+        self.check(service, env)  # type: ignore[arg-type]
+        argv = python_replica_argv(
+            target, paths=[str(env.entity_dir(m)) for m in modules], kwargs=kwargs
+        )
+        log_path = env.log_dir / f"replica-{index}.log" if env.log_dir else None
+        replica = ProcessReplica(
+            argv, name=f"session {session.id} replica {index}", log_path=log_path
+        )
+        replica.start()
+        return ReplicaHandle(
+            index=index,
+            style="replica",
+            process=replica,
+            headers={"Authorization": f"Bearer {replica.secret}"},
+            batching=True,
+        )
+
+    def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:
+        if handle.process is None:
+            return
+        handle.process.wait_ready(timeout)
+        handle.url = handle.process.url
+
+
+RUNNER = PythonRunner()

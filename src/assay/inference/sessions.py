@@ -1,0 +1,355 @@
+"""Sessions: starting, watching and stopping the replicas of InferenceSessions.
+
+A session's workflow starts ``replicas`` replicas with the service's runner, waits until each
+answers (or fails the session with the replica's last output), and leaves the session
+``Ready``. The manager then watches the sessions this process serves:
+
+- a replica process that dies marks its session ``Error`` (``reason = ReplicaFailed``) with
+  the exit code and the replica's last output — replicas are not restarted behind the
+  auditor's back, since a crash is evidence about the system under test;
+- a session past its ``expires`` time is stopped and marked ``Terminated`` (``Expired``);
+- a session terminated or deleted (by any process) has its replicas stopped.
+
+Replica processes belong to the process that started them and die with it (see
+``docs/design/replicas.md``); ``close()`` stops them and marks their sessions ``Terminated``
+(``Interrupted``). After a crash, ``resume()`` restarts the replicas of sessions that were
+``Ready``. Mocks and services that run elsewhere (``http``, ``openai``) need no process of
+ours: any process can reach them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from assay import errors
+from assay.engine import WorkflowContext, WorkflowResult
+from assay.inference.client import ReplicaCaller
+from assay.inference.runners.base import ReplicaHandle, RunnerEnv, configuration, runner_for
+from assay.schema import ids
+from assay.schema.status import Reason, Status
+
+if TYPE_CHECKING:
+    from assay.engine import Engine
+    from assay.schema.platform import InferenceSession
+
+__all__ = ["REPLICAS_ARTIFACT", "SessionManager"]
+
+log = logging.getLogger("assay.inference")
+
+REPLICAS_ARTIFACT = ".assay/replicas.json"
+REPLICA_FAILED = "ReplicaFailed"
+DEFAULT_READY_TIMEOUT = 120.0
+
+
+def _serving_claim(session_id: str) -> str:
+    return ids.namespaced_id(session_id, "replicas")
+
+
+class SessionManager:
+    """The replicas of the sessions this process serves."""
+
+    def __init__(self, engine: Engine, *, secret: Any, interval: float = 0.25) -> None:
+        self._engine = engine
+        self._store = engine.store
+        self._storage = engine.storage
+        self._secret = secret
+        self._interval = interval
+        self._served: dict[str, list[ReplicaHandle]] = {}
+        self._attached: dict[str, list[ReplicaHandle]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._monitor: threading.Thread | None = None
+
+    # -- environment ---------------------------------------------------------------------
+
+    def env(self, session_id: str | None = None) -> RunnerEnv:
+        def entity_dir(id: str) -> Path:
+            path = self._storage.local_path(id, "x")
+            if path is None:
+                raise errors.PlatformError("replica processes need a local artifact storage")
+            return Path(path).parent
+
+        log_dir = None
+        if session_id is not None:
+            log_dir = entity_dir(session_id) / ".assay" / "logs"
+            log_dir.mkdir(parents=True, exist_ok=True)
+        return RunnerEnv(entity_dir=entity_dir, secret=self._secret, log_dir=log_dir)
+
+    # -- the workflow --------------------------------------------------------------------
+
+    def start(self, ctx: WorkflowContext) -> WorkflowResult:
+        """The InferenceSession workflow: start the replicas and wait until they answer."""
+        session: InferenceSession = ctx.entity  # type: ignore[assignment]
+        handles = self._start_replicas(session)
+        n = len(handles)
+        return WorkflowResult(
+            status=Status.Ready, message=f"{n} replica{'s' if n != 1 else ''} ready"
+        )
+
+    def _start_replicas(self, session: InferenceSession) -> list[ReplicaHandle]:
+        service = session.inferenceService
+        if service.runner is None:
+            raise errors.ValidationError(f"InferenceService {service.id} has no runner")
+        runner = runner_for(service.runner.kind)
+        env = self.env(session.id)
+        timeout = float(configuration(service).get("readyTimeoutSeconds", DEFAULT_READY_TIMEOUT))  # type: ignore[arg-type]
+        handles: list[ReplicaHandle] = []
+        try:
+            for i in range(session.replicas):
+                handles.append(runner.start(session, i, env))
+            for handle in handles:
+                runner.wait_ready(handle, timeout)
+        except BaseException:
+            for handle in handles:
+                handle.stop()
+            raise
+        shared = [h.shareable() for h in handles]
+        if any(h.process is not None for h in handles):
+            data = json.dumps([s for s in shared if s is not None]).encode()
+            self._storage.put_bytes(session.id, REPLICAS_ARTIFACT, data)
+            self._store.claim(
+                _serving_claim(session.id), self._engine.owner, self._engine.claim_ttl
+            )
+            with self._lock:
+                self._served[session.id] = handles
+            self._ensure_monitor()
+        else:
+            with self._lock:
+                self._attached[session.id] = handles
+        return handles
+
+    # -- watching ------------------------------------------------------------------------
+
+    def _ensure_monitor(self) -> None:
+        with self._lock:
+            if self._monitor is not None and self._monitor.is_alive():
+                return
+            self._stop.clear()
+            self._monitor = threading.Thread(target=self._watch, name="assay-sessions", daemon=True)
+            self._monitor.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check()
+            except Exception:  # the store was busy: look again next time
+                log.debug("session check failed", exc_info=True)
+
+    def check(self) -> None:
+        """One look at every served session: expiry, dead replicas, external termination."""
+        with self._lock:
+            served = dict(self._served)
+        now = datetime.now(UTC)
+        for session_id, handles in served.items():
+            record = self._store.get(session_id)
+            status = record.doc.get("status") if record else None
+            if status != Status.Ready:
+                self._forget(session_id)
+                continue
+            expires = record.doc.get("expires") if record else None
+            if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now:
+                self._forget(session_id)
+                self._engine.transition(
+                    session_id,
+                    Status.Terminated,
+                    Reason.Expired,
+                    f"the session expired at {expires}",
+                    expect=Status.Ready,
+                )
+                continue
+            dead = [h for h in handles if not h.alive()]
+            if dead:
+                message = dead[0].describe_exit()
+                self._forget(session_id)
+                self._engine.transition(
+                    session_id,
+                    Status.Error,
+                    REPLICA_FAILED,
+                    f"{message}\nThe session's other replicas were stopped; create a new session.",
+                    expect=Status.Ready,
+                )
+                continue
+            self._store.renew(
+                _serving_claim(session_id), self._engine.owner, self._engine.claim_ttl
+            )
+
+    def _forget(self, session_id: str) -> None:
+        with self._lock:
+            handles = self._served.pop(session_id, []) + self._attached.pop(session_id, [])
+        for handle in handles:
+            handle.stop()
+        self._store.release(_serving_claim(session_id), self._engine.owner)
+
+    # -- using ---------------------------------------------------------------------------
+
+    def _session(self, session_id: str) -> InferenceSession:
+        from assay.schema.platform import InferenceSession
+
+        doc = self._store.require(session_id, kind="InferenceSession").doc
+        session = InferenceSession.model_validate(doc)
+        if (
+            session.status == Status.Ready
+            and session.expires is not None
+            and session.expires <= datetime.now(UTC)
+        ):
+            self._forget(session_id)
+            self._engine.transition(
+                session_id,
+                Status.Terminated,
+                Reason.Expired,
+                f"the session expired at {session.expires}",
+                expect=Status.Ready,
+            )
+            session = InferenceSession.model_validate(self._store.require(session_id).doc)
+        return session
+
+    def handles(self, session_id: str) -> list[ReplicaHandle]:
+        """The replicas to call for a Ready session (from any process on this machine)."""
+        session = self._session(session_id)
+        if session.status != Status.Ready:
+            state = session.status + (f" ({session.reason})" if session.reason else "")
+            detail = (
+                f": {session.message}"
+                if session.message and session.status != Status.Created
+                else ""
+            )
+            raise errors.UnavailableError(
+                f"InferenceSession {session_id} is {state}{detail}; inference needs a Ready session",
+                retry_after=1 if session.status in (Status.Created, Status.Admitted) else None,
+            )
+        with self._lock:
+            local = self._served.get(session_id) or self._attached.get(session_id)
+        if local:
+            return local
+        runner = runner_for(session.inferenceService.runner.kind)  # type: ignore[union-attr]
+        attached = runner.attach(session, self.env())
+        if attached is None:
+            attached = self._shared(session_id)
+        with self._lock:
+            self._attached[session_id] = attached
+        return attached
+
+    def _shared(self, session_id: str) -> list[ReplicaHandle]:
+        try:
+            data = json.loads(self._storage.read_bytes(session_id, REPLICAS_ARTIFACT))
+        except errors.NotFoundError:
+            data = []
+        handles = [
+            ReplicaHandle(
+                index=d["index"],
+                style=d["style"],
+                url=d["url"],
+                headers=d.get("headers") or {},
+                batching=bool(d.get("batching")),
+                ready_path=d.get("ready_path"),
+            )
+            for d in data
+        ]
+        if not handles:
+            raise errors.UnavailableError(
+                f"InferenceSession {session_id} is Ready but no process serves its replicas; "
+                "call resume() to restart them, or create a new session"
+            )
+        return handles
+
+    def caller(self, session_id: str, *, timeout: float = 30.0) -> ReplicaCaller:
+        return ReplicaCaller(
+            self.handles(session_id), timeout=timeout, what=f"InferenceSession {session_id}"
+        )
+
+    def ready(self, session_id: str) -> bool:
+        """True if the session is Ready and its replicas answer."""
+        try:
+            handles = self.handles(session_id)
+        except errors.UnavailableError:
+            return False
+        return all(h.alive() for h in handles) and all(
+            _answers(h) for h in handles if h.process is None
+        )
+
+    def terminate(self, session_id: str) -> None:
+        """Stop the session's replicas and mark it Terminated (TerminateCommand)."""
+        self._forget(session_id)
+        self._engine.transition(
+            session_id,
+            Status.Terminated,
+            Reason.TerminateCommand,
+            None,
+            expect=(Status.Created, Status.Admitted, Status.Ready),
+        )
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def resume(self) -> list[str]:
+        """Restart the replicas of Ready sessions whose serving process is gone."""
+        restarted: list[str] = []
+        for doc in list(self._store.iter_query(kind="InferenceSession", status=Status.Ready)):
+            session_id = doc["id"]
+            with self._lock:
+                if session_id in self._served:
+                    continue
+            if self._storage.exists(session_id, REPLICAS_ARTIFACT) is False:
+                continue  # mocks and remote services: nothing to restart
+            holder = self._store.claim_owner(_serving_claim(session_id))
+            from assay.engine.engine import _owner_is_dead
+
+            if holder is not None and _owner_is_dead(holder[0]):
+                self._store.release(_serving_claim(session_id), holder[0])
+            if not self._store.claim(
+                _serving_claim(session_id), self._engine.owner, self._engine.claim_ttl
+            ):
+                continue
+            session = self._session(session_id)
+            if session.status != Status.Ready:
+                continue
+            try:
+                self._start_replicas(session)
+            except Exception as exc:
+                self._engine.transition(
+                    session_id,
+                    Status.Error,
+                    REPLICA_FAILED,
+                    f"could not restart the replicas: {exc}",
+                    expect=Status.Ready,
+                )
+                continue
+            restarted.append(session_id)
+        return restarted
+
+    def close(self) -> None:
+        """Stop every replica this process runs; their sessions become Terminated."""
+        self._stop.set()
+        if self._monitor is not None:
+            self._monitor.join(timeout=10)
+        with self._lock:
+            served = list(self._served)
+            attached = list(self._attached)
+        for session_id in served:
+            self._forget(session_id)
+            self._engine.transition(
+                session_id,
+                Status.Terminated,
+                Reason.Interrupted,
+                "the platform process that ran its replicas was closed",
+                expect=Status.Ready,
+            )
+        for session_id in attached:
+            self._forget(session_id)
+
+
+def _answers(handle: ReplicaHandle) -> bool:
+    if handle.style == "inprocess" or handle.url is None:
+        return True
+    import httpx
+
+    path = "/ready" if handle.style == "replica" else "/" + (handle.ready_path or "").lstrip("/")
+    try:
+        with httpx.Client(timeout=2) as client:
+            return client.get(handle.url + path, headers=handle.headers).is_success
+    except httpx.HTTPError:
+        return False

@@ -1,0 +1,55 @@
+"""Mock inference services: simulated systems to develop and test audits without a model.
+
+```python
+from assay.local import LocalPlatform, mocks
+
+service = platform.inferenceservices.create_mock(mocks.TextCompletion, account="me")
+```
+
+Each mock implements :class:`assay.inference.protocol.ServiceProtocol` (``infer(endpoint,
+request) -> list[dict]``, and ``infer_batch``), declares its :attr:`~InferenceServiceMock.
+interface` and output :attr:`~InferenceServiceMock.schema`, can be constructed with no
+arguments, and takes keyword-only options, among them ``seed``:
+
+- :class:`TextCompletion`: ``generate``, ``{"text": str}`` → two ``{"text": str}``;
+- :class:`Classifier`: ``classify``, ``{"text": str}`` → ``{"label": str, "scores": [...]}``;
+- :class:`Embedder`: ``embed``, ``{"text": str}`` → ``{"embedding": [float] * dim}``;
+- :class:`ChatModel`: ``chat``, ``{"messages": [...]}`` → ``{"role": "assistant",
+  "content": str}``;
+- :class:`Faulty`: the endpoints of the mock it wraps, with injected latency, errors
+  (:class:`TransientServiceError`), hangs and malformed replies.
+
+With a ``seed``, a mock's reply depends on the seed and the request alone, whatever the order
+of the calls, their concurrency or the number of replicas (:class:`Faulty` draws its faults
+from one seeded sequence instead). Without one, replies vary from call to call. Write your own
+mock by subclassing :class:`InferenceServiceMock`.
+"""
+
+from __future__ import annotations
+
+from assay.local.mocks._base import InferenceServiceMock
+from assay.local.mocks._chat import ChatMessage, ChatModel
+from assay.local.mocks._classifier import Classifier, ClassifierOutput, LabelScore
+from assay.local.mocks._embedder import Embedder
+from assay.local.mocks._faulty import Faulty, TransientServiceError
+from assay.local.mocks._text import TextCompletion
+
+__all__ = [
+    "ChatMessage",
+    "ChatModel",
+    "Classifier",
+    "ClassifierOutput",
+    "Embedder",
+    "Faulty",
+    "InferenceServiceMock",
+    "LabelScore",
+    "TextCompletion",
+    "TransientServiceError",
+]
+
+# The public names live here: ``assay.local.mocks.TextCompletion`` is the class path that
+# services record (``f"{cls.__module__}.{cls.__qualname__}"``), whatever private module
+# defines the class.
+for _name in __all__:
+    globals()[_name].__module__ = __name__
+del _name
