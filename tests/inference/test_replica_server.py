@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import MutableMapping
 from typing import Any
 
 import httpx
@@ -132,13 +133,16 @@ def test_lifespan_startup_starts_loading() -> None:
     app = create_app(load, secret=SECRET)
 
     async def lifespan() -> list[str]:
-        incoming = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+        incoming: list[MutableMapping[str, Any]] = [
+            {"type": "lifespan.startup"},
+            {"type": "lifespan.shutdown"},
+        ]
         sent: list[str] = []
 
-        async def receive() -> dict[str, Any]:
+        async def receive() -> MutableMapping[str, Any]:
             return incoming.pop(0)
 
-        async def send(message: dict[str, Any]) -> None:
+        async def send(message: MutableMapping[str, Any]) -> None:
             sent.append(message["type"])
 
         await app({"type": "lifespan"}, receive, send)

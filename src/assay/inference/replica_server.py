@@ -47,7 +47,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
 from assay.errors import UnavailableError, ValidationError
@@ -77,8 +77,8 @@ EXIT_BAD_TARGET = 3
 #: Exit code when the service's constructor (``load()``) raised.
 EXIT_LOAD_FAILED = 4
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
@@ -554,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_TARGET
 
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
+    # says TCP; without it Nagle + delayed ACKs cost ~40 ms per request (~23 req/s).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
     port: int = sock.getsockname()[1]
