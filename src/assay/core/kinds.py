@@ -1,9 +1,10 @@
-"""The groups of the kinds whose create only resolves references: models, services, sessions,
+"""The groups of the kinds whose create only resolves references: services, sessions,
 evaluations, methods, measurements, safety cases, reports and families."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,6 @@ from assay.schema.platform import (
     InferenceSession,
     InferenceSessionAndToken,
     Method,
-    Model,
     Report,
 )
 from assay.schema.requests import (
@@ -32,7 +32,6 @@ from assay.schema.requests import (
     InferenceServiceCreateRequest,
     InferenceSessionCreateRequest,
     MethodCreateRequest,
-    ModelCreateRequest,
     ReportCreateRequest,
 )
 
@@ -51,7 +50,6 @@ __all__ = [
     "InferenceSessions",
     "Measurements",
     "Methods",
-    "Models",
     "Reports",
     "SafetyCases",
 ]
@@ -62,11 +60,6 @@ def foreign(foreign_type: type[Any], entity: Any) -> dict[str, Any]:
     wire = entity.to_wire()
     names = {f.alias or n for n, f in foreign_type.model_fields.items()}
     return {k: v for k, v in wire.items() if k in names}
-
-
-class Models(EntityGroup[Model]):
-    kind = "Model"
-    request_type = ModelCreateRequest
 
 
 class InferenceServices(EntityGroup[InferenceService]):
@@ -216,8 +209,17 @@ class InferenceSessions(EntityGroup[InferenceSession]):
             f"get one with inferencesessions.token({id!r})"
         )
 
-    def _check_token(self, token: str) -> None:
-        self._core.signer.verify(token)
+    def _expiry_check(self, token: str) -> Callable[[], None]:
+        """A cheap per-call check for a token already verified: it has not expired since."""
+        expires = self._core.signer.verify(token)["exp"]
+
+        def check() -> None:
+            if time.time() >= expires:
+                raise errors.AuthenticationError(
+                    "the token has expired; ask for a new one (e.g. inferencesessions.token(id))"
+                )
+
+        return check
 
     def ready(self, id: str) -> bool:
         """True when the session is ``Ready`` and its replicas answer."""
@@ -264,7 +266,7 @@ class InferenceSessions(EntityGroup[InferenceSession]):
             input_adapter=input_adapter,
             output_adapter=output_adapter,
             output_schema=schema,
-            authorize=lambda: self._check_token(token),
+            authorize=self._expiry_check(token),
             what=f"InferenceSession {session_id}",
         )
 

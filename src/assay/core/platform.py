@@ -18,10 +18,10 @@ from assay.core.kinds import (
     InferenceSessions,
     Measurements,
     Methods,
-    Models,
     Reports,
     SafetyCases,
 )
+from assay.core.models import Models
 from assay.core.modules import Modules
 from assay.core.scores import Scores
 from assay.core.secrets import SecretStore

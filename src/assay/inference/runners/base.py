@@ -153,7 +153,7 @@ def runner_for(kind: str) -> Runner:
 def _load_builtin() -> None:
     if _RUNNERS:
         return
-    from assay.inference.runners import http, mock, openai, python, vllm
+    from assay.inference.runners import http, huggingface, mock, openai, python, vllm
 
-    for module in (mock, python, http, openai, vllm):
+    for module in (mock, python, http, openai, vllm, huggingface):
         register_runner(module.RUNNER)
