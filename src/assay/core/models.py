@@ -34,7 +34,7 @@ from assay.core.uploads import UploadGroup, file_md5, list_files
 from assay.engine import WorkflowContext, WorkflowResult
 from assay.schema.platform import File, Model
 from assay.schema.requests import ModelCreateRequest
-from assay.schema.status import Reason, Status
+from assay.schema.status import Status
 
 if TYPE_CHECKING:
     from assay.schema.platform import ModelSourceHuggingFaceHub
@@ -146,91 +146,19 @@ class Models(UploadGroup[Model]):
         entity = self.get(model if isinstance(model, str) else model.id)
         return self._upload_directory(entity, Path(directory))
 
-    # -- UploadGroup, for files declared in artifact.volume.files ---------------------------
-    #
-    # UploadGroup reads a Dataset's or Module's ``artifacts``; a Model declares its files in
-    # ``artifact.volume.files`` (and records their sizes), so the three methods that read the
-    # declaration are given here; ``put_artifact`` and the checks are UploadGroup's.
+    # -- UploadGroup's hooks: a Model declares its files in artifact.volume.files, with sizes
+
+    declaration_field = "artifact.volume.files"
 
     def _declared(self, entity: Model) -> list[File]:
         volume = entity.artifact.volume
         return list(volume.files) if volume is not None else []
 
-    def _artifact(self, entity: Model, path: str) -> File:
-        for file in self._declared(entity):
-            if file.path == path:
-                return file
-        declared = ", ".join(repr(f.path) for f in self._declared(entity)[:10])
-        raise errors.ValidationError(
-            f"Model {entity.id}: {path!r} is not one of its files ({declared or 'none'}); "
-            "upload only the files declared in artifact.volume.files",
-            field="path",
-            value=path,
-            entity=entity.id,
-        )
+    def _declared_docs(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(((doc.get("artifact") or {}).get("volume") or {}).get("files") or [])
 
-    def finalize(self, id: str) -> Model:
-        """Check that every declared file is stored with its declared digest, record digests
-        and sizes, and make the Model ``Ready``."""
-        entity = self.get(id)
-        self._require_waiting(entity)
-        storage = self._core.storage
-        declared = self._declared(entity)
-        missing = [f.path for f in declared if not storage.exists(id, f.path)]
-        if missing:
-            raise errors.ValidationError(
-                f"Model {id}: {len(missing)} declared files were not uploaded "
-                f"({', '.join(repr(p) for p in missing[:5])}); upload them, then finalize again",
-                field="artifact.volume.files",
-                entity=id,
-            )
-        stored = {info.path: info for info in storage.list(id)}
-        digests: dict[str, tuple[str, int]] = {}
-        for file in declared:
-            actual = storage.md5(id, file.path)
-            if file.digest.md5 and file.digest.md5 != actual:
-                raise errors.DataIntegrityError(
-                    f"Model {id}: file {file.path!r} has md5 {actual}, expected "
-                    f"{file.digest.md5}; upload it again",
-                    field="artifact.volume.files",
-                    entity=id,
-                )
-            digests[file.path] = (actual, stored[file.path].size)
-
-        def mutate(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("status") != Status.Created or doc.get("reason") != Reason.WaitingForUpload:
-                return None
-            for file in doc["artifact"]["volume"]["files"]:
-                md5, size = digests[file["path"]]
-                file.update(digest={"md5": md5}, size=size)
-            doc.pop("reason", None)
-            doc.pop("message", None)
-            return doc
-
-        self._core.store.update(id, mutate, kind=self.kind)
-        self._core.engine.schedule(id)
-        return self.get(id)
-
-    def _upload_directory(self, entity: Model, directory: Path) -> Model:
-        directory = list_files(directory, f"Model {entity.id} upload")
-        put: list[str] = []
-        try:
-            for file in self._declared(entity):
-                source = directory / file.path
-                if not source.is_file():
-                    raise errors.ValidationError(
-                        f"Model {entity.id}: {str(source)!r} is missing; upload from the "
-                        "directory the Model was created from",
-                        field="directory",
-                        entity=entity.id,
-                    )
-                self.put_artifact(entity.id, file.path, source)
-                put.append(file.path)
-            return self.finalize(entity.id)
-        except BaseException:
-            for path in put:
-                self._core.storage.delete(entity.id, path)
-            raise
+    def _record(self, item: dict[str, Any], md5: str, size: int) -> None:
+        item.update(digest={"md5": md5}, size=size)
 
     # -- reading -----------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from assay import errors
 from assay.core.groups import EntityGroup
@@ -47,7 +47,26 @@ def list_files(root: Path, what: str) -> Path:
 
 
 class UploadGroup(EntityGroup[U]):
-    """A group whose entities carry ``artifacts`` that are uploaded after creation."""
+    """A group whose entities declare files (``artifacts``) that are uploaded after creation.
+
+    A kind that declares its files elsewhere (a Model's ``artifact.volume.files``) overrides
+    the three hooks :meth:`_declared`, :meth:`_declared_docs` and :meth:`_record`.
+    """
+
+    #: Where the declaration lives, for messages.
+    declaration_field: ClassVar[str] = "artifacts"
+
+    def _declared(self, entity: U) -> list[Any]:
+        """The declared files (each with ``path`` and ``digest``)."""
+        return list(entity.artifacts)  # type: ignore[attr-defined]
+
+    def _declared_docs(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
+        """The declared files in the stored document, to record digests in."""
+        return list(doc.get("artifacts") or [])
+
+    def _record(self, item: dict[str, Any], md5: str, size: int) -> None:
+        """Record a verified file's digest in its declaration."""
+        item["digest"] = {"md5": md5}
 
     def _new(
         self, body: dict[str, Any], *, status: str = Status.Created, reason: str | None = None
@@ -57,13 +76,13 @@ class UploadGroup(EntityGroup[U]):
         return super()._new(body, status=status, reason=reason or Reason.WaitingForUpload)
 
     def _artifact(self, entity: U, path: str) -> Any:
-        for artifact in entity.artifacts:  # type: ignore[attr-defined]
+        for artifact in self._declared(entity):
             if artifact.path == path:
                 return artifact
-        declared = ", ".join(repr(a.path) for a in entity.artifacts[:10])  # type: ignore[attr-defined]
+        declared = ", ".join(repr(a.path) for a in self._declared(entity)[:10])
         raise errors.ValidationError(
-            f"{self.kind} {entity.id}: {path!r} is not one of its artifacts ({declared}); "
-            "upload only the files declared when it was created",
+            f"{self.kind} {entity.id}: {path!r} is not one of its files ({declared or 'none'}); "
+            f"upload only the files declared in {self.declaration_field}",
             field="path",
             value=path,
             entity=entity.id,
@@ -111,22 +130,24 @@ class UploadGroup(EntityGroup[U]):
         entity = self.get(id)
         self._require_waiting(entity)
         storage = self._core.storage
-        missing = [a.path for a in entity.artifacts if not storage.exists(id, a.path)]  # type: ignore[attr-defined]
+        declared = self._declared(entity)
+        missing = [a.path for a in declared if not storage.exists(id, a.path)]
         if missing:
             raise errors.ValidationError(
-                f"{self.kind} {id}: {len(missing)} declared artifacts were not uploaded "
+                f"{self.kind} {id}: {len(missing)} declared files were not uploaded "
                 f"({', '.join(repr(p) for p in missing[:5])}); upload them, then finalize again",
-                field="artifacts",
+                field=self.declaration_field,
                 entity=id,
             )
+        sizes = {info.path: info.size for info in storage.list(id)}
         digests: dict[str, str] = {}
-        for artifact in entity.artifacts:  # type: ignore[attr-defined]
+        for artifact in declared:
             actual = storage.md5(id, artifact.path)
             if artifact.digest and artifact.digest.md5 and artifact.digest.md5 != actual:
                 raise errors.DataIntegrityError(
-                    f"{self.kind} {id}: artifact {artifact.path!r} has md5 {actual}, expected "
+                    f"{self.kind} {id}: file {artifact.path!r} has md5 {actual}, expected "
                     f"{artifact.digest.md5}; upload it again",
-                    field="artifacts",
+                    field=self.declaration_field,
                     entity=id,
                 )
             digests[artifact.path] = actual
@@ -134,8 +155,8 @@ class UploadGroup(EntityGroup[U]):
         def mutate(doc: dict[str, Any]) -> dict[str, Any] | None:
             if doc.get("status") != Status.Created or doc.get("reason") != Reason.WaitingForUpload:
                 return None
-            for artifact in doc.get("artifacts") or []:
-                artifact["digest"] = {"md5": digests[artifact["path"]]}
+            for item in self._declared_docs(doc):
+                self._record(item, digests[item["path"]], sizes[item["path"]])
             doc.pop("reason", None)
             doc.pop("message", None)
             return doc
@@ -150,7 +171,7 @@ class UploadGroup(EntityGroup[U]):
         directory = list_files(directory, f"{self.kind} {entity.id} upload")
         put: list[str] = []
         try:
-            for artifact in entity.artifacts:  # type: ignore[attr-defined]
+            for artifact in self._declared(entity):
                 source = directory / artifact.path
                 if not source.is_file():
                     raise errors.ValidationError(
