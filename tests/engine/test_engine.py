@@ -51,7 +51,10 @@ def test_handler_exception_fails_with_reason_and_message(
     assert evaluation.message == "KeyError: 'responses'"
 
 
-def test_unregistered_workflow_kind_fails_clearly(platform: LocalPlatform, tmp_path: Path) -> None:
+def test_kind_without_a_runner_fails_clearly(platform: LocalPlatform, tmp_path: Path) -> None:
+    from assay.core.workflows import unavailable
+
+    platform.core.register_workflow(unavailable("Evaluation"))
     evaluation = platform.evaluations.create(_evaluation(platform, tmp_path))
     assert evaluation.status == Status.Failed
     assert "no runner for Evaluation" in (evaluation.message or "")

@@ -948,6 +948,7 @@ def test_evaluation_client_configuration_defaults() -> None:
         "requestTimeoutSeconds": 30,
         "totalTimeoutSeconds": 7200,
         "batchSize": 1000,
+        "requestBatchSize": 32,
         "extraOptions": {},
     }
 

@@ -14,6 +14,7 @@ from assay.core.datasets import ingest_dataset
 from assay.core.models import prepare_model
 from assay.core.modules import verify_module
 from assay.engine import WorkflowContext, WorkflowResult, WorkflowSpec
+from assay.evaluation import run_evaluation
 from assay.schema.status import Reason, Status
 
 __all__ = ["default_specs", "unavailable"]
@@ -52,7 +53,7 @@ def default_specs() -> list[WorkflowSpec]:
         WorkflowSpec("AuditProcedure", success=ready, failure=error),
         WorkflowSpec("History", success=ready, failure=error),
         WorkflowSpec("Revision", success=ready, failure=error),
-        unavailable("Evaluation"),
+        WorkflowSpec("Evaluation", run_evaluation, success=Status.Complete, failure=Status.Failed),
         unavailable("Measurement"),
         unavailable("SafetyCase"),
         unavailable("Report"),

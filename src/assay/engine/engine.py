@@ -397,6 +397,14 @@ class Engine:
 
     # -- waiting -------------------------------------------------------------------------
 
+    def drive(self, entity_id: str, *, timeout: float | None = None) -> dict[str, Any]:
+        """Wait for a workflow that the running one depends on: with the inline executor its
+        job is queued behind the caller's, so run it here first. Returns its document."""
+        run_pending = getattr(self.executor, "run_pending", None)
+        if callable(run_pending):
+            run_pending(entity_id)
+        return self.wait(entity_id, timeout=timeout)
+
     def wait(
         self, entity_id: str, *, kind: str | None = None, timeout: float | None = None
     ) -> dict[str, Any]:

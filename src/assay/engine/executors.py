@@ -56,6 +56,17 @@ class InlineExecutor(Executor):
     def __init__(self) -> None:
         self._local = threading.local()
 
+    def run_pending(self, entity_id: str) -> bool:
+        """Run now, in this thread, a job queued behind the running one (a workflow that
+        needs another one finished, such as an evaluation starting its own session)."""
+        queue: list[WorkflowJob] | None = getattr(self._local, "queue", None)
+        for job in list(queue or []):
+            if job.entity_id == entity_id:
+                queue.remove(job)  # type: ignore[union-attr]
+                self._run(job)
+                return True
+        return False
+
     def submit(self, job: WorkflowJob) -> None:
         queue: list[WorkflowJob] | None = getattr(self._local, "queue", None)
         if queue is not None:  # a job is running in this thread: run this one after it

@@ -1,7 +1,9 @@
 """The ``python`` runner: a class from a Module, served by Assay's replica processes.
 
 Configuration: ``{"module": "<Module id>", "target": "package.module:ClassName", "kwargs":
-{...}, "modules": ["<more Module ids>"], "readyTimeoutSeconds": 120}``. The class implements
+{...}, "modules": ["<more Module ids>"], "threads": 1, "readyTimeoutSeconds": 120}``
+(``threads``: how many calls one replica serves at once; raise it only for thread-safe
+classes). The class implements
 ``infer(endpoint, request) -> list[dict]`` (and, for speed, ``infer_batch``), like a mock.
 Each replica is a process started with the platform's own interpreter, the Modules' directories
 added to its import path (not replacing it).
@@ -93,6 +95,9 @@ class PythonRunner(Runner):
         kwargs = config.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise config_error(service, "kwargs", "must be an object of keyword arguments")
+        threads = config.get("threads", 1)
+        if not isinstance(threads, int) or isinstance(threads, bool) or not 1 <= threads <= 256:
+            raise config_error(service, "threads", "must be an integer from 1 to 256")
         return [module, *extra], target, kwargs
 
     def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:

@@ -1,0 +1,131 @@
+"""Turning instances into requests and replies into responses, and what can go wrong.
+
+Errors are sorted into three kinds, which decide what the engine does:
+
+- :class:`TransientError` — a timeout, a refused connection, 408/429/5xx, or a reply that does
+  not fit the interface (a malformed reply): retried with exponential back-off and jitter,
+  honouring ``Retry-After``, up to ``transientErrorRetryLimit`` times;
+- :class:`BadRequest` — the service refused the instance (400/404/422), or the instance does not
+  fit the input pipeline: ``badRequestPolicy`` decides (``Abort`` the evaluation, or ``Skip``
+  the instance and record the error);
+- :class:`FatalError` — something no retry or skip can fix (401/403: the credentials): the
+  evaluation fails.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from assay import errors
+from assay.inference.client import check_reply
+
+if TYPE_CHECKING:
+    import pyarrow
+
+    from assay.schema.adapters import Adapter
+
+__all__ = [
+    "BadRequest",
+    "FatalError",
+    "Outcome",
+    "Requester",
+    "Responder",
+    "RetryPolicy",
+    "TransientError",
+]
+
+JSONObject = dict[str, Any]
+
+
+class TransientError(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BadRequest(Exception):
+    pass
+
+
+class FatalError(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    """What became of one instance: its responses, or the error that stopped it."""
+
+    responses: list[JSONObject] | None = None
+    error: str | None = None
+    kind: str | None = None
+    attempts: int = 1
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    limit: int
+    max_delay: float
+    base_delay: float = 0.05
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry ``attempt`` (1-based)."""
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), self.max_delay)
+        ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+        return random.uniform(ceiling / 2, ceiling)
+
+
+class Requester:
+    """Makes the request for one instance: the evaluation's input pipeline, then the
+    service's."""
+
+    def __init__(self, adapters: Sequence[Adapter]) -> None:
+        self._adapters = adapters
+
+    def __call__(self, row: JSONObject) -> JSONObject:
+        items: Iterable[Any] = iter([row])
+        for adapter in self._adapters:
+            items = adapter(iter(items))
+        try:
+            made = list(itertools.islice(items, 2))
+        except (errors.ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise BadRequest(
+                f"the input pipeline failed on this instance: {_describe(exc)}"
+            ) from None
+        if len(made) != 1 or not isinstance(made[0], dict):
+            raise BadRequest(
+                f"the input pipeline made {len(made)} requests from one instance, expected one"
+            )
+        request: JSONObject = made[0]
+        return request
+
+
+class Responder:
+    """Makes the responses of one instance from the service's reply: the output pipeline, the
+    output-schema check, and ``_response_index_``."""
+
+    def __init__(
+        self, adapter: Adapter | None, item_schema: pyarrow.Schema | None, what: str
+    ) -> None:
+        self._adapter = adapter
+        self._schema = item_schema
+        self._what = what
+
+    def __call__(self, reply: Any) -> list[JSONObject]:
+        items: Iterable[Any] = reply if isinstance(reply, list) else [reply]
+        try:
+            items = list(self._adapter(iter(items))) if self._adapter is not None else list(items)
+            check_reply(items, self._schema, self._what)
+        except (errors.ValidationError, KeyError, TypeError, ValueError) as exc:
+            raise TransientError(f"malformed reply: {_describe(exc)}") from None
+        return [{**item, "_response_index_": i} for i, item in enumerate(items)]
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, errors.AssayError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

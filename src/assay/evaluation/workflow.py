@@ -1,0 +1,378 @@
+"""The Evaluation workflow: every instance of the data set through the session, exactly once.
+
+1. The session: the evaluation's own (started here, terminated at the end) or a running one
+   (``inferenceSessionReference``, which must be ``Ready``).
+2. The first instance goes through the input pipelines before any request is sent: a data set
+   that does not fit the service fails at once, naming the field.
+3. Parts (see ``parts.py``) are sent part by part — two in flight, so the replicas never idle
+   between parts — and each is written atomically when all its instances have an outcome. A
+   resumed run skips the parts already written.
+4. The integrity check counts the output's (``_index_``, ``_replication_``) pairs; the result
+   is recorded on the entity, and the evaluation is ``Complete`` only when it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from assay import errors
+from assay.engine import WorkflowContext, WorkflowResult
+from assay.evaluation.dispatch import HTTPDispatcher, InProcessDispatcher, Request
+from assay.evaluation.integrity import INTEGRITY_ANNOTATION, check_integrity
+from assay.evaluation.outcomes import (
+    BadRequest,
+    FatalError,
+    Outcome,
+    Requester,
+    Responder,
+    RetryPolicy,
+)
+from assay.evaluation.parts import ERRORS_PREFIX, Part, done_parts, read_units, write_parquet
+from assay.schema import ids
+from assay.schema.status import Status
+
+if TYPE_CHECKING:
+    import pyarrow
+
+    from assay.schema.platform import Evaluation
+
+__all__ = ["SESSION_LABEL", "run_evaluation"]
+
+#: The label that marks a session an evaluation started for itself.
+SESSION_LABEL = "assay.io/evaluation"
+DEFAULT_WORKERS_PER_REPLICA = 16
+INCOMPLETE = "Incomplete"
+UNVERIFIED = "Unverified"
+
+
+class _Progress:
+    def __init__(self, ctx: WorkflowContext, total: int) -> None:
+        self._ctx = ctx
+        self._total = total
+        self.done = 0
+        self._tty = sys.stderr.isatty()
+
+    def add(self, n: int, *, force: bool = False) -> None:
+        self.done += n
+        message = f"{self.done:,} / {self._total:,} instances"
+        self._ctx.progress(message, force=force)
+        if self._tty:
+            width = 30
+            filled = int(width * self.done / max(self._total, 1))
+            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {message}")
+            if self.done >= self._total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+def _own_session(ctx: WorkflowContext, evaluation: Evaluation) -> str:
+    """Start the evaluation's own session (stopping any left by an earlier run)."""
+    from assay.schema.requests import InferenceSessionCreateRequest
+
+    core = ctx.platform
+    for old in core.store.query(
+        kind="InferenceSession", labels={SESSION_LABEL: evaluation.id}, status=Status.Ready
+    ):
+        core.sessions.terminate(old["id"])
+    spec = evaluation.inferenceSession
+    request = InferenceSessionCreateRequest(
+        account=evaluation.account,
+        inferenceService=spec.inferenceService.id,
+        replicas=spec.replicas,
+        expires=spec.expires,
+        accelerator=spec.accelerator,
+    )
+    session = core.inferencesessions._insert(core.inferencesessions._build(request))
+
+    def label(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["labels"] = {**(doc.get("labels") or {}), SESSION_LABEL: evaluation.id}
+        return doc
+
+    core.store.update(session.id, label)
+    doc = core.engine.drive(session.id)
+    if doc.get("status") != Status.Ready:
+        raise errors.UnavailableError(
+            f"the evaluation's session {session.id} did not start: {doc.get('status')}"
+            f"{' (' + doc['reason'] + ')' if doc.get('reason') else ''}: {doc.get('message', '')}"
+        )
+    return str(session.id)
+
+
+def run_evaluation(ctx: WorkflowContext) -> WorkflowResult:
+    """The Evaluation workflow handler (see the module doc)."""
+    from assay.schema.adapters import create_pipeline
+
+    evaluation: Evaluation = ctx.entity  # type: ignore[assignment]
+    core = ctx.platform
+    config = evaluation.client
+    started = time.monotonic()
+    own = evaluation.inferenceSessionReference is None
+    session_id = _own_session(ctx, evaluation) if own else evaluation.inferenceSessionReference
+    assert session_id is not None
+    dispatcher: HTTPDispatcher | InProcessDispatcher | None = None
+    try:
+        try:
+            handles = core.sessions.handles(session_id)
+        except errors.UnavailableError as exc:
+            return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
+        interface = core.inferencesessions.get(session_id).inferenceService.interface
+        adapters = []
+        if config.inputPipeline:
+            adapters.append(create_pipeline([a.model_dump() for a in config.inputPipeline]))
+        if interface.inputPipeline:
+            adapters.append(create_pipeline([a.model_dump() for a in interface.inputPipeline]))
+        output_adapter = (
+            create_pipeline([a.model_dump() for a in interface.outputPipeline])
+            if interface.outputPipeline
+            else None
+        )
+        from assay.inference.client import _item_schema, _output_schema
+
+        declared = interface.outputSchema.arrow_schema() if interface.outputSchema else None
+        schema = _output_schema(declared)
+        requester = Requester(adapters)
+        responder = Responder(output_adapter, _item_schema(declared), f"Evaluation {evaluation.id}")
+        policy = RetryPolicy(
+            config.transientErrorRetryLimit, float(config.transientErrorRetryDelaySeconds)
+        )
+        endpoint = interface.endpoint
+
+        dataset = core.datasets.get(evaluation.dataset)
+        paths = [a.path for a in dataset.artifacts]
+        rows = _count_rows(core, dataset.id, paths)
+        _check_first_instance(core, dataset.id, paths, requester)
+
+        if handles[0].style == "inprocess":
+            dispatcher = InProcessDispatcher(handles, endpoint, responder, policy)
+        else:
+            workers = evaluation.workersPerReplica or DEFAULT_WORKERS_PER_REPLICA
+            dispatcher = HTTPDispatcher(
+                handles,
+                endpoint,
+                responder,
+                policy,
+                concurrency=workers * len(handles),
+                request_timeout=float(config.requestTimeoutSeconds),
+                batch_size=config.requestBatchSize,
+            )
+        replications = [
+            ids.replication_id(evaluation.id, r) for r in range(evaluation.replications)
+        ]
+        done = done_parts(core.storage, evaluation.id)
+        progress = _Progress(ctx, rows * len(replications))
+        skipped = 0
+        failures: list[str] = []
+        pending: deque[tuple[Part, pyarrow.RecordBatch, Future[list[Outcome]]]] = deque()
+
+        def finish_oldest() -> None:
+            nonlocal skipped
+            part, batch, future = pending.popleft()
+            outcomes = future.result()
+            skipped += _write_part(
+                core,
+                evaluation,
+                part,
+                batch,
+                replications[part.replication],
+                outcomes,
+                schema,
+                failures,
+            )
+            progress.add(batch.num_rows)
+
+        for r in range(len(replications)):
+            for f, b, batch in read_units(core.storage, dataset.id, paths, config.batchSize):
+                part = Part(r, f, b)
+                if part.name in done:
+                    progress.add(batch.num_rows)
+                    continue
+                if (
+                    config.totalTimeoutSeconds
+                    and time.monotonic() - started > config.totalTimeoutSeconds
+                ):
+                    return WorkflowResult(
+                        status=Status.Failed,
+                        reason=INCOMPLETE,
+                        message=f"totalTimeoutSeconds ({config.totalTimeoutSeconds} s) ran out after "
+                        f"{progress.done:,} / {rows * len(replications):,} instances; resume() continues it",
+                    )
+                ctx.check()
+                requests: list[Request] = []
+                for row in batch.to_pylist():
+                    try:
+                        requests.append(requester(row))
+                    except BadRequest as exc:
+                        requests.append(exc)
+                pending.append((part, batch, dispatcher.submit(requests)))
+                if len(pending) >= 2:
+                    finish_oldest()
+        while pending:
+            finish_oldest()
+        progress.add(0, force=True)
+        if failures and config.badRequestPolicy == "Abort":
+            return WorkflowResult(
+                status=Status.Failed, reason=INCOMPLETE, message=_abort_message(failures)
+            )
+        return _verify(ctx, evaluation, core, dataset.id, paths, replications, skipped)
+    except FatalError as exc:
+        return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
+    except _Aborted as exc:
+        return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
+    finally:
+        if dispatcher is not None:
+            dispatcher.close()
+        if own:
+            core.sessions.terminate(session_id)
+
+
+class _Aborted(Exception):
+    pass
+
+
+def _abort_message(failures: list[str]) -> str:
+    return (
+        f"{len(failures):,} instances failed and badRequestPolicy is Abort; first: {failures[0]} "
+        "(set client.badRequestPolicy='Skip' to record them and go on)"
+    )
+
+
+def _count_rows(core: Any, dataset_id: str, paths: list[str]) -> int:
+    import pyarrow.parquet as pq
+
+    filesystem, base = core.storage.arrow_location(dataset_id, "")
+    base = base.rstrip("/")
+    total = 0
+    for path in paths:
+        with filesystem.open_input_file(f"{base}/{path}" if base else path) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    return total
+
+
+def _check_first_instance(
+    core: Any, dataset_id: str, paths: list[str], requester: Requester
+) -> None:
+    for _, _, batch in read_units(core.storage, dataset_id, paths, 1):
+        try:
+            requester(batch.to_pylist()[0])
+        except BadRequest as exc:
+            raise _Aborted(
+                f"the data set does not fit the service's input pipeline (no request was sent): {exc}"
+            ) from None
+        return
+
+
+def _write_part(
+    core: Any,
+    evaluation: Evaluation,
+    part: Part,
+    batch: pyarrow.RecordBatch,
+    replication: str,
+    outcomes: list[Outcome],
+    schema: pyarrow.Schema | None,
+    failures: list[str],
+) -> int:
+    """Write one part (its errors first: the data file is what marks the part done). Returns
+    how many instances were skipped."""
+    import pyarrow as pa
+
+    indices = batch.column("_index_").to_pylist()
+    failed = [(index, o) for index, o in zip(indices, outcomes, strict=True) if o.responses is None]
+    for index, outcome in failed[:1]:
+        failures.append(f"instance {index}: {outcome.error}")
+    if failed:
+        if evaluation.client.badRequestPolicy == "Abort":
+            raise _Aborted(_abort_message([f"instance {i}: {o.error}" for i, o in failed]))
+        failures.extend(f"instance {i}: {o.error}" for i, o in failed[1:])
+        errors_table = pa.table(
+            {
+                "_index_": pa.array([i for i, _ in failed], pa.int64()),
+                "_replication_": pa.array([replication] * len(failed), pa.string()),
+                "kind": pa.array([o.kind for _, o in failed], pa.string()),
+                "error": pa.array([o.error for _, o in failed], pa.string()),
+                "attempts": pa.array([o.attempts for _, o in failed], pa.int64()),
+            }
+        )
+        write_parquet(core.storage, evaluation.id, part.errors_path, errors_table)
+    records = [
+        {"_index_": index, "_replication_": replication, "responses": outcome.responses or []}
+        for index, outcome in zip(indices, outcomes, strict=True)
+    ]
+    write_parquet(
+        core.storage, evaluation.id, part.path, pa.RecordBatch.from_pylist(records, schema=schema)
+    )
+    return len(failed)
+
+
+def _verify(
+    ctx: WorkflowContext,
+    evaluation: Evaluation,
+    core: Any,
+    dataset_id: str,
+    paths: list[str],
+    replications: list[str],
+    skipped: int,
+) -> WorkflowResult:
+    import pyarrow.dataset as ds
+
+    from assay.core.datasets import open_entity_data
+    from assay.evaluation.parts import DATA_PREFIX
+
+    dataset = core.datasets.get(dataset_id)
+    indices = (
+        open_entity_data(core, dataset, paths)
+        .to_table(columns=["_index_"])
+        .column("_index_")
+        .combine_chunks()
+    )
+    outputs = [i.path for i in core.storage.list(evaluation.id, DATA_PREFIX)]
+    output = open_entity_data(core, evaluation, outputs) if outputs else ds.dataset([])
+    skipped = (
+        _count_skipped(core, evaluation.id)
+        if core.storage.list(evaluation.id, ERRORS_PREFIX)
+        else 0
+    )
+    result = check_integrity(output, indices, replications, skipped=skipped)
+
+    def record(doc: dict[str, Any]) -> dict[str, Any]:
+        notes = [a for a in doc.get("annotations") or [] if a.get("key") != INTEGRITY_ANNOTATION]
+        notes.append(
+            {"key": INTEGRITY_ANNOTATION, "value": json.dumps(result.as_dict(), sort_keys=True)}
+        )
+        doc["annotations"] = notes
+        return doc
+
+    core.store.update(evaluation.id, record)
+    config = evaluation.client
+    summary = f"{result.answered:,} / {result.expected:,} instances x replications answered" + (
+        f", {result.skipped:,} skipped after errors" if result.skipped else ""
+    )
+    if result.duplicates and config.duplicateOutputPolicy == "Error":
+        return WorkflowResult(
+            status=Status.Failed,
+            reason=UNVERIFIED,
+            message=f"{summary}; {result.duplicates:,} duplicate outputs",
+        )
+    if (result.missing or result.unexpected) and config.missingOutputPolicy == "Error":
+        return WorkflowResult(
+            status=Status.Failed,
+            reason=INCOMPLETE,
+            message=f"{summary}; {result.missing:,} missing, {result.unexpected:,} unexpected outputs",
+        )
+    return WorkflowResult(message=f"{summary}; integrity verified" if result.ok else summary)
+
+
+def _count_skipped(core: Any, evaluation_id: str) -> int:
+    import pyarrow.dataset as ds
+
+    filesystem, base = core.storage.arrow_location(evaluation_id, "")
+    base = base.rstrip("/")
+    paths = [
+        f"{base}/{i.path}" if base else i.path
+        for i in core.storage.list(evaluation_id, ERRORS_PREFIX)
+    ]
+    return int(ds.dataset(paths, format="parquet", filesystem=filesystem).count_rows())
