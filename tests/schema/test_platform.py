@@ -949,6 +949,7 @@ def test_evaluation_client_configuration_defaults() -> None:
         "totalTimeoutSeconds": 7200,
         "batchSize": 1000,
         "requestBatchSize": 32,
+        "cache": False,
         "extraOptions": {},
     }
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
@@ -331,6 +332,35 @@ class Evaluations(_OutputData, EntityGroup[Evaluation]):
             spec["inferenceService"] = foreign(ForeignInferenceService, service)
             body["inferenceSession"] = spec
         return self._new(body)
+
+    def local_evaluation(self, *, dataset: str, inferencesession: str) -> str:
+        """Evaluate the Dataset ``dataset`` with the running session ``inferencesession`` (an
+        Evaluation with ``inferenceSessionReference``); returns the evaluation's id."""
+        session = self._resolve("InferenceSession", inferencesession, field="inferencesession")
+        request = {
+            "account": session.account,
+            "dataset": dataset,
+            "inferenceSessionReference": inferencesession,
+        }
+        return self.create(request).id
+
+    def import_data(
+        self,
+        dataset_directory: str | Path,
+        *,
+        id: str | None = None,
+        evaluation_request: Any = None,
+        account: str | None = None,
+    ) -> Evaluation:
+        """Register evaluation outputs made elsewhere (Parquet files with ``_index_``,
+        ``_replication_`` and ``responses``) as a ``Complete`` Evaluation, so Methods can use
+        them. With ``evaluation_request`` the entity records the Dataset and service they came
+        from; without it, a placeholder service named ``imported``."""
+        from assay.core.imports import import_evaluation
+
+        return import_evaluation(
+            self, Path(dataset_directory), id=id, request=evaluation_request, account=account
+        )
 
 
 class Methods(EntityGroup[Method]):

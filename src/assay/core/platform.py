@@ -28,6 +28,7 @@ from assay.core.secrets import SecretStore
 from assay.core.tokens import TokenSigner
 from assay.core.workflows import default_specs
 from assay.engine import Engine, Executor, WorkflowSpec
+from assay.evaluation.cache import ResponseCache
 from assay.inference.sessions import SessionManager
 from assay.schema.status import Status
 from assay.storage import ArtifactStorage
@@ -48,6 +49,8 @@ class PlatformCore:
         claim_ttl: float = 30.0,
         signing_secret: bytes | None = None,
         secrets_path: Path | None = None,
+        cache_path: Path | None = None,
+        default_account: str | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
@@ -61,6 +64,9 @@ class PlatformCore:
         )
         self.signer = TokenSigner(signing_secret or _secrets.token_bytes(32))
         self.secrets = SecretStore(secrets_path) if secrets_path else None
+        self.default_account = default_account
+        self._cache_path = cache_path
+        self._response_cache: ResponseCache | None = None
         self.sessions = SessionManager(self.engine, secret=self._secret)
         self.engine.register(
             WorkflowSpec(
@@ -104,6 +110,16 @@ class PlatformCore:
                 return group
         raise KeyError(kind)
 
+    def response_cache(self) -> ResponseCache:
+        """The platform's response cache (opened on first use)."""
+        if self._response_cache is None:
+            if self._cache_path is None:
+                from assay import errors
+
+                raise errors.ValidationError("this platform has no response cache (no cache_path)")
+            self._response_cache = ResponseCache(self._cache_path)
+        return self._response_cache
+
     def _secret(self, name: str) -> str:
         if self.secrets is None:
             from assay import errors
@@ -123,3 +139,5 @@ class PlatformCore:
         self.sessions.close()
         self.engine.close()
         self.store.close()
+        if self._response_cache is not None:
+            self._response_cache.close()

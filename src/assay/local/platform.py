@@ -74,6 +74,8 @@ class LocalPlatform:
             executor=executor,
             signing_secret=load_or_create_secret(private / "secret.key"),
             secrets_path=private / "secrets.json",
+            cache_path=private / "cache" / "responses.db",
+            default_account=account,
         )
         core = self._core
         self.datasets = core.datasets

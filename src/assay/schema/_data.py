@@ -139,6 +139,9 @@ class EvaluationClientConfiguration(SchemaModel):
     requestBatchSize: int = Field(default=32, ge=1)
     """Instances per request when the session's replicas accept batches (Assay's own replica
     processes do); 1 sends one instance per request."""
+    cache: bool = False
+    """Reuse answers from the platform's response cache (keyed by service, endpoint and
+    request) and keep new ones there: a re-run pays only for answers not received before."""
     extraOptions: dict[str, str] = Field(default_factory=dict)
     """Further client options, by name."""
     inputPipeline: list[SchemaAdapter] | None = None

@@ -1,0 +1,154 @@
+"""evaluations.import_data, evaluations.local_evaluation, and the response cache."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import Future
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from tests.conftest import ACCOUNT, ready_dataset
+
+from assay import errors
+from assay.evaluation.cache import CachedDispatcher, ResponseCache, request_key
+from assay.evaluation.outcomes import BadRequest, Outcome
+from assay.local import LocalPlatform, mocks
+from assay.schema.requests import InferenceSessionCreateRequest
+from assay.schema.status import Status
+
+RESPONSES = pa.list_(
+    pa.struct([pa.field("_response_index_", pa.int64()), pa.field("text", pa.string())])
+)
+
+
+def _outputs(directory: Path, pairs: list[tuple[int, str]]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    table = pa.table(
+        {
+            "_index_": pa.array([i for i, _ in pairs], pa.int64()),
+            "_replication_": pa.array([r for _, r in pairs], pa.string()),
+            "responses": pa.array(
+                [[{"_response_index_": 0, "text": f"answer {i}"}] for i, _ in pairs], RESPONSES
+            ),
+        }
+    )
+    pq.write_table(table, directory / "outputs.parquet")
+    return directory
+
+
+def test_import_data_registers_complete_evaluation(platform: LocalPlatform, tmp_path: Path) -> None:
+    directory = _outputs(
+        tmp_path / "out", [(i, "r0") for i in range(10)] + [(i, "r1") for i in range(10)]
+    )
+    evaluation = platform.evaluations.import_data(directory)
+    assert evaluation.status == Status.Complete
+    assert evaluation.message == "imported 20 rows from 1 file"
+    assert evaluation.account == ACCOUNT
+    assert platform.evaluations.open(evaluation.id).count_rows() == 20
+    integrity = json.loads(evaluation.annotations[0].value)
+    assert integrity["ok"] and integrity["answered"] == 20
+
+
+def test_import_data_with_its_request_and_id(platform: LocalPlatform, tmp_path: Path) -> None:
+    dataset = ready_dataset(platform, tmp_path / "data", rows=3)
+    service = platform.inferenceservices.create_mock(mocks.TextCompletion, account=ACCOUNT)
+    directory = _outputs(tmp_path / "out", [(i, "r0") for i in range(3)])
+    request = {
+        "account": ACCOUNT,
+        "dataset": dataset,
+        "inferenceSession": {"inferenceService": service.id},
+    }
+    evaluation = platform.evaluations.import_data(
+        directory, id="e" * 32, evaluation_request=request
+    )
+    assert evaluation.id == "e" * 32 and evaluation.dataset == dataset
+    assert [e.id for e in platform.evaluations.query(dataset=dataset)] == ["e" * 32]
+
+
+def test_import_data_refuses_bad_outputs_and_writes_nothing(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    duplicated = _outputs(tmp_path / "dup", [(1, "r0"), (1, "r0")])
+    with pytest.raises(errors.DataIntegrityError) as info:
+        platform.evaluations.import_data(duplicated)
+    assert "more than once" in str(info.value)
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    pq.write_table(pa.table({"_index_": [1], "text": ["x"]}), wrong / "x.parquet")
+    with pytest.raises(errors.ValidationError) as info:
+        platform.evaluations.import_data(wrong)
+    assert "_replication_" in str(info.value)
+    assert platform.evaluations.query() == []
+
+
+def test_local_evaluation_uses_a_running_session(platform: LocalPlatform, tmp_path: Path) -> None:
+    dataset = ready_dataset(platform, tmp_path / "data", rows=12)
+    service = platform.inferenceservices.create_mock(mocks.TextCompletion, account=ACCOUNT)
+    session = platform.inferencesessions.create(
+        InferenceSessionCreateRequest(account=ACCOUNT, inferenceService=service.id)
+    ).inferencesession
+    evaluation_id = platform.evaluations.local_evaluation(
+        dataset=dataset, inferencesession=session.id
+    )
+    evaluation = platform.evaluations.get(evaluation_id)
+    assert evaluation.status == Status.Complete, evaluation.message
+    assert evaluation.inferenceSessionReference == session.id
+    assert platform.evaluations.open(evaluation_id).count_rows() == 12
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def submit(self, requests: list[dict[str, object] | BadRequest]) -> Future[list[Outcome]]:
+        future: Future[list[Outcome]] = Future()
+        outcomes = []
+        for request in requests:
+            if isinstance(request, BadRequest):  # as the real dispatchers do
+                outcomes.append(Outcome(error=str(request), kind="BadRequest", attempts=0))
+                continue
+            self.sent.append(request)
+            outcomes.append(
+                Outcome(error="refused", kind="BadRequest")
+                if request["text"] == "bad"
+                else Outcome(
+                    responses=[{"text": str(request["text"]).upper(), "_response_index_": 0}]
+                )
+            )
+        future.set_result(outcomes)
+        return future
+
+    def close(self) -> None:
+        pass
+
+
+def test_cached_dispatcher_sends_each_request_once(tmp_path: Path) -> None:
+    cache = ResponseCache(tmp_path / "cache.db")
+    inner = _Counting()
+    dispatcher = CachedDispatcher(inner, cache, scope="service/generate")
+    first = dispatcher.submit([{"text": "a"}, {"text": "b"}, {"text": "bad"}]).result()
+    assert [o.responses for o in first][:2] == [
+        [{"text": "A", "_response_index_": 0}],
+        [{"text": "B", "_response_index_": 0}],
+    ]
+    assert first[2].error == "refused"
+    second = dispatcher.submit(
+        [{"text": "b"}, {"text": "c"}, {"text": "bad"}, BadRequest("no text")]
+    ).result()
+    assert [r["text"] for r in inner.sent] == [
+        "a",
+        "b",
+        "bad",
+        "c",
+        "bad",
+    ]  # failures are not cached
+    assert second[0].responses == [{"text": "B", "_response_index_": 0}] and second[0].attempts == 0
+    assert second[3].kind == "BadRequest"
+    assert dispatcher.hits == 1 and len(cache) == 3
+    other_scope = CachedDispatcher(inner, cache, scope="other/generate")
+    other_scope.submit([{"text": "a"}]).result()
+    assert inner.sent[-1] == {"text": "a"}
+    assert request_key("s", {"a": 1, "b": 2}) == request_key("s", {"b": 2, "a": 1})
+    cache.close()
