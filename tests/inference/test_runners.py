@@ -23,7 +23,21 @@ from assay.schema.status import Reason, Status
 
 MODEL_SOURCE = '''
 import os
+import threading
 import time
+
+
+class Pair:
+    """Answers only when two calls are in the replica at once."""
+
+    endpoints = ["echo"]
+
+    def __init__(self):
+        self.barrier = threading.Barrier(2, timeout=20)
+
+    def infer(self, endpoint, request):
+        self.barrier.wait()
+        return [{"text": request["text"]}]
 
 
 class Echo:
@@ -145,6 +159,28 @@ def test_a_replica_that_never_gets_ready_fails_the_session(
     session = platform.inferencesessions.get(session_id)
     assert session.status == Status.Error
     assert "ready" in (session.message or "")
+
+
+@pytest.mark.slow
+def test_python_runner_threads_reach_the_replica(platform: LocalPlatform, module_id: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    request = {
+        "account": ACCOUNT,
+        "name": "pair",
+        "runner": {
+            "kind": "python",
+            "configuration": {"module": module_id, "target": "echomodel.model:Pair", "threads": 2},
+        },
+        "interface": _interface(),
+    }
+    session_id, token = _start(platform, platform.inferenceservices.create(request).id)
+    with (
+        platform.inferencesessions.client(session_id, token) as client,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        replies = list(pool.map(lambda t: client.infer({"text": t}), ["a", "b"]))
+    assert sorted(r[0]["text"] for r in replies) == ["a", "b"]
 
 
 def test_python_runner_target_is_checked_at_create(platform: LocalPlatform, module_id: str) -> None:

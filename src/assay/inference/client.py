@@ -56,8 +56,10 @@ class ReplicaCaller:
         if self._http is None:
             import httpx
 
-            limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-            self._http = httpx.Client(timeout=self._timeout, limits=limits)
+            with self._lock:  # two threads' first calls must not make two clients
+                if self._http is None:
+                    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+                    self._http = httpx.Client(timeout=self._timeout, limits=limits)
         return self._http
 
     def next(self) -> ReplicaHandle:

@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from assay.inference.replicas import ProcessReplica
     from assay.schema.platform import InferenceService, InferenceSession
 
-__all__ = ["ReplicaHandle", "Runner", "RunnerEnv", "register_runner", "runner_for", "runner_kinds"]
+__all__ = [
+    "ProcessRunner",
+    "ReplicaHandle",
+    "Runner",
+    "RunnerEnv",
+    "register_runner",
+    "runner_for",
+    "runner_kinds",
+]
 
 
 @dataclass
@@ -109,6 +117,40 @@ class Runner(abc.ABC):
         """Handles for a session served by another process, where the kind allows it without
         shared state (in-process mocks are re-created); None: use the shared replica list."""
         return None
+
+
+class ProcessRunner(Runner):
+    """A runner whose replicas are Assay's replica processes (``replica_server.py``)."""
+
+    def spawn(
+        self,
+        session: InferenceSession,
+        index: int,
+        env: RunnerEnv,
+        argv: list[str],
+        environment: dict[str, str] | None = None,
+    ) -> ReplicaHandle:
+        """Start one replica process serving Assay's replica protocol."""
+        from assay.inference.replicas import ProcessReplica
+
+        log_path = env.log_dir / f"replica-{index}.log" if env.log_dir else None
+        replica = ProcessReplica(
+            argv, name=f"session {session.id} replica {index}", env=environment, log_path=log_path
+        )
+        replica.start()
+        return ReplicaHandle(
+            index=index,
+            style="replica",
+            process=replica,
+            headers={"Authorization": f"Bearer {replica.secret}"},
+            batching=True,
+        )
+
+    def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:
+        if handle.process is None:
+            return
+        handle.process.wait_ready(timeout)
+        handle.url = handle.process.url
 
 
 def configuration(service: InferenceService) -> dict[str, Any]:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay.inference.hf_service import TASK_ENDPOINTS
 from assay.inference.runners.base import (
+    ProcessRunner,
     ReplicaHandle,
-    Runner,
     RunnerEnv,
     config_error,
     configuration,
@@ -79,7 +79,7 @@ def huggingface_interface(task: str) -> InferenceInterface:
     )
 
 
-class HuggingFaceRunner(Runner):
+class HuggingFaceRunner(ProcessRunner):
     kind = "huggingface"
 
     def _kwargs(self, service: InferenceService) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class HuggingFaceRunner(Runner):
             )
 
     def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
-        from assay.inference.replicas import ProcessReplica, python_replica_argv
+        from assay.inference.replicas import python_replica_argv
 
         service: InferenceService = session.inferenceService  # type: ignore[assignment]
         self.check(service, env)
@@ -155,32 +155,12 @@ class HuggingFaceRunner(Runner):
             )
         kwargs = {"model_dir": str(model_dir), **self._kwargs(service)}
         argv = python_replica_argv(SERVICE_TARGET, paths=[], kwargs=kwargs)
-        log_path = env.log_dir / f"replica-{index}.log" if env.log_dir else None
         environment = {
             **os.environ,
             "HF_HUB_OFFLINE": "1",  # serve the Model's files; never download anything
             "HF_HUB_DISABLE_TELEMETRY": "1",
         }
-        replica = ProcessReplica(
-            argv,
-            name=f"session {session.id} replica {index}",
-            env=environment,
-            log_path=log_path,
-        )
-        replica.start()
-        return ReplicaHandle(
-            index=index,
-            style="replica",
-            process=replica,
-            headers={"Authorization": f"Bearer {replica.secret}"},
-            batching=True,
-        )
-
-    def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:
-        if handle.process is None:
-            return
-        handle.process.wait_ready(timeout)
-        handle.url = handle.process.url
+        return self.spawn(session, index, env, argv, environment)
 
 
 RUNNER = HuggingFaceRunner()

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from assay import errors
 from assay.inference.runners.base import (
+    ProcessRunner,
     ReplicaHandle,
-    Runner,
     RunnerEnv,
     config_error,
     configuration,
@@ -72,7 +72,7 @@ def find_class(directories: list[Path], target: str) -> str | None:
     return None
 
 
-class PythonRunner(Runner):
+class PythonRunner(ProcessRunner):
     kind = "python"
 
     def _config(self, service: InferenceService) -> tuple[list[str], str, dict[str, Any]]:
@@ -126,32 +126,15 @@ class PythonRunner(Runner):
         return self._config(service)[0]
 
     def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
-        from assay.inference.replicas import ProcessReplica, python_replica_argv
+        from assay.inference.replicas import python_replica_argv
 
         service = session.inferenceService
         modules, target, kwargs = self._config(service)  # type: ignore[arg-type]
         self.check(service, env)  # type: ignore[arg-type]
-        argv = python_replica_argv(
-            target, paths=[str(env.entity_dir(m)) for m in modules], kwargs=kwargs
-        )
-        log_path = env.log_dir / f"replica-{index}.log" if env.log_dir else None
-        replica = ProcessReplica(
-            argv, name=f"session {session.id} replica {index}", log_path=log_path
-        )
-        replica.start()
-        return ReplicaHandle(
-            index=index,
-            style="replica",
-            process=replica,
-            headers={"Authorization": f"Bearer {replica.secret}"},
-            batching=True,
-        )
-
-    def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:
-        if handle.process is None:
-            return
-        handle.process.wait_ready(timeout)
-        handle.url = handle.process.url
+        threads = int(configuration(service).get("threads", 1))  # type: ignore[arg-type]
+        paths = [str(env.entity_dir(m)) for m in modules]
+        argv = python_replica_argv(target, paths=paths, kwargs=kwargs, threads=threads)
+        return self.spawn(session, index, env, argv)
 
 
 RUNNER = PythonRunner()
