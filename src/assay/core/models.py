@@ -37,10 +37,17 @@ from assay.schema.requests import ModelCreateRequest
 from assay.schema.status import Status
 
 if TYPE_CHECKING:
-    from assay.schema.platform import ModelSourceHuggingFaceHub
+    from assay.schema.platform import Entity, ModelSourceHuggingFaceHub
     from assay.storage import ArtifactStorage
 
-__all__ = ["DEFAULT_HUB_ENDPOINT", "FETCH_FAILED", "Models", "hub_endpoint", "prepare_model"]
+__all__ = [
+    "DEFAULT_HUB_ENDPOINT",
+    "FETCH_FAILED",
+    "Models",
+    "hub_endpoint",
+    "model_has_work",
+    "prepare_model",
+]
 
 #: The reason of a Model whose files could not be fetched from their source.
 FETCH_FAILED = "FetchFailed"
@@ -186,6 +193,14 @@ class Models(UploadGroup[Model]):
 
 
 # -- the workflow ----------------------------------------------------------------------------
+
+
+def model_has_work(entity: Entity) -> bool:
+    """A Model has files to fetch (a hub source) or to check (an uploaded volume); a Mock
+    has none and is Ready at once."""
+    model: Model = entity  # type: ignore[assignment]
+    volume = model.artifact.volume
+    return model.source.kind == "HuggingFaceHub" or bool(volume is not None and volume.files)
 
 
 def prepare_model(ctx: WorkflowContext) -> WorkflowResult:

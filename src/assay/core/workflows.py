@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from assay import errors
 from assay.core.datasets import ingest_dataset
-from assay.core.models import prepare_model
+from assay.core.models import model_has_work, prepare_model
 from assay.core.modules import verify_module
 from assay.engine import WorkflowContext, WorkflowResult, WorkflowSpec
 from assay.evaluation import run_evaluation
@@ -45,7 +45,14 @@ def default_specs() -> list[WorkflowSpec]:
             upload_gate=True,
         ),
         WorkflowSpec("Module", verify_module, success=ready, failure=error, upload_gate=True),
-        WorkflowSpec("Model", prepare_model, success=ready, failure=error, upload_gate=True),
+        WorkflowSpec(
+            "Model",
+            prepare_model,
+            success=ready,
+            failure=error,
+            upload_gate=True,
+            runs=model_has_work,
+        ),
         WorkflowSpec("InferenceService", success=ready, failure=error),
         WorkflowSpec("Method", success=ready, failure=error),
         WorkflowSpec("Family", success=ready, failure=error),

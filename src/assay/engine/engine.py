@@ -19,7 +19,6 @@ How a workflow moves (see ``docs/design/workflows.md``):
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
+from assay._logging import logger
 from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
 from assay.engine.transitions import apply_transition
 from assay.schema.status import (
@@ -53,7 +53,7 @@ __all__ = [
     "WorkflowSpec",
 ]
 
-log = logging.getLogger("assay.engine")
+log = logger("assay.engine")
 
 
 class WorkflowCancelled(Exception):
@@ -87,6 +87,9 @@ class WorkflowSpec:
     """The reason set when the handler raises."""
     upload_gate: bool = False
     """The entity waits (``reason = WaitingForUpload``) until its artifacts are finalized."""
+    runs: Callable[[Entity], bool] | None = None
+    """Whether this entity's handler has work to do (None: always); an entity with none
+    reaches ``success`` as soon as its dependencies have, without being admitted."""
 
 
 @dataclass
@@ -236,7 +239,7 @@ class Engine:
             return spec.failure, Reason.FailedDependency, message
         if state == "waiting":
             return Status.Created, Reason.UnsatisfiedDependency, message
-        if spec.handler is None:
+        if spec.handler is None or (spec.runs is not None and not spec.runs(entity)):
             return spec.success, None, None
         return Status.Created, None, None
 
@@ -249,9 +252,8 @@ class Engine:
         doc = record.doc
         if doc.get("status", Status.Created) != Status.Created:
             return False
-        spec = self.spec(doc["kind"])
         status, reason, message = self.initial_state(self._entity(doc))
-        if status != Status.Created or reason is not None or spec.handler is None:
+        if status != Status.Created or reason is not None:
             return self.transition(entity_id, status, reason, message, expect=Status.Created)
         if not self.store.claim(entity_id, self.owner, self.claim_ttl):
             return False  # another process is about to run it

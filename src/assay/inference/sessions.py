@@ -20,13 +20,13 @@ ours: any process can reach them.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
+from assay._logging import logger
 from assay.engine import WorkflowContext, WorkflowResult
 from assay.inference.client import ReplicaCaller
 from assay.inference.runners.base import ReplicaHandle, RunnerEnv, configuration, runner_for
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["REPLICAS_ARTIFACT", "SessionManager"]
 
-log = logging.getLogger("assay.inference")
+log = logger("assay.inference")
 
 REPLICAS_ARTIFACT = ".assay/replicas.json"
 REPLICA_FAILED = "ReplicaFailed"
