@@ -1,11 +1,19 @@
 """Sending requests to a session's replicas: in-process (mocks) and over HTTP.
 
-Both take the requests of one part and give back one :class:`Outcome` per instance. The HTTP
-dispatcher keeps ``concurrency`` requests in flight over one aiohttp session (uvloop where
-installed) in its own event-loop thread, sends ``requestBatchSize`` instances per request where
-the replica accepts batches, and spreads requests over the replicas in turn. A batch that
-fails as a whole is retried as a whole; a batch the service refuses (400) is retried instance
-by instance, so one bad instance does not sink its neighbours.
+Both take the requests of one part and give back what became of each instance: one
+:class:`Outcome` per instance (``submit``), or the same column-wise as :class:`Answers`
+(``submit_answers``, what the workflow writes from: no object per instance).
+
+The in-process dispatcher hands a whole part to the service's ``infer_batch`` and checks the
+replies column-wise (:meth:`Responder.many`); only the instances that need it go one by one.
+The HTTP dispatcher keeps ``concurrency`` requests in flight over one aiohttp session (uvloop
+where installed) from its own event-loop thread: as many worker coroutines take jobs (one
+request each) from one queue, parts in the order submitted — no task per instance, and no gap
+at part boundaries. It sends ``requestBatchSize`` instances per request where the replica
+accepts batches and spreads requests over the replicas in turn. A batch that fails as a whole
+is retried as a whole (after its back-off, its worker free meanwhile); a batch the service
+refuses (400) is retried instance by instance, so one bad instance does not sink its
+neighbours.
 """
 
 from __future__ import annotations
@@ -15,12 +23,13 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
 from assay.evaluation.outcomes import (
+    Answers,
     BadRequest,
     FatalError,
     Outcome,
@@ -41,15 +50,22 @@ JSONObject = dict[str, Any]
 Request = JSONObject | BadRequest
 
 
-def _bad(outcomes: list[Outcome | None], requests: list[Request]) -> list[int]:
-    """Fill in the instances whose request could not be made; return the others' positions."""
+def _bad(answers: Answers, requests: list[Request]) -> list[int]:
+    """Record the instances whose request could not be made; return the others' positions."""
+    if set(map(type, requests)) <= {dict}:  # the usual case, without a loop in Python
+        return list(range(len(requests)))
     ready = []
     for i, request in enumerate(requests):
         if isinstance(request, BadRequest):
-            outcomes[i] = Outcome(error=str(request), kind="BadRequest", attempts=0)
+            answers.failed[i] = Outcome(error=str(request), kind="BadRequest", attempts=0)
         else:
             ready.append(i)
     return ready
+
+
+def _unanswered(n: int) -> Answers:
+    # One shared empty list: responses are replaced, never appended to.
+    return Answers([[]] * n, {})
 
 
 class InProcessDispatcher:
@@ -66,34 +82,59 @@ class InProcessDispatcher:
     def submit(self, requests: list[Request]) -> Future[list[Outcome]]:
         future: Future[list[Outcome]] = Future()
         try:
-            future.set_result(self.run(requests))
+            future.set_result(self.answer(requests).outcomes())
+        except BaseException as exc:
+            future.set_exception(exc)
+        return future
+
+    def submit_answers(self, requests: list[Request]) -> Future[Answers]:
+        """Like :meth:`submit`, the outcomes column-wise (what the workflow writes from)."""
+        future: Future[Answers] = Future()
+        try:
+            future.set_result(self.answer(requests))
         except BaseException as exc:
             future.set_exception(exc)
         return future
 
     def run(self, requests: list[Request]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(requests)
-        todo = _bad(outcomes, requests)
+        return self.answer(requests).outcomes()
+
+    def answer(self, requests: list[Request]) -> Answers:
+        """The part's answers: the whole part in one ``infer_batch`` call where the service
+        has one, its replies checked column-wise; the instances that need it one by one."""
+        answers = _unanswered(len(requests))
+        todo = _bad(answers, requests)
         service = next(self._services)
         batch = getattr(service, "infer_batch", None)
         retry: list[int] = todo
         if callable(batch) and todo:
             retry = []
+            sent = requests if len(todo) == len(requests) else [requests[i] for i in todo]
             try:
-                replies = batch(self._endpoint, [requests[i] for i in todo])
+                replies = batch(self._endpoint, sent)
             except Exception:
                 replies = None
-            if replies is None or len(replies) != len(todo):
+            if not isinstance(replies, list) or len(replies) != len(todo):
                 retry = todo
+            elif (fast := self._responder.many(replies)) is not None:
+                if len(todo) == len(requests):
+                    answers.responses = fast
+                else:
+                    for i, items in zip(todo, fast, strict=True):
+                        answers.responses[i] = items
             else:
                 for i, reply in zip(todo, replies, strict=True):
                     try:
-                        outcomes[i] = Outcome(responses=self._responder(reply))
+                        answers.responses[i] = self._responder(reply)
                     except TransientError:
                         retry.append(i)
         for i in retry:
-            outcomes[i] = self._one(service, requests[i])  # type: ignore[arg-type]
-        return outcomes  # type: ignore[return-value]
+            outcome = self._one(service, requests[i])  # type: ignore[arg-type]
+            if outcome.responses is None:
+                answers.failed[i] = outcome
+            else:
+                answers.responses[i] = outcome.responses
+        return answers
 
     def _one(self, service: Any, request: JSONObject) -> Outcome:
         attempt = 0
@@ -130,8 +171,50 @@ def _text(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, errors.AssayError) else f"{type(exc).__name__}: {exc}"
 
 
+class _Part:
+    """One part in flight over HTTP: its requests, its answers so far, and how many of its
+    jobs are not finished."""
+
+    __slots__ = ("answers", "future", "left", "requests")
+
+    def __init__(self, requests: list[Request], future: Future[Answers]) -> None:
+        self.requests = requests
+        self.answers = _unanswered(len(requests))
+        self.future = future
+        self.left = 0
+
+    def finish_job(self) -> None:
+        self.left -= 1
+        if self.left == 0 and not self.future.done():
+            self.future.set_result(self.answers)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+class _Job:
+    """Some instances of a part to send: one request (``batch``: one ``/batch`` request for
+    all of them), the ``attempt`` about to be made, the body once encoded."""
+
+    __slots__ = ("attempt", "batch", "body", "part", "positions")
+
+    def __init__(self, part: _Part, positions: list[int], batch: bool) -> None:
+        self.part = part
+        self.positions = positions
+        self.batch = batch
+        self.attempt = 1
+        self.body: bytes | None = None
+
+
 class HTTPDispatcher:
-    """Sends requests over HTTP with bounded concurrency, from an event-loop thread."""
+    """Sends requests over HTTP with bounded concurrency, from an event-loop thread.
+
+    ``concurrency`` worker coroutines take jobs (one request each) from one queue, parts in
+    the order they were submitted, so the replicas stay busy across part boundaries; no task
+    per instance. A job that fails transiently goes back to the queue after its back-off,
+    leaving its worker free meanwhile.
+    """
 
     def __init__(
         self,
@@ -145,21 +228,28 @@ class HTTPDispatcher:
         batch_size: int,
     ) -> None:
         self._handles = handles
-        self._cycle = itertools.cycle(handles)
+        self._cycle = itertools.cycle(range(len(handles)))  # positions in handles
         self._endpoint = endpoint.strip("/")
         self._responder = responder
         self._policy = policy
         self._concurrency = max(1, concurrency)
         self._timeout = request_timeout
         self._batch_size = batch_size if all(h.batching for h in handles) else 1
+        self._headers = [{"Content-Type": "application/json", **h.headers} for h in handles]
         self._loop = _new_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="assay-evaluation-http", daemon=True
         )
         self._thread.start()
         self._session: aiohttp.ClientSession | None = None
-        self._semaphore: asyncio.Semaphore | None = None
+        self._queue: asyncio.Queue[_Job] | None = None
+        self._workers: list[asyncio.Task[None]] = []
         self._call(self._open())
+
+    @property
+    def capacity(self) -> int:
+        """Instances in flight when every worker is busy."""
+        return self._concurrency * self._batch_size
 
     def _call(self, coroutine: Awaitable[Any]) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()  # type: ignore[arg-type]
@@ -170,105 +260,161 @@ class HTTPDispatcher:
         connector = aiohttp.TCPConnector(limit=self._concurrency, limit_per_host=self._concurrency)
         timeout = aiohttp.ClientTimeout(total=self._timeout or None)
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
-        self._semaphore = asyncio.Semaphore(self._concurrency)
+        self._queue = asyncio.Queue()
+        self._workers = [asyncio.create_task(self._work()) for _ in range(self._concurrency)]
 
     def submit(self, requests: list[Request]) -> Future[list[Outcome]]:
-        return asyncio.run_coroutine_threadsafe(self._unit(requests), self._loop)
+        result: Future[list[Outcome]] = Future()
+
+        def convert(done: Future[Answers]) -> None:
+            try:
+                result.set_result(done.result().outcomes())
+            except BaseException as exc:
+                result.set_exception(exc)
+
+        self.submit_answers(requests).add_done_callback(convert)
+        return result
+
+    def submit_answers(self, requests: list[Request]) -> Future[Answers]:
+        """Like :meth:`submit`, the outcomes column-wise (what the workflow writes from)."""
+        future: Future[Answers] = Future()
+        self._loop.call_soon_threadsafe(self._enqueue, _Part(requests, future))
+        return future
 
     def run(self, requests: list[Request]) -> list[Outcome]:
         return self.submit(requests).result()
 
-    async def _unit(self, requests: list[Request]) -> list[Outcome]:
-        outcomes: list[Outcome | None] = [None] * len(requests)
-        todo = _bad(outcomes, requests)
-        if self._batch_size > 1:
-            chunks = [todo[i : i + self._batch_size] for i in range(0, len(todo), self._batch_size)]
-            jobs = [self._batch(chunk, requests, outcomes) for chunk in chunks]
+    def _enqueue(self, part: _Part) -> None:
+        assert self._queue is not None
+        todo = _bad(part.answers, part.requests)
+        size = self._batch_size
+        if size > 1:
+            jobs = [_Job(part, todo[i : i + size], True) for i in range(0, len(todo), size)]
         else:
-            jobs = [self._single(i, requests, outcomes) for i in todo]
-        await asyncio.gather(*jobs)
-        return outcomes  # type: ignore[return-value]
+            jobs = [_Job(part, [i], False) for i in todo]
+        part.left = len(jobs) + 1
+        for job in jobs:
+            self._queue.put_nowait(job)
+        part.finish_job()  # the +1 above: a part with no jobs is finished here
 
-    async def _retrying(self, send: Callable[[], Awaitable[Any]]) -> tuple[Any, int]:
-        """``send()`` until it succeeds; TransientError after the retry limit."""
-        attempt = 0
+    async def _work(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
         while True:
-            attempt += 1
+            job = await queue.get()
+            if job.part.future.done():  # the part failed already
+                continue
             try:
-                return await send(), attempt
-            except TransientError as exc:
-                if attempt > self._policy.limit:
-                    raise TransientError(f"gave up after {attempt} attempts: {exc}") from None
-                await asyncio.sleep(self._policy.delay(attempt, exc.retry_after))
+                if job.batch:
+                    await self._send_batch(job)
+                else:
+                    await self._send_one(job)
+            except Exception as exc:  # FatalError, or a bug: the part fails with it
+                job.part.fail(exc)
 
-    async def _single(
-        self, i: int, requests: list[Request], outcomes: list[Outcome | None]
-    ) -> None:
-        request = requests[i]
+    def _later(self, job: _Job, exc: TransientError) -> None:
+        """Retry ``job`` after its back-off, or record that it gave up."""
+        attempt = job.attempt
+        if attempt > self._policy.limit:
+            outcome = Outcome(
+                error=f"gave up after {attempt} attempts: {exc}",
+                kind="Transient",
+                attempts=self._policy.limit + 1,
+            )
+            for i in job.positions:
+                job.part.answers.failed[i] = outcome
+            job.part.finish_job()
+            return
+        job.attempt += 1
+        assert self._queue is not None
+        delay = self._policy.delay(attempt, exc.retry_after)
+        self._loop.call_later(delay, self._queue.put_nowait, job)
 
-        async def send() -> list[JSONObject]:
-            handle = next(self._cycle)
-            path = f"/infer/{self._endpoint}" if handle.style == "replica" else f"/{self._endpoint}"
-            return self._responder(await self._post(handle, path, request))
+    def _singles(self, job: _Job, positions: list[int]) -> None:
+        """Send each of ``positions`` on its own (in place of ``job``, which is finished)."""
+        assert self._queue is not None
+        part = job.part
+        part.left += len(positions)
+        for i in positions:
+            self._queue.put_nowait(_Job(part, [i], False))
+        part.finish_job()
 
+    async def _send_one(self, job: _Job) -> None:
+        (i,) = job.positions
+        part = job.part
+        if job.body is None:
+            job.body = json.dumps(part.requests[i]).encode()
+        index = next(self._cycle)
+        handle = self._handles[index]
+        path = f"/infer/{self._endpoint}" if handle.style == "replica" else f"/{self._endpoint}"
         try:
-            responses, attempts = await self._retrying(send)
-            outcomes[i] = Outcome(responses=responses, attempts=attempts)
+            responses = self._responder(await self._post(handle, index, path, job.body))
         except TransientError as exc:
-            outcomes[i] = Outcome(error=str(exc), kind="Transient", attempts=self._policy.limit + 1)
+            self._later(job, exc)
+            return
         except BadRequest as exc:
-            outcomes[i] = Outcome(error=str(exc), kind="BadRequest")
+            part.answers.failed[i] = Outcome(
+                error=str(exc), kind="BadRequest", attempts=job.attempt
+            )
+            part.finish_job()
+            return
+        part.answers.responses[i] = responses
+        if job.attempt > 1:
+            part.answers.attempts[i] = job.attempt
+        part.finish_job()
 
-    async def _batch(
-        self, chunk: list[int], requests: list[Request], outcomes: list[Outcome | None]
-    ) -> None:
-        body = [requests[i] for i in chunk]
-
-        async def send() -> list[Any]:
-            handle = next(self._cycle)
-            replies = await self._post(handle, f"/batch/{self._endpoint}", body)
-            if not isinstance(replies, list) or len(replies) != len(chunk):
-                raise TransientError(f"malformed batch reply: expected {len(chunk)} replies")
-            return replies
-
+    async def _send_batch(self, job: _Job) -> None:
+        part, positions = job.part, job.positions
+        if job.body is None:
+            job.body = json.dumps([part.requests[i] for i in positions]).encode()
+        index = next(self._cycle)
+        handle = self._handles[index]
         try:
-            replies, attempts = await self._retrying(send)
-        except BadRequest:  # someone in the batch is refused: find out who, one by one
-            await asyncio.gather(*(self._single(i, requests, outcomes) for i in chunk))
-            return
+            replies = await self._post(handle, index, f"/batch/{self._endpoint}", job.body)
+            if not isinstance(replies, list) or len(replies) != len(positions):
+                raise TransientError(f"malformed batch reply: expected {len(positions)} replies")
         except TransientError as exc:
-            for i in chunk:
-                outcomes[i] = Outcome(
-                    error=str(exc), kind="Transient", attempts=self._policy.limit + 1
-                )
+            self._later(job, exc)
             return
+        except BadRequest:  # someone in the batch is refused: find out who, one by one
+            self._singles(job, positions)
+            return
+        responses = part.answers.responses
+        fast = self._responder.many(replies)
         redo = []
-        for i, reply in zip(chunk, replies, strict=True):
-            try:
-                outcomes[i] = Outcome(responses=self._responder(reply), attempts=attempts)
-            except TransientError:
-                redo.append(i)
+        if fast is not None:
+            for i, items in zip(positions, fast, strict=True):
+                responses[i] = items
+        else:
+            for i, reply in zip(positions, replies, strict=True):
+                try:
+                    responses[i] = self._responder(reply)
+                except TransientError:
+                    redo.append(i)
+        if job.attempt > 1:
+            for i in positions:
+                if i not in redo:
+                    part.answers.attempts[i] = job.attempt
         if redo:
-            await asyncio.gather(*(self._single(i, requests, outcomes) for i in redo))
+            self._singles(job, redo)
+        else:
+            part.finish_job()
 
-    async def _post(self, handle: ReplicaHandle, path: str, body: Any) -> Any:
+    async def _post(self, handle: ReplicaHandle, index: int, path: str, payload: bytes) -> Any:
         import aiohttp
 
-        assert self._session is not None and self._semaphore is not None
-        headers = {"Content-Type": "application/json", **handle.headers}
-        payload = json.dumps(body)
-        async with self._semaphore:
-            try:
-                async with self._session.post(
-                    f"{handle.url}{path}", data=payload, headers=headers
-                ) as reply:
-                    status = reply.status
-                    content = await reply.read()
-                    retry_after = reply.headers.get("Retry-After")
-            except TimeoutError:
-                raise TransientError(f"no answer within {self._timeout:g} s") from None
-            except aiohttp.ClientError as exc:
-                raise TransientError(f"{type(exc).__name__}: {exc}") from None
+        assert self._session is not None
+        try:
+            async with self._session.post(
+                f"{handle.url}{path}", data=payload, headers=self._headers[index]
+            ) as reply:
+                status = reply.status
+                content = await reply.read()
+                retry_after = reply.headers.get("Retry-After")
+        except TimeoutError:
+            raise TransientError(f"no answer within {self._timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise TransientError(f"{type(exc).__name__}: {exc}") from None
         if 200 <= status < 300:
             try:
                 return json.loads(content)
@@ -288,6 +434,9 @@ class HTTPDispatcher:
 
     def close(self) -> None:
         async def shut() -> None:
+            for worker in self._workers:
+                worker.cancel()
+            await asyncio.gather(*self._workers, return_exceptions=True)
             if self._session is not None:
                 await self._session.close()
 

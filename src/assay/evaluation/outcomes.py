@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from assay.schema.adapters import Adapter
 
 __all__ = [
+    "Answers",
     "BadRequest",
     "FatalError",
     "Outcome",
@@ -65,6 +66,40 @@ class Outcome:
     attempts: int = 1
 
 
+@dataclass
+class Answers:
+    """What became of a part's instances, column-wise (the fast form of ``list[Outcome]``):
+    ``responses[i]`` holds instance ``i``'s responses (``[]`` when it failed; their
+    ``_response_index_`` is their position, whether or not the items carry it), ``failed``
+    the outcomes of the instances that failed, by position."""
+
+    responses: list[list[JSONObject]]
+    failed: dict[int, Outcome]
+    attempts: dict[int, int] = field(default_factory=dict)
+    """The attempts of the answered instances that took more than one."""
+
+    @classmethod
+    def from_outcomes(cls, outcomes: Sequence[Outcome]) -> Answers:
+        return cls(
+            [o.responses or [] for o in outcomes],
+            {i: o for i, o in enumerate(outcomes) if o.responses is None},
+            {i: o.attempts for i, o in enumerate(outcomes) if o.attempts != 1},
+        )
+
+    def outcomes(self) -> list[Outcome]:
+        """One :class:`Outcome` per instance, its responses numbered."""
+        failed, attempts = self.failed, self.attempts
+        return [
+            failed[i]
+            if i in failed
+            else Outcome(
+                responses=[{**item, "_response_index_": k} for k, item in enumerate(items)],
+                attempts=attempts.get(i, 1),
+            )
+            for i, items in enumerate(self.responses)
+        ]
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     limit: int
@@ -85,6 +120,11 @@ class Requester:
 
     def __init__(self, adapters: Sequence[Adapter]) -> None:
         self._adapters = adapters
+
+    @property
+    def passthrough(self) -> bool:
+        """True when there is no pipeline: the request of an instance is the instance."""
+        return not self._adapters
 
     def __call__(self, row: JSONObject) -> JSONObject:
         items: Iterable[Any] = iter([row])
@@ -114,6 +154,7 @@ class Responder:
         self._adapter = adapter
         self._schema = item_schema
         self._what = what
+        self._fields = _field_checks(item_schema)
 
     def __call__(self, reply: Any) -> list[JSONObject]:
         items: Iterable[Any] = reply if isinstance(reply, list) else [reply]
@@ -123,6 +164,47 @@ class Responder:
         except (errors.ValidationError, KeyError, TypeError, ValueError) as exc:
             raise TransientError(f"malformed reply: {_describe(exc)}") from None
         return [{**item, "_response_index_": i} for i, item in enumerate(items)]
+
+    def many(self, replies: list[Any]) -> list[list[JSONObject]] | None:
+        """The responses of every reply at once, or None where any reply needs the one-by-one
+        path (an output pipeline, a reply that is not a list of plain objects, a value whose
+        type is not exactly one the schema allows): that path then accepts or refuses each,
+        naming the problem. Accepts only what :meth:`__call__` accepts; the items are the
+        replies' own (not numbered: ``_response_index_`` is their position)."""
+        if self._adapter is not None or self._fields is None:
+            return None
+        if replies and set(map(type, replies)) != {list}:
+            return None
+        items = list(itertools.chain.from_iterable(replies))
+        if items and set(map(type, items)) != {dict}:
+            return None
+        for name, allowed, nullable in self._fields:
+            seen = set(map(type, [item.get(name) for item in items]))
+            if not (seen <= allowed if allowed is not None else nullable or _NONE not in seen):
+                return None
+        lists: list[list[JSONObject]] = replies
+        return lists
+
+
+_NONE = type(None)
+
+
+def _field_checks(
+    schema: pyarrow.Schema | None,
+) -> list[tuple[str, set[type] | None, bool]] | None:
+    """For each field of ``schema``: its name, the exact Python types its values may have on
+    the fast path (see :meth:`Responder.many`; None: any type, as :func:`check_reply` does not
+    check it) and whether it may be missing. None without a schema."""
+    if schema is None:
+        return None
+    from assay.inference.client import _python_types
+
+    checks: list[tuple[str, set[type] | None, bool]] = []
+    for spec in schema:
+        types = _python_types(spec.type)
+        allowed = None if types is None else {*types, *((_NONE,) if spec.nullable else ())}
+        checks.append((spec.name, allowed, spec.nullable))
+    return checks
 
 
 def _describe(exc: BaseException) -> str:
