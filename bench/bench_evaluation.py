@@ -458,7 +458,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace], None]] = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--only", choices=sorted(BENCHMARKS), help="run one benchmark")
-    parser.add_argument("--rounds", type=int, default=3, help="alternating blocks per side")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per side")
     parser.add_argument("--rows", type=int, default=100_000, help="in-process instances")
     parser.add_argument(
         "--part-sizes",

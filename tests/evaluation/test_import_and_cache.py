@@ -152,3 +152,31 @@ def test_cached_dispatcher_sends_each_request_once(tmp_path: Path) -> None:
     assert inner.sent[-1] == {"text": "a"}
     assert request_key("s", {"a": 1, "b": 2}) == request_key("s", {"b": 2, "a": 1})
     cache.close()
+
+
+def test_a_rerun_with_the_cache_answers_from_it(platform: LocalPlatform, tmp_path: Path) -> None:
+    dataset = ready_dataset(platform, tmp_path / "data", rows=30)
+    service = platform.inferenceservices.create_mock(
+        mocks.TextCompletion, account=ACCOUNT
+    )  # unseeded
+
+    def run() -> tuple[str, dict[int, list[str]]]:
+        evaluation = platform.evaluations.create(
+            {
+                "account": ACCOUNT,
+                "dataset": dataset,
+                "inferenceSession": {"inferenceService": service.id},
+                "client": {"cache": True},
+            }
+        )
+        assert evaluation.status == Status.Complete, evaluation.message
+        rows = platform.evaluations.open(evaluation.id).to_table().to_pylist()
+        return evaluation.message or "", {
+            r["_index_"]: [x["text"] for x in r["responses"]] for r in rows
+        }
+
+    first_message, first = run()
+    assert "response cache" not in first_message
+    second_message, second = run()
+    assert second == first
+    assert "30 answers from the response cache" in second_message

@@ -343,7 +343,7 @@ class HTTPDispatcher:
         (i,) = job.positions
         part = job.part
         if job.body is None:
-            job.body = json.dumps(part.requests[i]).encode()
+            job.body = _encode(part.requests[i])
         index = next(self._cycle)
         handle = self._handles[index]
         path = f"/infer/{self._endpoint}" if handle.style == "replica" else f"/{self._endpoint}"
@@ -366,7 +366,7 @@ class HTTPDispatcher:
     async def _send_batch(self, job: _Job) -> None:
         part, positions = job.part, job.positions
         if job.body is None:
-            job.body = json.dumps([part.requests[i] for i in positions]).encode()
+            job.body = _encode([part.requests[i] for i in positions])
         index = next(self._cycle)
         handle = self._handles[index]
         try:
@@ -446,6 +446,14 @@ class HTTPDispatcher:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=10)
             self._loop.close()
+
+
+def _encode(body: Any) -> bytes:
+    """A request body: compact JSON (what the replica reads fastest; encoded once per job)."""
+    return _ENCODER.encode(body).encode()
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def _detail(content: bytes) -> str:

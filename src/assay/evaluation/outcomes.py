@@ -179,7 +179,7 @@ class Responder:
         if items and set(map(type, items)) != {dict}:
             return None
         for name, allowed, nullable in self._fields:
-            seen = set(map(type, [item.get(name) for item in items]))
+            seen = set(map(type, map(dict.get, items, itertools.repeat(name))))
             if not (seen <= allowed if allowed is not None else nullable or _NONE not in seen):
                 return None
         lists: list[list[JSONObject]] = replies

@@ -215,33 +215,40 @@ def write_parquet(storage: ArtifactStorage, entity_id: str, path: str, table: An
 
 class PartWriter:
     """Writes an entity's parts: each encoded in the caller's thread, then stored — the
-    atomic write, with its two fsyncs — by a thread of its own, in the order given, while the
-    caller goes on with the next part.
+    atomic writes, with their fsyncs — by a few threads of their own while the caller goes
+    on with the next part.
 
-    The storing thread needs the GIL only briefly between its system calls, and gets it
-    while the caller encodes (which releases it), so it keeps up; a thread that also built
-    and encoded the parts would wait for the GIL at every step. At most ``in_flight`` parts
-    wait to be stored. A failed store is raised by the next :meth:`write` or by
-    :meth:`flush`, which waits until every part is stored. Use as a context manager.
+    The files of one :meth:`write` are stored in the order given, by one thread; different
+    writes may be stored side by side (fsyncs are mostly waiting, and a disk takes several at
+    once). The storing threads need the GIL only briefly between their system calls, and get
+    it while the caller encodes (which releases it); threads that also built and encoded the
+    parts would wait for the GIL at every step. At most ``in_flight`` writes wait to be
+    stored. A failed store is raised by a later :meth:`write` or by :meth:`flush`, which
+    waits until everything is stored. Use as a context manager.
     """
 
-    def __init__(self, storage: ArtifactStorage, entity_id: str, *, in_flight: int = 8) -> None:
+    def __init__(
+        self, storage: ArtifactStorage, entity_id: str, *, threads: int = 2, in_flight: int = 16
+    ) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self._storage = storage
         self._entity_id = entity_id
         self._in_flight = in_flight
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="assay-part-writer")
-        self._pending: deque[Future[Any]] = deque()
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="assay-part-writer")
+        self._pending: deque[Future[None]] = deque()
 
-    def write(self, path: str, table: Any) -> None:
-        """Store ``table`` (a Table or RecordBatch) as the Parquet artifact ``path``."""
-        data = _encode(table)
-        self._pending.append(
-            self._pool.submit(self._storage.put_bytes, self._entity_id, path, data)
-        )
+    def write(self, *files: tuple[str, Any]) -> None:
+        """Store each ``(path, table)`` (a Table or RecordBatch) as a Parquet artifact, in
+        this order."""
+        encoded = [(path, _encode(table)) for path, table in files]
+        self._pending.append(self._pool.submit(self._store, encoded))
         while len(self._pending) > self._in_flight:
             self._pending.popleft().result()
+
+    def _store(self, encoded: list[tuple[str, bytes]]) -> None:
+        for path, data in encoded:
+            self._storage.put_bytes(self._entity_id, path, data)
 
     def flush(self) -> None:
         while self._pending:

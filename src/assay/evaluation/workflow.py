@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay import errors
 from assay.engine import WorkflowContext, WorkflowResult
+from assay.evaluation.cache import CachedDispatcher
 from assay.evaluation.dispatch import HTTPDispatcher, InProcessDispatcher, Request
 from assay.evaluation.integrity import INTEGRITY_ANNOTATION, check_integrity
 from assay.evaluation.outcomes import (
@@ -231,7 +232,13 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             )
             progress.add(batch.num_rows)
 
-        submit = _submitter(dispatcher)
+        cached: CachedDispatcher | None = None
+        if config.cache:  # answers already received are not asked for again
+            service_id = core.inferencesessions.get(session_id).inferenceService.id
+            cached = CachedDispatcher(
+                dispatcher, core.response_cache(), scope=f"{service_id}/{endpoint}"
+            )
+        submit = _submitter(cached or dispatcher)
         checked = -CHECK_INTERVAL
         with PartWriter(core.storage, evaluation.id) as writer:
             for r in range(len(replications)):
@@ -261,7 +268,10 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             return WorkflowResult(
                 status=Status.Failed, reason=INCOMPLETE, message=_abort_message(failures)
             )
-        return _verify(ctx, evaluation, core, dataset.id, paths, replications, skipped)
+        result = _verify(ctx, evaluation, core, dataset.id, paths, replications, skipped)
+        if cached is not None and cached.hits:
+            result.message = f"{result.message}; {cached.hits:,} answers from the response cache"
+        return result
     except FatalError as exc:
         return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
     except _Aborted as exc:
@@ -360,6 +370,7 @@ def _write_part(
     import pyarrow as pa
 
     indices = batch.column("_index_")
+    files: list[tuple[str, Any]] = []
     if answers.failed:
         positions = sorted(answers.failed)
         at = indices.take(pa.array(positions, pa.int64())).to_pylist()
@@ -378,8 +389,9 @@ def _write_part(
                 "attempts": pa.array([o.attempts for _, o in failed], pa.int64()),
             }
         )
-        writer.write(part.errors_path, errors_table)
-    writer.write(part.path, output_batch(indices, replication, answers.responses, schema))
+        files.append((part.errors_path, errors_table))
+    files.append((part.path, output_batch(indices, replication, answers.responses, schema)))
+    writer.write(*files)  # in this order
     return len(answers.failed)
 
 
