@@ -169,14 +169,17 @@ def _columns(
     children = []
     for field in item_type:
         name = field.name
-        values: list[Any]
         if name == "_response_index_":
-            values = list(range(k)) * n if same else [i for m in lengths for i in range(m)]
-        else:
-            try:
-                values = list(map(operator.itemgetter(name), items))
-            except KeyError:
-                values = [item.get(name) for item in items]
+            children.append(
+                _even_positions(n, k, field.type)
+                if same
+                else pa.array([i for m in lengths for i in range(m)], field.type)
+            )
+            continue
+        try:
+            values = list(map(operator.itemgetter(name), items))
+        except KeyError:
+            values = [item.get(name) for item in items]
         children.append(pa.array(values, type=field.type))
     struct = pa.StructArray.from_arrays(children, fields=list(item_type))
     large = pa.types.is_large_list(list_type)
@@ -206,6 +209,14 @@ def _even_offsets(n: int, k: int, large: bool) -> pyarrow.Array:
     return pa.array(
         range(0, (n + 1) * k, k) if k else [0] * (n + 1), pa.int64() if large else pa.int32()
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _even_positions(n: int, k: int, type: pyarrow.DataType) -> pyarrow.Array:
+    """``0 .. k-1``, ``n`` times: the ``_response_index_`` of ``n`` lists of ``k`` items."""
+    import pyarrow as pa
+
+    return pa.array(list(range(k)) * n, type)
 
 
 def write_parquet(storage: ArtifactStorage, entity_id: str, path: str, table: Any) -> None:

@@ -210,9 +210,10 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         progress = _Progress(ctx, rows * len(replications))
         skipped = 0
         failures: list[str] = []
-        # Answers in flight: enough parts to keep every HTTP worker busy across part
-        # boundaries (two at least); in-process parts are answered on submission.
-        window = 2
+        # Parts in flight: over HTTP enough to keep every worker busy across part boundaries
+        # (two at least); in-process parts are answered on submission, and written at once
+        # while their data is fresh in the caches.
+        window = 1
         if isinstance(dispatcher, HTTPDispatcher):
             window = max(2, min(64, -(-2 * dispatcher.capacity // config.batchSize) + 1))
         pending: deque[tuple[Part, pyarrow.RecordBatch, Future[Answers]]] = deque()
