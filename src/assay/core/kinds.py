@@ -392,7 +392,7 @@ class _Analyses(EntityGroup[Any]):
                 field="method",
                 value=method.id,
             )
-        declared = {i.keyword: i.kind for i in method.inputs}
+        declared = {i.keyword: str(getattr(i.kind, "value", i.kind)) for i in method.inputs}
         given = {i.keyword: i.entity for i in request.inputs}
         for keyword in sorted(set(given) - set(declared)):
             raise errors.ValidationError(
@@ -404,14 +404,13 @@ class _Analyses(EntityGroup[Any]):
         for keyword in sorted(set(declared) - set(given)):
             raise errors.ValidationError(
                 f"{what}: Method {method.id} needs the input {keyword!r} "
-                f"(a {declared[keyword].value if hasattr(declared[keyword], 'value') else declared[keyword]}); "
+                f"(a {declared[keyword]}); "
                 "add it to inputs",
                 field="inputs",
                 value=keyword,
             )
         for keyword, entity_id in given.items():
-            kind = getattr(declared[keyword], "value", declared[keyword])
-            self._resolve(kind, entity_id, field=f"inputs[{keyword}]")
+            self._resolve(declared[keyword], entity_id, field=f"inputs[{keyword}]")
         parameters = {p.keyword for p in method.parameters}
         for argument in request.arguments:
             if argument.keyword not in parameters:

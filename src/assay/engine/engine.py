@@ -139,7 +139,7 @@ def _this_host() -> str:
     return socket.gethostname()
 
 
-def _owner_is_dead(owner: str) -> bool:
+def owner_is_dead(owner: str) -> bool:
     """True if ``owner`` (``host:pid:nonce``) names a process on this host that is gone."""
     host, _, rest = owner.partition(":")
     pid_text = rest.partition(":")[0]
@@ -373,7 +373,7 @@ class Engine:
         for doc in list(self.store.iter_query(status=Status.Admitted)):
             entity_id = doc["id"]
             holder = self.store.claim_owner(entity_id)
-            if holder is not None and holder[0] != self.owner and _owner_is_dead(holder[0]):
+            if holder is not None and holder[0] != self.owner and owner_is_dead(holder[0]):
                 self.store.release(entity_id, holder[0])
             if not self.store.claim(entity_id, self.owner, self.claim_ttl):
                 continue  # a live process holds it

@@ -208,7 +208,6 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         ]
         done = done_parts(core.storage, evaluation.id)
         progress = _Progress(ctx, rows * len(replications))
-        skipped = 0
         failures: list[str] = []
         # Parts in flight: over HTTP enough to keep every worker busy across part boundaries
         # (two at least); in-process parts are answered on submission, and written at once
@@ -219,9 +218,8 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         pending: deque[tuple[Part, pyarrow.RecordBatch, Future[Answers]]] = deque()
 
         def finish_oldest() -> None:
-            nonlocal skipped
             part, batch, future = pending.popleft()
-            skipped += _write_part(
+            _write_part(
                 writer,
                 evaluation,
                 part,
@@ -269,7 +267,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             return WorkflowResult(
                 status=Status.Failed, reason=INCOMPLETE, message=_abort_message(failures)
             )
-        result = _verify(ctx, evaluation, core, dataset.id, paths, replications, skipped)
+        result = _verify(ctx, evaluation, core, dataset.id, paths, replications)
         if cached is not None and cached.hits:
             result.message = f"{result.message}; {cached.hits:,} answers from the response cache"
         return result
@@ -365,9 +363,9 @@ def _write_part(
     answers: Answers,
     schema: pyarrow.Schema | None,
     failures: list[str],
-) -> int:
+) -> None:
     """Write one part (its errors first, in order: the data file is what marks the part
-    done). Returns how many instances were skipped."""
+    done)."""
     import pyarrow as pa
 
     indices = batch.column("_index_")
@@ -393,7 +391,6 @@ def _write_part(
         files.append((part.errors_path, errors_table))
     files.append((part.path, output_batch(indices, replication, answers.responses, schema)))
     writer.write(*files)  # in this order
-    return len(answers.failed)
 
 
 def _verify(
@@ -403,7 +400,6 @@ def _verify(
     dataset_id: str,
     paths: list[str],
     replications: list[str],
-    skipped: int,
 ) -> WorkflowResult:
     import pyarrow as pa
 
@@ -417,6 +413,7 @@ def _verify(
     indices = pa.chunked_array(chunks, pa.int64())
     outputs = [i.path for i in core.storage.list(evaluation.id, DATA_PREFIX)]
     output = read_columns(core.storage, evaluation.id, outputs, ["_index_", "_replication_"])
+    # Counted from the recorded errors, so instances skipped before a resume count too.
     skipped = (
         _count_skipped(core, evaluation.id)
         if core.storage.list(evaluation.id, ERRORS_PREFIX)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay._logging import logger
 from assay.engine import WorkflowContext, WorkflowResult
+from assay.engine.engine import owner_is_dead
 from assay.inference.client import ReplicaCaller
 from assay.inference.runners.base import ReplicaHandle, RunnerEnv, configuration, runner_for
 from assay.schema import ids
@@ -293,12 +294,10 @@ class SessionManager:
             with self._lock:
                 if session_id in self._served:
                     continue
-            if self._storage.exists(session_id, REPLICAS_ARTIFACT) is False:
+            if not self._storage.exists(session_id, REPLICAS_ARTIFACT):
                 continue  # mocks and remote services: nothing to restart
             holder = self._store.claim_owner(_serving_claim(session_id))
-            from assay.engine.engine import _owner_is_dead
-
-            if holder is not None and _owner_is_dead(holder[0]):
+            if holder is not None and owner_is_dead(holder[0]):
                 self._store.release(_serving_claim(session_id), holder[0])
             if not self._store.claim(
                 _serving_claim(session_id), self._engine.owner, self._engine.claim_ttl
