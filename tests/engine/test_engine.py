@@ -5,12 +5,14 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from tests.conftest import evaluation_request, model_request, ready_dataset, service_request
 
 from assay import errors
 from assay.engine import Engine, WorkflowContext, WorkflowResult, WorkflowSpec
 from assay.local import LocalPlatform
+from assay.schema.dataschema import DataSchema
 from assay.schema.status import Reason, Status
 
 
@@ -118,7 +120,16 @@ def test_resource_kind_waits_for_model_then_ready(platform: LocalPlatform, tmp_p
                 "kind": "PythonFunction",
                 "pythonFunction": {"fullyQualifiedName": "mypkg.metrics.score"},
             },
-            "output": {"kind": "SafetyCase", "safetyCase": {"name": "case"}},
+            "output": {
+                "kind": "Measurement",
+                "measurement": {
+                    "name": "score",
+                    "level": "Dataset",
+                    "schema": DataSchema.from_arrow(pa.schema([("x", pa.int64())])).model_dump(
+                        by_alias=True
+                    ),
+                },
+            },
             "modules": [module.id],
         }
     )

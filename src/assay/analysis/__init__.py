@@ -5,3 +5,7 @@ widgets that publish scores. Importing this package does not import Jupyter.
 """
 
 from __future__ import annotations
+
+from assay.analysis.context import AnalysisContext
+
+__all__ = ["AnalysisContext"]

@@ -98,7 +98,11 @@ class Datasets(UploadGroup[Dataset]):
         """The data set's data as a ``pyarrow.dataset.Dataset`` (read lazily)."""
         entity = self.get(id)
         self._require_success(entity, "open")
-        return open_entity_data(self._core, entity, [a.path for a in entity.artifacts])
+        return open_entity_data(self._core, entity, self.data_paths(entity))
+
+    def data_paths(self, entity: Dataset) -> list[str]:
+        """The artifact paths of the data set's Parquet files."""
+        return [a.path for a in entity.artifacts]
 
 
 def _check_index_field(schema: pyarrow.Schema, what: str) -> None:

@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
+from assay.analysis.checks import check_method
+from assay.analysis.runtime import DOCUMENT_FILE
+from assay.analysis.workflow import LOG_PATH, WORK_PATH
 from assay.core.datasets import open_entity_data
 from assay.core.groups import EntityGroup
 from assay.schema import ids
 from assay.schema.base import validate_model
 from assay.schema.platform import (
+    Curve,
     Evaluation,
     Family,
     ForeignInferenceService,
@@ -25,6 +29,7 @@ from assay.schema.platform import (
     InferenceSessionAndToken,
     Method,
     Report,
+    Score,
 )
 from assay.schema.requests import (
     AnalysisCreateRequest,
@@ -294,13 +299,17 @@ class _OutputData:
         group: Any = self
         entity = group.get(id)
         group._require_success(entity, "open")
-        paths = [
+        return open_entity_data(group._core, entity, self.data_paths(entity))
+
+    def data_paths(self, entity: Any) -> list[str]:
+        """The artifact paths of the entity's Parquet data."""
+        group: Any = self
+        return [
             info.path
-            for info in group._core.storage.list(id)
+            for info in group._core.storage.list(entity.id)
             if info.path.endswith(".parquet")
             and not any(p.startswith(".") for p in info.path.split("/"))
         ]
-        return open_entity_data(group._core, entity, paths)
 
 
 class Evaluations(_OutputData, EntityGroup[Evaluation]):
@@ -369,8 +378,11 @@ class Methods(EntityGroup[Method]):
     ref_filters = ("modules",)
 
     def _build(self, request: Any) -> Method:
-        for i, module in enumerate(request.modules):
+        modules = [
             self._resolve("Module", module, field=f"modules[{i}]")
+            for i, module in enumerate(request.modules)
+        ]
+        check_method(self._core.storage, request, modules)
         return super()._build(request)
 
 
@@ -460,6 +472,17 @@ class _Analyses(EntityGroup[Any]):
     def _output_fields(self, method: Method) -> dict[str, Any]:
         raise NotImplementedError
 
+    def logs(self, id: str) -> str:
+        """What the analysis's Method printed (stdout and stderr), so far while it runs."""
+        self.get(id)
+        storage = self._core.storage
+        if storage.exists(id, LOG_PATH):
+            return storage.read_bytes(id, LOG_PATH).decode("utf-8", "replace")
+        running = storage.local_path(id, f"{WORK_PATH}/logs.txt")
+        if running is not None and running.is_file():
+            return running.read_bytes().decode("utf-8", "replace")
+        return ""
+
 
 class Measurements(_OutputData, _Analyses):
     kind = "Measurement"
@@ -475,6 +498,36 @@ class Measurements(_OutputData, _Analyses):
 class SafetyCases(_Analyses):
     kind = "SafetyCase"
     output_kind = "SafetyCase"
+
+    def scores(self, id: str) -> list[Score]:
+        """The scores the safety case ``id`` published."""
+        self.get(id)
+        return self._core.scores.query(analysis=id)
+
+    def curves(self, id: str) -> list[Curve]:
+        """The curves the safety case ``id`` published."""
+        self.get(id)
+        return self._core.scores.curves(analysis=id)
+
+    def document(self, id: str) -> str:
+        """The rendered document (one self-contained HTML page) of a ``Complete`` safety
+        case."""
+        entity = self.get(id)
+        self._require_success(entity, "read the document of")
+        return self._core.storage.read_bytes(id, DOCUMENT_FILE).decode("utf-8")
+
+    def document_path(self, id: str) -> Path:
+        """The local file of the safety case's HTML document (to open in a browser)."""
+        entity = self.get(id)
+        self._require_success(entity, "read the document of")
+        path = self._core.storage.local_path(id, DOCUMENT_FILE)
+        if path is None:
+            raise errors.ValidationError(
+                f"SafetyCase {id}: the artifact storage does not keep files on this machine; "
+                "use document(id) instead",
+                entity=id,
+            )
+        return Path(path)
 
     def _output_fields(self, method: Method) -> dict[str, Any]:
         spec = method.output.safetyCase

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
-from assay.schema.platform import Score
+from assay.schema.platform import Curve, Score
 
 if TYPE_CHECKING:
     from assay.core.platform import PlatformCore
@@ -42,6 +42,13 @@ class Scores:
         """Scores matching every filter (``name``, ``analysis``, ``method``, ``dataset``,
         ``evaluation``, ``inferenceService``, ``model``; a list means "any of"), e.g. the same
         score across systems: ``query(method=m, name="accuracy")``."""
+        return [Score.model_validate(doc) for doc in self._query("Score", filters)]
+
+    def curves(self, **filters: Any) -> list[Curve]:
+        """Curves matching every filter (the same filters as :meth:`query`)."""
+        return [Curve.model_validate(doc) for doc in self._query("Curve", filters)]
+
+    def _query(self, kind: str, filters: dict[str, Any]) -> list[dict[str, Any]]:
         unknown = sorted(set(filters) - set(_SCORE_FILTERS))
         if unknown:
             raise errors.ValidationError(
@@ -60,11 +67,12 @@ class Scores:
                 store_filters["name"] = value
             else:
                 refs[key] = value
-        docs = self._core.store.query(kind=self.kind, refs=refs or None, **store_filters)
-        return [_parse(doc) for doc in docs]
+        docs = self._core.store.query(kind=kind, refs=refs or None, **store_filters)
+        return [_body(doc) for doc in docs]
 
-    def _put(self, account: str, scores: Iterable[Score]) -> None:
-        """Record scores (called by the SafetyCase workflow once its outputs are written)."""
+    def _put(self, account: str, scores: Iterable[Score | Curve]) -> None:
+        """Record scores and curves (called by the SafetyCase workflow once its outputs are
+        written); a record of the same id is replaced."""
         for score in scores:
             refs = score.metadata.refs.model_dump(exclude_none=True)
             refs_lists = {k: [v] for k, v in refs.items() if isinstance(v, str)}
@@ -75,6 +83,5 @@ class Scores:
             self._core.store.create(doc, refs=refs_lists)
 
 
-def _parse(doc: dict[str, Any]) -> Score:
-    body = {k: v for k, v in doc.items() if k not in ("account", "status")}
-    return Score.model_validate(body)
+def _body(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in ("account", "status")}

@@ -2,14 +2,14 @@
 
 Resources (Dataset, Module, Model, InferenceService, Method, Family) end ``Ready`` or
 ``Error``; jobs (Evaluation, Measurement, SafetyCase, Report, Audit) end ``Complete`` or
-``Failed``. Handlers for sessions, evaluations and analyses are registered by the packages
-that implement them; until one is, such an entity fails with a message saying so, rather than
+``Failed``. Kinds without a runner yet (Report, Audit) fail with a message saying so, rather than
 waiting forever.
 """
 
 from __future__ import annotations
 
 from assay import errors
+from assay.analysis.workflow import run_analysis
 from assay.core.datasets import ingest_dataset
 from assay.core.models import model_has_work, prepare_model
 from assay.core.modules import verify_module
@@ -61,8 +61,8 @@ def default_specs() -> list[WorkflowSpec]:
         WorkflowSpec("History", success=ready, failure=error),
         WorkflowSpec("Revision", success=ready, failure=error),
         WorkflowSpec("Evaluation", run_evaluation, success=Status.Complete, failure=Status.Failed),
-        unavailable("Measurement"),
-        unavailable("SafetyCase"),
+        WorkflowSpec("Measurement", run_analysis, success=Status.Complete, failure=Status.Failed),
+        WorkflowSpec("SafetyCase", run_analysis, success=Status.Complete, failure=Status.Failed),
         unavailable("Report"),
         unavailable("Audit"),
     ]

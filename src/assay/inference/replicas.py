@@ -44,7 +44,13 @@ import httpx
 from assay.errors import AssayError, ConflictError, ValidationError
 from assay.inference.protocol import READY_PATH, REPLICA_SECRET_ENV
 
-__all__ = ["ProcessReplica", "ReplicaStartError", "python_replica_argv", "stop_all"]
+__all__ = [
+    "ProcessReplica",
+    "ReplicaStartError",
+    "die_with_parent_hook",
+    "python_replica_argv",
+    "stop_all",
+]
 
 LISTENING_PREFIX = b"ASSAY_REPLICA_LISTENING "  # = replica_server.LISTENING_PREFIX + " "
 _MAX_LINE = 8192  # longer output lines are split; bounds the memory of the ring buffer
@@ -178,7 +184,7 @@ _SPAWNER = _Spawner()
 _LIVE: weakref.WeakSet[ProcessReplica] = weakref.WeakSet()
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get ``SIGKILL`` when its parent dies (Linux)."""
     if not sys.platform.startswith("linux"):
         return None
@@ -240,7 +246,7 @@ class ProcessReplica:
         """Start the process (returns at once; then :meth:`wait_ready`)."""
         if self._proc is not None:
             raise ConflictError(f"replica {self.name!r} was already started")
-        hook = _die_with_parent_hook()
+        hook = die_with_parent_hook()
 
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(

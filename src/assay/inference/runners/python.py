@@ -28,7 +28,7 @@ from assay.schema.ids import is_entity_id
 if TYPE_CHECKING:
     from assay.schema.platform import InferenceService, InferenceSession
 
-__all__ = ["RUNNER", "PythonRunner", "find_class"]
+__all__ = ["RUNNER", "PythonRunner", "find_class", "find_definition"]
 
 
 def _split_target(target: str) -> tuple[str, str]:
@@ -43,6 +43,13 @@ def find_class(directories: list[Path], target: str) -> str | None:
     user code never runs in the platform's process. None if it is not found; the message
     of a ValidationError if the file does not parse."""
     module, cls = _split_target(target)
+    return find_definition(directories, module, cls)
+
+
+def find_definition(directories: list[Path], module: str, name: str) -> str | None:
+    """The file among ``directories`` of the module ``module`` (dotted) if it defines
+    ``name`` at top level (a class, function, assignment or import), read with ``ast``, not
+    imported. None if there is no such module or it does not define ``name``."""
     relative = Path(*module.split("."))
     for directory in directories:
         for candidate in (directory / f"{relative}.py", directory / relative / "__init__.py"):
@@ -54,7 +61,11 @@ def find_class(directories: list[Path], target: str) -> str | None:
                 raise errors.ValidationError(
                     f"{candidate.name} line {exc.lineno}: {exc.msg}"
                 ) from None
-            names = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+            names = {
+                n.name
+                for n in tree.body
+                if isinstance(n, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            }
             names |= {
                 t.id
                 for n in tree.body
@@ -63,12 +74,12 @@ def find_class(directories: list[Path], target: str) -> str | None:
                 if isinstance(t, ast.Name)
             }
             names |= {
-                a.asname or a.name
+                a.asname or a.name.partition(".")[0]
                 for n in tree.body
-                if isinstance(n, ast.ImportFrom)
+                if isinstance(n, ast.ImportFrom | ast.Import)
                 for a in n.names
             }
-            return str(candidate) if cls in names else None
+            return str(candidate) if name in names else None
     return None
 
 

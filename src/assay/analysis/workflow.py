@@ -1,0 +1,262 @@
+"""The Measurement and SafetyCase workflow: run a Method in a process of its own.
+
+1. The inputs' data files, the Method's Module directories and the analysis itself go into a
+   configuration file in a work directory (``<entity>/.assay/work``).
+2. ``python -m assay.analysis.runtime`` runs with the platform's own interpreter (never a
+   ``python3`` found on ``PATH``), the Modules in front of the import path, its output in the
+   analysis's log (``.assay/logs.txt``; ``measurements.logs(id)``). Deleting or terminating the
+   entity stops it; so does the platform's process dying (Linux).
+3. On success the output files are stored (``data.parquet`` for a measurement;
+   ``index.html`` and ``notebook.ipynb`` for a safety case) and a safety case's scores and
+   curves are checked against the Method's specs and recorded. On failure the entity is
+   ``Failed`` with the Method's own summary of what went wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from assay import errors
+from assay.analysis.context import write_config
+from assay.analysis.runtime import ERROR_FILE, RESULT_FILE
+from assay.engine import WorkflowContext, WorkflowResult
+from assay.engine.engine import WorkflowCancelled
+
+__all__ = ["LOG_PATH", "build_scores", "run_analysis"]
+
+#: Where an analysis's log is kept, among its artifacts.
+LOG_PATH = ".assay/logs.txt"
+WORK_PATH = ".assay/work"
+#: Seconds between checks that the entity was not deleted or terminated meanwhile.
+POLL_INTERVAL = 0.05
+_LOG_TAIL = 2000
+
+
+def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
+    """The handler of Measurement and SafetyCase workflows."""
+    core = ctx.platform
+    entity: Any = ctx.entity
+    storage = ctx.storage
+    what = f"{entity.kind} {entity.id}"
+    anchor = storage.local_path(entity.id, f"{WORK_PATH}/config.json")
+    if anchor is None:
+        raise errors.PlatformError(
+            f"{what}: analyses need an artifact storage on this machine (a local directory)"
+        )
+    work = Path(anchor).parent
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    output = work / "output"
+    config: dict[str, Any] = {
+        "analysis": entity.to_wire(),
+        "inputs": _inputs(core, entity),
+        "output": str(output),
+        "work": str(work),
+        "paths": [str(_entity_dir(storage, m)) for m in entity.method.module_ids()],
+        "system": _system(core, entity),
+    }
+    notebook = entity.method.implementation.jupyterNotebook
+    if notebook is not None:
+        config["notebook"] = str(
+            _entity_dir(storage, notebook.notebookModule) / notebook.notebookPath
+        )
+    config_path = write_config(work / "config.json", config)
+    ctx.progress(f"running {entity.method.name!r}", force=True)
+    code = _run_process(ctx, config_path, work)
+    log_file = work / "logs.txt"
+    if log_file.is_file():
+        storage.put_file(entity.id, LOG_PATH, log_file)
+    if code != 0:
+        message = _failure(work, code, log_file)
+        shutil.rmtree(work, ignore_errors=True)
+        raise errors.WorkflowFailedError(message)
+    result = json.loads((work / RESULT_FILE).read_text(encoding="utf-8"))
+    message = None
+    if entity.kind == "SafetyCase":
+        scores, curves = build_scores(entity, result.get("widgets") or [])
+        core.scores._put(entity.account, [*scores, *curves])
+        message = f"{len(scores)} score(s), {len(curves)} curve(s)"
+    else:
+        rows = int(result.get("rows", 0))
+        message = f"{rows:,} row{'s' if rows != 1 else ''}"
+    for path in sorted(p for p in output.rglob("*") if p.is_file()):
+        storage.put_file(entity.id, path.relative_to(output).as_posix(), path)
+    shutil.rmtree(work, ignore_errors=True)
+    return WorkflowResult(message=message)
+
+
+def _entity_dir(storage: Any, id: str) -> Path:
+    return Path(storage.local_path(id, "x")).parent
+
+
+def _inputs(core: Any, entity: Any) -> dict[str, Any]:
+    """Each input keyword → its entity's kind, id, local Parquet files and schema."""
+    inputs: dict[str, Any] = {}
+    declared = {i.keyword: str(i.kind) for i in entity.method.inputs}
+    for binding in entity.inputs:
+        kind = declared.get(binding.keyword, "")
+        if kind == "Report":
+            raise errors.ValidationError(
+                f"{entity.kind} {entity.id}: input {binding.keyword!r} is a Report; Reports "
+                "have no data that a Method can read in this version of Assay",
+                field="inputs",
+                value=binding.keyword,
+            )
+        group = core.group(kind)
+        source = group.get(binding.entity)
+        paths = group.data_paths(source)
+        schema = getattr(source, "schema_", None)
+        inputs[binding.keyword] = {
+            "kind": kind,
+            "id": source.id,
+            "files": [str(core.storage.local_path(source.id, p)) for p in paths],
+            "schema": schema.arrowSchema if schema is not None else None,
+        }
+    return inputs
+
+
+def _system(core: Any, entity: Any) -> dict[str, Any]:
+    """Names of the scope's entities, for documents that show them."""
+    names: dict[str, Any] = {}
+    scope = entity.scope
+    for key in ("inferenceService", "model", "dataset"):
+        id = getattr(scope, key)
+        if id:
+            record = core.store.get(id)
+            if record is not None and record.doc.get("name"):
+                names[f"{key}Name"] = record.doc["name"]
+    return names
+
+
+def _run_process(ctx: WorkflowContext, config_path: Path, work: Path) -> int:
+    from assay.inference.replicas import die_with_parent_hook
+
+    env = dict(os.environ)
+    env.pop("PYTHONSTARTUP", None)
+    with open(work / "logs.txt", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "assay.analysis.runtime", str(config_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env=env,
+            preexec_fn=die_with_parent_hook(),
+        )
+        try:
+            last_check = time.monotonic()
+            while True:
+                try:
+                    return proc.wait(timeout=POLL_INTERVAL)
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() - last_check > 0.5:
+                    last_check = time.monotonic()
+                    ctx.check()
+        except (WorkflowCancelled, BaseException):
+            proc.kill()
+            proc.wait()
+            raise
+
+
+def _failure(work: Path, code: int, log_file: Path) -> str:
+    error_file = work / ERROR_FILE
+    if error_file.is_file():
+        return str(json.loads(error_file.read_text(encoding="utf-8"))["message"])
+    tail = ""
+    if log_file.is_file():
+        tail = log_file.read_bytes()[-_LOG_TAIL:].decode("utf-8", "replace").strip()
+    how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    return f"the analysis process {how}" + (f"; its log ends: {tail}" if tail else "")
+
+
+# -- scores -------------------------------------------------------------------------------------
+
+
+def build_scores(entity: Any, widgets: Sequence[Sequence[Any]]) -> tuple[list[Any], list[Any]]:
+    """The Score and Curve records of a safety case from its widgets' payloads, each checked
+    against the Method's spec (declared, published once, within minimum/maximum)."""
+    from assay.analysis.widgets import MIME_CURVE, MIME_SCORE
+    from assay.schema.platform import Curve, Score
+
+    method = entity.method
+    what = f"SafetyCase {entity.id}"
+    specs = {s.name: s for s in method.score_specs()}
+    curve_specs = {s.name: s for s in method.curve_specs()}
+    scope = entity.scope
+    refs = {
+        "method": method.id,
+        "dataset": scope.dataset,
+        "evaluation": scope.evaluation,
+        "inferenceService": scope.inferenceService,
+        "model": scope.model,
+    }
+    metadata = {"refs": {k: v for k, v in refs.items() if v}}
+    scores: list[Any] = []
+    curves: list[Any] = []
+    seen: set[str] = set()
+    for mime, payload in widgets:
+        if mime not in (MIME_SCORE, MIME_CURVE):
+            continue
+        name = str(payload.get("name"))
+        is_curve = mime == MIME_CURVE
+        table: Mapping[str, Any] = curve_specs if is_curve else specs
+        kind = "curve" if is_curve else "score"
+        if name not in table:
+            raise errors.ValidationError(
+                f"{what}: the notebook published the {kind} {name!r}, which the Method does not "
+                f"declare; its {kind}s are {sorted(table) or 'none'}",
+                field="scores",
+                value=name,
+            )
+        if name in seen:
+            raise errors.ValidationError(
+                f"{what}: the notebook published the {kind} {name!r} more than once; publish "
+                "each once",
+                field="scores",
+                value=name,
+            )
+        seen.add(name)
+        spec = table[name]
+        base = {**spec.model_dump(by_alias=True, exclude_none=True), "analysis": entity.id}
+        base["metadata"] = metadata
+        if is_curve:
+            points = payload.get("points") or {}
+            for dimension, values in points.items():
+                dim = spec.dimensions.get(dimension)
+                if dim is not None:
+                    for value in values:
+                        _check_range(what, f"{name}.{dimension}", dim, value)
+            curves.append(Curve.model_validate({**base, "points": points}))
+        else:
+            quantity = payload.get("quantity")
+            _check_range(what, name, spec, quantity)
+            body = {**base, "quantity": quantity, "text": str(payload.get("text", ""))}
+            scores.append(Score.model_validate(body))
+    return scores, curves
+
+
+def _check_range(what: str, name: str, spec: Any, value: Any) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise errors.ValidationError(
+            f"{what}: {name} is {value!r}; a score is a finite number",
+            field="scores",
+            value=name,
+        )
+    low, high = spec.minimum, spec.maximum
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise errors.ValidationError(
+            f"{what}: {name} is {value}, outside its declared range "
+            f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]",
+            field="scores",
+            value=name,
+        )
