@@ -18,18 +18,16 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from assay import errors
+from assay.analysis import launcher
 from assay.analysis.context import write_config
 from assay.analysis.runtime import ERROR_FILE, RESULT_FILE
 from assay.engine import WorkflowContext, WorkflowResult
-from assay.engine.engine import WorkflowCancelled
 
 __all__ = ["LOG_PATH", "build_scores", "run_analysis"]
 
@@ -138,34 +136,21 @@ def _system(core: Any, entity: Any) -> dict[str, Any]:
 
 
 def _run_process(ctx: WorkflowContext, config_path: Path, work: Path) -> int:
-    from assay.inference.replicas import die_with_parent_hook
-
     env = dict(os.environ)
     env.pop("PYTHONSTARTUP", None)
-    with open(work / "logs.txt", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "assay.analysis.runtime", str(config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-            env=env,
-            preexec_fn=die_with_parent_hook(),
-        )
-        try:
-            last_check = time.monotonic()
-            while True:
-                try:
-                    return proc.wait(timeout=POLL_INTERVAL)
-                except subprocess.TimeoutExpired:
-                    pass
-                if time.monotonic() - last_check > 0.5:
-                    last_check = time.monotonic()
-                    ctx.check()
-        except (WorkflowCancelled, BaseException):
-            proc.kill()
-            proc.wait()
-            raise
+    process = launcher.start(config_path, log_path=work / "logs.txt", cwd=work, env=env)
+    try:
+        last_check = time.monotonic()
+        while True:
+            code = process.poll(POLL_INTERVAL)
+            if code is not None:
+                return code
+            if time.monotonic() - last_check > 0.5:
+                last_check = time.monotonic()
+                ctx.check()
+    except BaseException:
+        process.kill()
+        raise
 
 
 def _failure(work: Path, code: int, log_file: Path) -> str:
