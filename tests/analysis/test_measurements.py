@@ -321,3 +321,118 @@ def test_context_outside_an_analysis(tmp_path: Path) -> None:
     with pytest.raises(errors.ValidationError, match="'data' is not an input"):
         ctx.inputs("data")
     assert ctx.output_path == tmp_path
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+
+from assay.local import LocalPlatform, mocks
+from assay.schema.dataschema import DataSchema
+
+# no `if __name__ == "__main__"` guard, as in most scripts and notebooks
+root = Path(sys.argv[1])
+package = root / "pkg"
+(package / "scriptpkg").mkdir(parents=True)
+(package / "scriptpkg" / "__init__.py").write_text(
+    "import pyarrow as pa\\n"
+    "def one(args, **inputs):\\n"
+    "    return pa.table({'x': pa.array([1], pa.int64())})\\n"
+)
+with LocalPlatform(storage_root=root / "platform", account="script") as platform:
+    module = platform.modules.create_package(package, account="script", name="p")
+    module = platform.modules.upload_package(module, package)
+    schema = DataSchema.from_arrow(pa.schema([("x", pa.int64())]))
+    method = platform.methods.create({
+        "account": "script", "name": "one", "scope": "InferenceService",
+        "implementation": {"kind": "PythonFunction",
+                           "pythonFunction": {"fullyQualifiedName": "scriptpkg.one"}},
+        "output": {"kind": "Measurement", "measurement": {
+            "name": "one", "level": "Dataset", "schema": schema.model_dump(by_alias=True)}},
+        "modules": [module.id],
+    })
+    service = platform.inferenceservices.create_mock(
+        mocks.TextCompletion, account="script")
+    for _ in range(2):
+        measurement = platform.measurements.create({
+            "account": "script", "method": method.id,
+            "scope": {"inferenceService": service.id}})
+        print(measurement.status, measurement.message)
+"""
+
+
+def test_a_script_without_a_main_guard_runs_analyses(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "audit.py"
+    script.write_text(SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["Complete 1 row", "Complete 1 row"]
+
+
+SLOW = """
+import time
+import pyarrow as pa
+
+def slow(args, **inputs):
+    print("started", flush=True)
+    time.sleep(60)
+    return pa.table({"x": pa.array([1], pa.int64())})
+"""
+
+
+def test_deleting_a_running_measurement_stops_its_process(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    import threading
+    import time
+
+    package = tmp_path / "slowpkg"
+    (package / "slowmethod").mkdir(parents=True)
+    (package / "slowmethod" / "__init__.py").write_text(SLOW)
+    module = platform.modules.upload_package(
+        platform.modules.create_package(package, account=ACCOUNT, name="slow"), package
+    )
+    request = method_request(
+        module.id, "slow", schema=pa.schema([("x", pa.int64())]), level="Dataset", inputs=[]
+    )
+    request["implementation"]["pythonFunction"]["fullyQualifiedName"] = "slowmethod.slow"
+    request["scope"] = "InferenceService"
+    method = platform.methods.create(request)
+    service = platform.inferenceservices.create_mock(mocks.TextCompletion, account=ACCOUNT)
+    created: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: created.append(
+            platform.measurements.create(
+                {
+                    "account": ACCOUNT,
+                    "method": method.id,
+                    "scope": {"inferenceService": service.id},
+                }
+            )
+        )
+    )
+    start = time.monotonic()
+    runner.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = platform.measurements.query(method=method.id)
+        if found and "started" in platform.measurements.logs(found[0].id):
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the measurement did not start")
+    platform.measurements.delete(found[0].id)
+    runner.join(30)
+    assert not runner.is_alive()
+    assert time.monotonic() - start < 30
+    assert platform.measurements.get(found[0].id).status == Status.Deleted

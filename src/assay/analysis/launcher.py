@@ -2,39 +2,33 @@
 
 A fresh interpreter that imports ``pyarrow.dataset`` costs ~0.4 s on a small machine (more
 when pandas is installed, which ``pyarrow.dataset`` then imports too) — most of an analysis's
-fixed cost. So on platforms that can fork, analyses are forked from a *fork server*: one clean
-process, started from the platform's own interpreter on first use, that has imported pyarrow
-and the analysis runtime once and forks a child per analysis (``multiprocessing``'s
-``forkserver`` start method: the server is single-threaded, so forking it is safe, unlike
-forking the platform). Each child takes the environment, working directory and log file it is
-given, and dies with the fork server, which exits with the platform.
+fixed cost. So where the platform can fork (Linux, macOS), analyses are forked from a *fork
+server* (``assay.analysis.forkserver``): one process per platform process, started with the
+platform's own interpreter on first use, that has imported pyarrow and the analysis runtime
+once and forks a child per analysis. (``multiprocessing``'s own fork server is not used: it
+re-runs the user's ``__main__`` script in every child, which breaks every script without an
+``if __name__ == "__main__"`` guard.) The server exits when the platform's process does, and
+its children with it.
 
-Elsewhere (no ``fork``), each analysis is a new ``python -m assay.analysis.runtime`` process.
+Elsewhere each analysis is a new ``python -m assay.analysis.runtime`` process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import json
 import os
+import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Mapping
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Protocol
 
 __all__ = ["AnalysisProcess", "start"]
-
-#: What the fork server imports once, for every analysis it forks.
-PRELOAD = [
-    "pyarrow",
-    "pyarrow.compute",
-    "pyarrow.dataset",
-    "pyarrow.parquet",
-    "assay.analysis.runtime",
-]
-
-_lock = threading.Lock()
-_context: Any = None
 
 
 class AnalysisProcess(Protocol):
@@ -50,82 +44,117 @@ def start(
     config_path: Path, *, log_path: Path, cwd: Path, env: Mapping[str, str]
 ) -> AnalysisProcess:
     """Start the analysis configured in ``config_path``."""
-    context = _fork_server()
-    if context is None:
-        return _Subprocess(config_path, log_path=log_path, cwd=cwd, env=env)
-    process = context.Process(
-        target=_child,
-        args=(str(config_path), str(log_path), str(cwd), dict(env)),
-        name="assay-analysis",
-        daemon=False,
-    )
-    process.start()
-    return _Forked(process)
+    if hasattr(os, "fork"):
+        return _server().start(config_path, log_path=log_path, cwd=cwd, env=env)
+    return _Subprocess(config_path, log_path=log_path, cwd=cwd, env=env)
 
 
-def _fork_server() -> Any:
-    global _context
+_lock = threading.Lock()
+_servers: dict[int, _ForkServer] = {}
+
+
+def _server() -> _ForkServer:
     with _lock:
-        if _context is None:
-            import multiprocessing
-
-            if "forkserver" not in multiprocessing.get_all_start_methods():
-                _context = False
-            else:
-                _context = multiprocessing.get_context("forkserver")
-                _context.set_forkserver_preload(PRELOAD)
-        return _context or None
+        server = _servers.get(os.getpid())
+        if server is None or not server.alive():
+            server = _servers[os.getpid()] = _ForkServer()
+        return server
 
 
-def _child(config_path: str, log_path: str, cwd: str, env: dict[str, str]) -> None:
-    """The analysis, in a child of the fork server."""
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.close(fd)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    _die_with_fork_server()
-    os.chdir(cwd)
-    os.environ.clear()
-    os.environ.update(env)
-    from assay.analysis import runtime
+class _ForkServer:
+    """The platform's side of ``assay.analysis.forkserver``."""
 
-    try:
-        code = runtime.main([config_path])
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    os._exit(code)
+    def __init__(self) -> None:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-P", "-m", "assay.analysis.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            start_new_session=True,  # a terminal's Ctrl-C is the platform's to handle
+            close_fds=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._stdin: IO[bytes] = self._proc.stdin
+        self._stdout: IO[bytes] = self._proc.stdout
+        ready = self._stdout.readline()
+        if not ready.startswith(b'{"ready"'):
+            self._proc.kill()
+            self._proc.wait()
+            raise RuntimeError("the analysis fork server did not start")
+        self._ids = itertools.count()
+        self._write_lock = threading.Lock()
+        self._pending: dict[int, _Forked] = {}
+        self._reader = threading.Thread(target=self._read, name="assay-forkserver", daemon=True)
+        self._reader.start()
 
+    def alive(self) -> bool:
+        return self._proc.poll() is None and self._reader.is_alive()
 
-def _die_with_fork_server() -> None:
-    """Have the kernel kill this process when the fork server (which exits with the
-    platform) ends (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
+    def start(
+        self, config_path: Path, *, log_path: Path, cwd: Path, env: Mapping[str, str]
+    ) -> _Forked:
+        request_id = next(self._ids)
+        forked = _Forked()
+        self._pending[request_id] = forked
+        line = json.dumps(
+            {
+                "id": request_id,
+                "config": str(config_path),
+                "log": str(log_path),
+                "cwd": str(cwd),
+                "env": dict(env),
+            }
+        )
+        try:
+            with self._write_lock:
+                self._stdin.write(line.encode() + b"\n")
+                self._stdin.flush()
+        except OSError as exc:
+            self._pending.pop(request_id, None)
+            raise RuntimeError(f"the analysis fork server is gone ({exc})") from None
+        forked.wait_started()
+        return forked
 
-    server = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != server:
-        os._exit(1)
+    def _read(self) -> None:
+        for line in self._stdout:
+            message = json.loads(line)
+            forked = self._pending.get(message["id"])
+            if forked is None:
+                continue
+            if "pid" in message:
+                forked.started.set_result(message["pid"])
+            elif "error" in message:
+                self._pending.pop(message["id"], None)
+                forked.started.set_exception(RuntimeError(message["error"]))
+            elif "exit" in message:
+                self._pending.pop(message["id"], None)
+                forked.ended.set_result(message["exit"])
+        for forked in list(self._pending.values()):  # the server died: so did its children
+            if not forked.started.done():
+                forked.started.set_exception(RuntimeError("the analysis fork server died"))
+            if not forked.ended.done():
+                forked.ended.set_result(-int(signal.SIGKILL))
+        self._pending.clear()
 
 
 class _Forked:
-    def __init__(self, process: Any) -> None:
-        self._process = process
+    def __init__(self) -> None:
+        self.started: Future[int] = Future()
+        self.ended: Future[int] = Future()
+
+    def wait_started(self) -> None:
+        self.started.result(timeout=60)
 
     def poll(self, timeout: float) -> int | None:
-        self._process.join(timeout)
-        code: int | None = self._process.exitcode
-        return code
+        try:
+            return self.ended.result(timeout=timeout)
+        except TimeoutError:
+            return None
 
     def kill(self) -> None:
-        self._process.kill()
-        self._process.join()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.started.result(), signal.SIGKILL)
+        self.ended.result(timeout=60)
 
 
 class _Subprocess:
