@@ -68,9 +68,12 @@ class AnalysisContext:
                     "'analysis', 'inputs' and 'output'"
                 )
             config = location
-        if not isinstance(config, Mapping):
-            config = json.loads(Path(config).read_text(encoding="utf-8"))
-        self._config: Mapping[str, Any] = config
+        loaded: Mapping[str, Any] = (
+            config
+            if isinstance(config, Mapping)
+            else json.loads(Path(config).read_text(encoding="utf-8"))
+        )
+        self._config = config = loaded
         self._analysis_doc: dict[str, Any] = dict(config["analysis"])
         self._inputs: dict[str, Any] = dict(config.get("inputs") or {})
         self._output = Path(config["output"])
@@ -129,7 +132,7 @@ class AnalysisContext:
         such parameter or the analysis did not give it (see :meth:`get_argument`)."""
         self._check_parameter(keyword)
         try:
-            return self._arguments[keyword]
+            return str(self._arguments[keyword])
         except KeyError:
             raise errors.ValidationError(
                 f"analysis {self.analysis_id}: no value was given for the argument "

@@ -290,14 +290,12 @@ def run_notebook(config: Mapping[str, Any], config_path: Path) -> dict[str, Any]
         executed = notebook.execute_notebook(path, cwd=scratch, env=env, timeout=None)
     except notebook.NotebookCellError as exc:
         raise MethodFailure(f"{what}: notebook {spec['notebookPath']!r}: {exc}") from None
-    except notebook.NotebookFormatError as exc:
+    except notebook.NotebookError as exc:
         raise MethodFailure(f"{what}: {exc}") from None
     title = analysis.get("name") or analysis["method"].get("name") or "Safety case"
     html = notebook.render_html(executed, title=title)
     (output / DOCUMENT_FILE).write_text(html, encoding="utf-8")
-    import nbformat
-
-    nbformat.write(executed, output / NOTEBOOK_FILE)
+    notebook.write_notebook(executed, output / NOTEBOOK_FILE)
     return {"widgets": [[mime, payload] for mime, payload in notebook.collect(executed)]}
 
 

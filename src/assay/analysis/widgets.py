@@ -330,12 +330,18 @@ def _values(who: str, name: str, values: Any) -> list[float]:
 
 
 def _chart(spec: CurveSpec, columns: dict[str, list[float]]) -> str:
-    """An inline SVG line chart: the first dimension on x, the others on y."""
+    """An inline SVG line chart: the first dimension on x, the others on y (a curve of one
+    dimension is plotted against the points' positions)."""
     names = list(columns)
-    x_name, y_names = names[0], names[1:] or names[:1]
-    x_spec = spec.dimensions[x_name]
-    xs = columns[x_name]
-    x_lo, x_hi = _axis_range(xs, x_spec.minimum, x_spec.maximum)
+    if len(names) > 1:
+        x_spec = spec.dimensions[names[0]]
+        x_title, y_names = _axis_title(x_spec), names[1:]
+        xs = columns[names[0]]
+        x_lo, x_hi = _axis_range(xs, x_spec.minimum, x_spec.maximum)
+    else:
+        x_title, y_names = "Point", names
+        xs = [float(i) for i in range(1, len(columns[names[0]]) + 1)]
+        x_lo, x_hi = _axis_range(xs, None, None)
     y_values = [v for n in y_names for v in columns[n]]
     y_mins = [spec.dimensions[n].minimum for n in y_names]
     y_maxs = [spec.dimensions[n].maximum for n in y_names]
@@ -356,7 +362,6 @@ def _chart(spec: CurveSpec, columns: dict[str, list[float]]) -> str:
         f'<svg class="assay-curve-chart" role="img" aria-label="{_esc(spec.title)}" '
         f'viewBox="0 0 {_W} {_H}" width="100%" style="max-width:{_W}px" '
         'font-family="inherit" font-size="12">',
-        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#c8cdd3"/>',
     ]
     bottom = _TOP + plot_h
     for t, label in _ticks(x_lo, x_hi):
@@ -369,9 +374,12 @@ def _chart(spec: CurveSpec, columns: dict[str, list[float]]) -> str:
             f'<line x1="{_LEFT - 5}" y1="{py(t):.1f}" x2="{_LEFT + plot_w}" y2="{py(t):.1f}" stroke="#eceef1"/>'
             f'<text x="{_LEFT - 8}" y="{py(t) + 4:.1f}" text-anchor="end" fill="#333">{label}</text>'
         )
+    out.append(  # the frame, over the grid lines
+        f'<rect x="{_LEFT}" y="{_TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#c8cdd3"/>'
+    )
     out.append(
         f'<text x="{_LEFT + plot_w / 2:.1f}" y="{_H - 8}" text-anchor="middle" fill="#111">'
-        f"{_esc(_axis_title(x_spec))}</text>"
+        f"{_esc(x_title)}</text>"
     )
     if len(y_names) == 1:
         cy = _TOP + plot_h / 2
@@ -522,7 +530,7 @@ WIDGET_CSS = """
 .assay-score-valence { color: #5b6470; font-size: .85rem; white-space: nowrap; }
 .assay-score-value { font-size: 1.75rem; font-weight: 600; margin: .25rem 0; }
 .assay-score-interval { color: #5b6470; font-size: .9rem; margin-bottom: .5rem; }
-.assay-score-bar { display: block; max-width: 24rem; }
+.assay-score-bar { display: block; max-width: 24rem; height: 10px; }
 .assay-score-range { display: flex; justify-content: space-between; max-width: 24rem;
   color: #5b6470; font-size: .75rem; }
 .assay-score-text, .assay-curve-text { margin: .5rem 0 0; }

@@ -78,7 +78,6 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
         shutil.rmtree(work, ignore_errors=True)
         raise errors.WorkflowFailedError(message)
     result = json.loads((work / RESULT_FILE).read_text(encoding="utf-8"))
-    message = None
     if entity.kind == "SafetyCase":
         scores, curves = build_scores(entity, result.get("widgets") or [])
         core.scores._put(entity.account, [*scores, *curves])
