@@ -272,7 +272,7 @@ def test_failures_name_the_method_and_what_went_wrong(
 
 
 def test_method_create_checks_the_function_exists(platform: LocalPlatform, module_id: str) -> None:
-    with pytest.raises(errors.ValidationError, match="'audit.metrics.nothing' is not defined"):
+    with pytest.raises(errors.ValidationError, match=r"'audit\.metrics\.nothing' is not defined"):
         platform.methods.create(method_request(module_id, "nothing"))
     request = method_request(module_id, "lengths")
     request["implementation"]["pythonFunction"]["fullyQualifiedName"] = "lengths"

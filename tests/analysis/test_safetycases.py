@@ -275,5 +275,5 @@ def test_failing_notebooks(audit: Audit, notebook: str, expected: str) -> None:
 
 
 def test_notebook_method_checks(platform: LocalPlatform, audit: Audit) -> None:
-    with pytest.raises(errors.ValidationError, match="has no notebook 'missing.ipynb'"):
+    with pytest.raises(errors.ValidationError, match=r"has no notebook 'missing\.ipynb'"):
         audit.notebook_method("missing.ipynb")
