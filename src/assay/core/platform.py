@@ -1,12 +1,17 @@
 """The platform core: the API groups over one store, one storage and one engine.
 
 ``LocalPlatform`` is this core in-process with embedded defaults; the server is this core
-behind HTTP (DESIGN §2).
+behind HTTP (DESIGN §2). A :class:`CoreConfig` describes a core so that another process can
+open the same platform (``PlatformCore.from_config``): the worker processes of the
+``processes`` executor do (see ``docs/design/workflows.md``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import secrets as _secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +36,70 @@ from assay.engine import Engine, Executor, WorkflowSpec
 from assay.evaluation.cache import ResponseCache
 from assay.inference.sessions import SessionManager
 from assay.schema.status import Status
-from assay.storage import ArtifactStorage
+from assay.storage import ArtifactStorage, LocalStorage
 from assay.store import EntityStore
 
-__all__ = ["PlatformCore"]
+__all__ = ["CoreConfig", "PlatformCore"]
+
+
+@dataclass(frozen=True)
+class CoreConfig:
+    """Where a platform core keeps its state: enough to open the same platform again, in this
+    process or another one. Picklable, and convertible to and from JSON
+    (:meth:`to_json`, :meth:`from_json`).
+
+    >>> config = CoreConfig("sqlite:////data/assay.db", Path("/data"))   # doctest: +SKIP
+    >>> core = PlatformCore.from_config(config)                           # doctest: +SKIP
+    """
+
+    store_url: str
+    """The SQLAlchemy URL of the entity store, password included (``sqlite:///path/assay.db``,
+    ``postgresql+psycopg://user:password@host/assay``). ``repr`` hides the password."""
+    storage_root: Path
+    """The directory of the artifact storage (``<storage_root>/<entity id>/<path>``)."""
+    secret_file: Path | None = None
+    """The file that keeps the token-signing secret (made on first use). None: a random
+    secret per process, so tokens signed by one process are refused by another."""
+    secrets_path: Path | None = None
+    """The JSON file of named runner credentials (None: the platform keeps no secrets)."""
+    cache_path: Path | None = None
+    """The SQLite file of the response cache (None: no response cache)."""
+    default_account: str | None = None
+    """The account requests act for when they name none."""
+    claim_ttl: float = 30.0
+    """Seconds a workflow claim lasts without a heartbeat (see ``Engine``)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The configuration as a JSON object (paths as strings)."""
+        values = dataclasses.asdict(self)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CoreConfig:
+        """The configuration that :meth:`to_json` wrote."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            from assay import errors
+
+            raise errors.ValidationError(
+                f"unknown CoreConfig fields {unknown}; the fields are {sorted(known)}"
+            )
+        paths = ("storage_root", "secret_file", "secrets_path", "cache_path")
+        values: dict[str, Any] = {
+            k: Path(v) if k in paths and v is not None else v for k, v in data.items()
+        }
+        return cls(**values)
+
+    def __repr__(self) -> str:
+        import sqlalchemy as sa
+
+        values: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        try:
+            values["store_url"] = sa.make_url(self.store_url).render_as_string(hide_password=True)
+        except Exception:  # not a URL: do not echo what may hold a password
+            values["store_url"] = "<not a database URL>"
+        return "CoreConfig(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
 
 
 class PlatformCore:
@@ -51,9 +116,12 @@ class PlatformCore:
         secrets_path: Path | None = None,
         cache_path: Path | None = None,
         default_account: str | None = None,
+        owner: str | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
+        self.config: CoreConfig | None = None
+        """The configuration this core was opened from (None: built from objects)."""
         self.engine = Engine(
             store,
             storage,
@@ -61,6 +129,7 @@ class PlatformCore:
             specs=default_specs(),
             platform=self,
             claim_ttl=claim_ttl,
+            owner=owner,
         )
         self.signer = TokenSigner(signing_secret or _secrets.token_bytes(32))
         self.secrets = SecretStore(secrets_path) if secrets_path else None
@@ -85,6 +154,35 @@ class PlatformCore:
         self.reports = Reports(self)
         self.safetycases = SafetyCases(self)
         self.scores = Scores(self)
+
+    @classmethod
+    def from_config(
+        cls, config: CoreConfig, *, executor: Executor | None = None, owner: str | None = None
+    ) -> PlatformCore:
+        """Open the platform that ``config`` describes. ``executor``: where its workflows run
+        (default: inline); ``owner``: the owner of its workflow claims (default: this
+        process; a worker of the ``processes`` executor passes its parent's)."""
+        from assay.core.tokens import load_or_create_secret
+
+        store = EntityStore(config.store_url)
+        try:
+            secret = load_or_create_secret(config.secret_file) if config.secret_file else None
+            core = cls(
+                store,
+                LocalStorage(config.storage_root),
+                executor=executor,
+                claim_ttl=config.claim_ttl,
+                signing_secret=secret,
+                secrets_path=config.secrets_path,
+                cache_path=config.cache_path,
+                default_account=config.default_account,
+                owner=owner,
+            )
+        except BaseException:
+            store.close()
+            raise
+        core.config = config
+        return core
 
     def register_workflow(self, spec: WorkflowSpec) -> None:
         """Set how the engine runs ``spec.kind`` (used by the packages that run sessions,

@@ -8,6 +8,7 @@ from assay.engine.engine import (
     WorkflowSpec,
 )
 from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
+from assay.engine.processes import ProcessExecutor
 from assay.engine.transitions import ALLOWED, apply_transition, check_transition
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "Engine",
     "Executor",
     "InlineExecutor",
+    "ProcessExecutor",
     "WorkflowCancelled",
     "WorkflowContext",
     "WorkflowJob",

@@ -169,17 +169,20 @@ class Engine:
         specs: Iterable[WorkflowSpec] = (),
         platform: Any = None,
         claim_ttl: float = 30.0,
+        owner: str | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.platform = platform
         self.claim_ttl = claim_ttl
-        self.owner = f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = owner or f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        """Who holds this engine's claims (``host:pid:nonce``). A worker process of the
+        ``processes`` executor runs under its parent's owner: it dies with the parent."""
         self._specs: dict[str, WorkflowSpec] = {}
         for spec in specs:
             self.register(spec)
         self.executor = executor or InlineExecutor()
-        self.executor.bind(self.run)
+        self.executor.bind(self)
 
     # -- configuration -------------------------------------------------------------------
 
@@ -258,7 +261,11 @@ class Engine:
         if not self.store.claim(entity_id, self.owner, self.claim_ttl):
             return False  # another process is about to run it
         if not self.transition(entity_id, Status.Admitted, None, None, expect=Status.Created):
-            self.store.release(entity_id, self.owner)
+            # Someone admitted it first. If that was an engine with our owner (a worker of
+            # the processes executor), claim() only renewed its claim: leave it in place.
+            record = self.store.get(entity_id)
+            if record is None or record.doc.get("status") != Status.Admitted:
+                self.store.release(entity_id, self.owner)
             return False
         self.executor.submit(WorkflowJob(entity_id, doc["kind"]))
         return True
@@ -310,6 +317,9 @@ class Engine:
 
     def run(self, job: WorkflowJob, *, restarted: bool = False) -> None:
         """Run one admitted workflow to a terminal status (called by the executor)."""
+        if not self.store.claim(job.entity_id, self.owner, self.claim_ttl):
+            log.info("workflow %s %s is claimed by another process", job.kind, job.entity_id)
+            return
         record = self.store.get(job.entity_id)
         if record is None or record.doc.get("status") != Status.Admitted:
             self.store.release(job.entity_id, self.owner)
@@ -372,6 +382,8 @@ class Engine:
         resumed: list[str] = []
         for doc in list(self.store.iter_query(status=Status.Admitted)):
             entity_id = doc["id"]
+            if self.executor.holds(entity_id):
+                continue  # queued or running in this engine's executor
             holder = self.store.claim_owner(entity_id)
             if holder is not None and holder[0] != self.owner and owner_is_dead(holder[0]):
                 self.store.release(entity_id, holder[0])

@@ -2,10 +2,12 @@
 
 The engine decides *when* a workflow may run (its dependencies are satisfied and it holds the
 workflow's claim); an executor decides *where*. ``inline`` runs it in the caller, so that
-``create()`` returns when the work is done (the LocalPlatform default). The ``processes`` and
-``ray`` executors plug in here: they receive the same :class:`WorkflowJob` (picklable: an id and
-a kind) and call the engine's ``run`` in their own worker, which re-opens the platform from its
-configuration.
+``create()`` returns when the work is done (the LocalPlatform default). ``processes``
+(:class:`assay.engine.processes.ProcessExecutor`) runs it in a pool of worker processes, and a
+``ray`` executor would plug in the same way: each receives the same :class:`WorkflowJob`
+(picklable: an id and a kind) and calls ``Engine.run`` in a worker that re-opens the platform
+from its configuration (:class:`assay.core.platform.CoreConfig`). See
+``docs/design/workflows.md``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ import abc
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from assay.engine.engine import Engine
 
 __all__ = ["Executor", "InlineExecutor", "WorkflowJob"]
 
@@ -27,13 +33,20 @@ class WorkflowJob:
 
 
 class Executor(abc.ABC):
-    """Runs workflow jobs. ``bind`` is called once by the engine with the function that runs
-    a job (``Engine.run``)."""
+    """Runs workflow jobs. ``bind`` is called once, by the engine that submits them."""
 
     name: str = "executor"
 
-    def bind(self, run: Callable[[WorkflowJob], None]) -> None:
-        self._run = run
+    def bind(self, engine: Engine) -> None:
+        """Attach the executor to ``engine``: jobs are run by ``engine.run``."""
+        self._engine = engine
+        self._run: Callable[[WorkflowJob], None] = engine.run
+
+    def holds(self, entity_id: str) -> bool:
+        """True if this executor has the workflow of ``entity_id`` queued or running, so that
+        :meth:`Engine.resume` leaves it alone. The default, False, suits executors whose jobs
+        run in the thread that submits them."""
+        return False
 
     @abc.abstractmethod
     def submit(self, job: WorkflowJob) -> None:

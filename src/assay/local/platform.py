@@ -10,22 +10,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from assay import errors
 from assay.core import PlatformCore
+from assay.core.platform import CoreConfig
 from assay.core.secrets import SecretStore
 from assay.engine import Executor
 from assay.schema import ids
 from assay.schema.base import LABEL_VALUE_PATTERN
-from assay.storage import LocalStorage
-from assay.store import EntityStore
 
-__all__ = ["DATABASE_FILE", "DEFAULT_ACCOUNT", "LocalPlatform"]
+__all__ = ["DATABASE_FILE", "DEFAULT_ACCOUNT", "EXECUTORS", "LocalPlatform"]
 
 #: The account used when none is given (``ASSAY_ACCOUNT`` overrides it).
 DEFAULT_ACCOUNT = "local"
 DATABASE_FILE = "assay.db"
+#: The executors that ``LocalPlatform(executor=...)`` knows by name.
+EXECUTORS = ("inline", "processes")
 
 
 class LocalPlatform:
@@ -34,8 +35,16 @@ class LocalPlatform:
     >>> platform = LocalPlatform(storage_root="assay-data")      # doctest: +SKIP
     >>> platform.datasets.query(name="digits")                    # doctest: +SKIP
 
-    ``executor`` chooses where workflows run; the default (``inline``) runs them in the
-    calling thread, so ``create()`` and ``upload_*()`` return when the work is done.
+    ``executor`` chooses where workflows run:
+
+    - ``"inline"`` (the default) runs them in the calling thread, so ``create()`` and
+      ``upload_*()`` return when the work is done;
+    - ``"processes"`` runs them in a pool of ``workers`` worker processes (default: one per
+      CPU, at most 8): ``create()`` returns at once with the entity ``Admitted`` (or
+      ``Created`` while it waits for a dependency), and ``<group>.wait(id)`` blocks until it
+      is done. Workflows left unfinished by a killed process run again on ``resume()``. See
+      :class:`assay.engine.processes.ProcessExecutor`;
+    - an :class:`~assay.engine.Executor` instance is used as it is.
     """
 
     def __init__(
@@ -44,7 +53,8 @@ class LocalPlatform:
         *,
         account: str | None = None,
         database_url: str | None = None,
-        executor: Executor | None = None,
+        executor: Executor | Literal["inline", "processes"] | None = None,
+        workers: int | None = None,
     ) -> None:
         import re
 
@@ -60,22 +70,17 @@ class LocalPlatform:
             )
         self._account = account
         self._closed = False
-        store = (
-            EntityStore(database_url)
-            if database_url
-            else EntityStore.sqlite(self._root / DATABASE_FILE)
-        )
-        from assay.core.tokens import load_or_create_secret
-
         private = self._root / ".assay"
-        self._core = PlatformCore(
-            store,
-            LocalStorage(self._root),
-            executor=executor,
-            signing_secret=load_or_create_secret(private / "secret.key"),
+        self._config = CoreConfig(
+            store_url=database_url or _sqlite_url(self._root / DATABASE_FILE),
+            storage_root=self._root,
+            secret_file=private / "secret.key",
             secrets_path=private / "secrets.json",
             cache_path=private / "cache" / "responses.db",
             default_account=account,
+        )
+        self._core = PlatformCore.from_config(
+            self._config, executor=_executor(executor, workers, self._config)
         )
         core = self._core
         self.datasets = core.datasets
@@ -109,6 +114,11 @@ class LocalPlatform:
         return self._core.secrets
 
     @property
+    def config(self) -> CoreConfig:
+        """What another process needs to open this platform (its store, storage and secrets)."""
+        return self._config
+
+    @property
     def core(self) -> PlatformCore:
         """The platform core (for extensions that register workflow runners)."""
         return self._core
@@ -130,11 +140,13 @@ class LocalPlatform:
         return id
 
     def resume(self) -> list[str]:
-        """Continue every workflow that a killed process left unfinished; returns their ids."""
+        """Continue every workflow that a killed process left unfinished; returns their ids.
+        (With ``executor="processes"`` they are handed to the pool: wait for them.)"""
         return self._core.resume()
 
     def close(self) -> None:
         """Stop the replicas this process runs and release the database; further calls fail.
+        With ``executor="processes"``, first wait for the workflows in the pool to finish.
         Closing twice is harmless."""
         if not self._closed:
             self._closed = True
@@ -160,3 +172,36 @@ class LocalPlatform:
             "evaluations, families, inferenceservices, inferencesessions, measurements, methods, "
             "models, modules, reports, safetycases and scores"
         )
+
+
+def _sqlite_url(path: Path) -> str:
+    import sqlalchemy as sa
+
+    return sa.URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def _executor(
+    executor: Executor | str | None, workers: int | None, config: CoreConfig
+) -> Executor | None:
+    """The executor that ``LocalPlatform(executor=..., workers=...)`` asks for."""
+    if executor == "processes":
+        from assay.engine.processes import ProcessExecutor
+
+        return ProcessExecutor(config, workers=workers)
+    if workers is not None:
+        raise errors.ValidationError(
+            f"workers={workers!r} applies to executor='processes' only (got executor="
+            f"{executor!r}); drop workers or use executor='processes'",
+            field="workers",
+            value=workers,
+        )
+    if executor is None or executor == "inline":
+        return None
+    if isinstance(executor, Executor):
+        return executor
+    raise errors.ValidationError(
+        f"unknown executor {executor!r}; use one of {', '.join(map(repr, EXECUTORS))} or an "
+        "assay.engine.Executor instance",
+        field="executor",
+        value=executor,
+    )
