@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -297,6 +298,8 @@ class SessionManager:
             if not self._storage.exists(session_id, REPLICAS_ARTIFACT):
                 continue  # mocks and remote services: nothing to restart
             holder = self._store.claim_owner(_serving_claim(session_id))
+            if holder is not None and holder[0] == self._engine.owner and holder[1] > time.time():
+                continue  # served under our owner by a worker of the processes executor
             if holder is not None and owner_is_dead(holder[0]):
                 self._store.release(_serving_claim(session_id), holder[0])
             if not self._store.claim(
