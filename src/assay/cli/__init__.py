@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ASSAY_ACCOUNT", "demo"),
         help="account that owns the demo's entities (env: ASSAY_ACCOUNT; default: demo)",
     )
+    from assay.cli.serve import add_serve_parser
+    from assay.cli.tokens import add_token_parser
+
+    add_serve_parser(sub)
+    add_token_parser(sub)
     return parser
 
 
@@ -55,6 +60,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             run_demo(args.data, account=args.account)
             return 0
+        if args.command == "serve":
+            from assay.cli.serve import run_serve
+
+            return run_serve(args)
+        if args.command == "token":
+            from assay.cli.tokens import run_token
+
+            return run_token(args)
         parser.print_help()
         return 0
     except errors.AssayError as exc:

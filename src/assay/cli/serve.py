@@ -1,0 +1,92 @@
+"""``assay serve``: run the Assay server (the REST API) with uvicorn.
+
+Every flag has an ``ASSAY_*`` environment variable (see ``docs/design/server.md``); a flag
+given wins over its variable. FastAPI and uvicorn are imported only when the command runs, so
+``assay --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+__all__ = ["add_serve_parser", "run_serve"]
+
+
+def add_serve_parser(sub: Any) -> None:
+    """Add ``serve`` to the ``assay`` command's sub-commands."""
+    serve = sub.add_parser(
+        "serve",
+        help="run the Assay server (the REST API under /v0)",
+        description="Serve the platform in --data over HTTP: the REST API under /v0, its "
+        "OpenAPI document at /openapi.json. Workflows run in the server's background; work "
+        "a previous server left unfinished resumes at start-up. Make API tokens with "
+        "'assay token create'.",
+    )
+    serve.add_argument("--host", help="address to listen on (env: ASSAY_HOST; default: 127.0.0.1)")
+    serve.add_argument(
+        "--port", type=int, help="TCP port to listen on (env: ASSAY_PORT; default: 8000)"
+    )
+    serve.add_argument(
+        "--data",
+        help="directory of the platform's state (env: ASSAY_DATA_DIR; default: assay-data)",
+    )
+    serve.add_argument(
+        "--database-url",
+        help="SQLAlchemy URL of the entity database (env: ASSAY_DATABASE_URL; default: SQLite "
+        "in --data)",
+    )
+    serve.add_argument(
+        "--public-url",
+        help="base URL clients reach the server at, for signed artifact URLs "
+        "(env: ASSAY_PUBLIC_URL; default: the URL of each request)",
+    )
+    serve.add_argument(
+        "--executor",
+        choices=["threads", "processes"],
+        help="where workflows run: background threads, or a pool of worker processes "
+        "(env: ASSAY_EXECUTOR; default: threads)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="the most worker processes of --executor processes (env: ASSAY_WORKERS; "
+        "default: one per CPU, at most 8)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="log level (env: ASSAY_LOG_LEVEL; default: info)",
+    )
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the server until interrupted; the exit status."""
+    from assay.server import ServerSettings, create_app
+
+    settings = ServerSettings.from_env(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data,
+        database_url=args.database_url,
+        public_url=args.public_url,
+        executor=args.executor,
+        workers=args.workers,
+        log_level=args.log_level,
+    )
+    import uvicorn
+
+    print(
+        f"assay: serving {settings.root} at http://{settings.host}:{settings.port}/v0 "
+        "(OpenAPI: /openapi.json)",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+    )
+    return 0

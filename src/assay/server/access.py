@@ -1,0 +1,253 @@
+"""Who may do what: the caller (:class:`Principal`) and the access policy of every route.
+
+The policy (``docs/design/server.md``, "Access control"):
+
+- a route names a resource (``datasets``) and a function (``get``, ``edit``...); a caller whose
+  grants allow that function on that resource for *no* account or entity gets 403 at once;
+- for an existing entity, a grant must cover the entity's account or its id. A caller with
+  no grant at all on the entity (any function) gets **404**, exactly as for an id that does
+  not exist, so that ids of other accounts' entities cannot be probed; a caller who holds
+  some grant on it but not this function gets **403**;
+- queries are restricted to the accounts and entities the grants cover, in the query itself:
+  entities of other accounts are never listed;
+- a create request needs ``create`` for the request's ``account``, and every entity it refers
+  to must be visible to the caller (``get``, or ``consume`` for a session).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from assay import errors
+from assay.schema import ids
+from assay.schema.platform import AccessGrant, Resources
+
+__all__ = [
+    "Principal",
+    "Scope",
+    "authorize",
+    "check_references",
+    "entity_for",
+    "require",
+    "scoped_query",
+]
+
+SESSION_SUBJECT = "InferenceSession/"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """The entities a caller's grants cover for one (resource, function)."""
+
+    everything: bool
+    """A grant covers every account (``"*"``)."""
+    accounts: frozenset[str]
+    """Accounts whose entities are covered."""
+    entities: frozenset[str]
+    """Ids of single entities that are covered."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The verified caller of a request: the claims of its token."""
+
+    subject: str
+    """Who the token was given to, ``<kind>/<id>`` (``Account/<name>``,
+    ``InferenceSession/<id>``)."""
+    token_id: str
+    """The token's id (``jti``): what :meth:`RevocationList.revoke` takes."""
+    grants: tuple[AccessGrant, ...]
+    """What the token allows."""
+    expires: int
+    """When the token expires (epoch seconds)."""
+
+    @property
+    def session_id(self) -> str | None:
+        """For a session token, the session it was made for."""
+        if self.subject.startswith(SESSION_SUBJECT):
+            return self.subject[len(SESSION_SUBJECT) :]
+        return None
+
+    def allows(
+        self,
+        resource: str,
+        function: str,
+        *,
+        account: str | None = None,
+        entity_id: str | None = None,
+    ) -> bool:
+        """True if a grant allows ``function`` on ``resource`` for the entity (or, with
+        neither ``account`` nor ``entity_id``, for anything at all)."""
+        return any(g.allows(resource, function, account, entity_id) for g in self.grants)
+
+    def covers(self, resource: str, account: str, entity_id: str) -> bool:
+        """True if any grant, whatever its functions, applies to this entity."""
+        for grant in self.grants:
+            resources = {str(r) for r in grant.resources}
+            if "*" not in resources and resource not in resources:
+                continue
+            if "*" in grant.accounts or account in grant.accounts:
+                return True
+            if "*" in grant.entities or entity_id in grant.entities:
+                return True
+        return False
+
+    def scope(self, resource: str, function: str) -> Scope:
+        """What the grants that allow ``function`` on ``resource`` cover."""
+        accounts: set[str] = set()
+        entities: set[str] = set()
+        everything = False
+        for grant in self.grants:
+            resources = {str(r) for r in grant.resources}
+            functions = {str(f) for f in grant.functions}
+            if ("*" not in resources and resource not in resources) or (
+                "*" not in functions and function not in functions
+            ):
+                continue
+            if "*" in grant.accounts or "*" in grant.entities:
+                everything = True
+            accounts.update(grant.accounts)
+            entities.update(grant.entities)
+        return Scope(everything, frozenset(accounts), frozenset(entities))
+
+
+def _denied(principal: Principal, function: str, what: str) -> errors.PermissionDeniedError:
+    return errors.PermissionDeniedError(
+        f"this token (for {principal.subject}) does not allow {function!r} on {what}; ask for a "
+        f"token with a grant for it (e.g. assay token create --grant <resource>:{function})"
+    )
+
+
+def require(principal: Principal, resource: str, function: str) -> None:
+    """403 unless some grant allows ``function`` on ``resource`` for something."""
+    if not principal.allows(resource, function):
+        raise _denied(principal, function, resource)
+
+
+def authorize(
+    principal: Principal,
+    resource: str,
+    functions: str | Sequence[str],
+    *,
+    kind: str,
+    account: str,
+    entity_id: str,
+) -> None:
+    """Allow the call if a grant allows one of ``functions`` on this entity; otherwise 403
+    when the caller can see the entity at all, 404 (as for a missing entity) when not."""
+    wanted = (functions,) if isinstance(functions, str) else tuple(functions)
+    for function in wanted:
+        if principal.allows(resource, function, account=account, entity_id=entity_id):
+            return
+    if principal.covers(resource, account, entity_id):
+        raise _denied(principal, wanted[0], f"{kind} {entity_id}")
+    raise errors.NotFoundError.entity(kind, entity_id)
+
+
+def entity_for(
+    principal: Principal, group: Any, resource: str, functions: str | Sequence[str], id: str
+) -> Any:
+    """The entity ``id`` of ``group``, if the caller may call one of ``functions`` on it.
+
+    A caller whose grants allow none of the functions on ``resource`` at all gets 403 before
+    anything is looked up (so the answer says nothing about the id); then :func:`authorize`.
+    """
+    wanted = (functions,) if isinstance(functions, str) else tuple(functions)
+    if not any(principal.allows(resource, function) for function in wanted):
+        raise _denied(principal, wanted[0], resource)
+    entity = group.get(id)
+    authorize(principal, resource, wanted, kind=group.kind, account=entity.account, entity_id=id)
+    return entity
+
+
+# -- queries -------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    return [str(v) for v in value] if isinstance(value, list | tuple) else [str(value)]
+
+
+def _sort_key(entity: Any) -> tuple[Any, str]:
+    return (entity.creationTime, entity.id)
+
+
+def scoped_query(group: Any, filters: Mapping[str, Any], scope: Scope) -> list[Any]:
+    """``group.query(**filters)`` restricted to ``scope``: one query for the covered accounts
+    and one for the covered entity ids, merged in the requested order and cut to ``limit``.
+    Paging with ``after`` works across both, since both are ordered the same way."""
+    if scope.everything:
+        return list(group.query(**filters))
+    wanted_accounts = _as_list(filters.get("account"))
+    wanted_ids = _as_list(filters.get("id"))
+    accounts = sorted(
+        scope.accounts if wanted_accounts is None else scope.accounts & set(wanted_accounts)
+    )
+    entity_ids = sorted(scope.entities if wanted_ids is None else scope.entities & set(wanted_ids))
+    found: dict[str, Any] = {}
+    if accounts:
+        for entity in group.query(**{**filters, "account": accounts}):
+            found[entity.id] = entity
+    if entity_ids:
+        for entity in group.query(**{**filters, "id": entity_ids}):
+            found[entity.id] = entity
+    descending = filters.get("order") == "descending"
+    results = sorted(found.values(), key=_sort_key, reverse=descending)
+    limit = filters.get("limit")
+    return results[:limit] if isinstance(limit, int) else results
+
+
+# -- references of create requests --------------------------------------------------------------
+
+
+#: Keys whose values are not references, even when they look like ids (an md5 is 32 hex digits).
+_NOT_REFERENCES = frozenset({"digest", "md5"})
+
+
+def _strings(value: Any) -> Iterable[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if key not in _NOT_REFERENCES:
+                yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def referenced_ids(body: Any) -> list[str]:
+    """The strings of a request (its JSON form) that have the form of an entity id."""
+    return sorted({s for s in _strings(body) if ids.is_entity_id(s)})
+
+
+def check_references(core: Any, principal: Principal, body: Any, *, what: str) -> None:
+    """Refuse a request that refers to an entity the caller cannot see: building on another
+    account's entity needs a grant to ``get`` it (``consume`` for a session). Ids that name
+    no entity are left to the platform, which reports them."""
+    wanted = referenced_ids(body)
+    found = core.store.query(ids=wanted) if wanted else []
+    for doc in found:
+        entity_id, kind = str(doc["id"]), str(doc.get("kind"))
+        try:
+            resource = Resources.for_kind(kind).value
+        except errors.ValidationError:
+            continue  # a record that is not an entity kind (none are referenced by requests)
+        try:
+            authorize(
+                principal,
+                resource,
+                ("get", "consume"),
+                kind=kind,
+                account=str(doc.get("account")),
+                entity_id=entity_id,
+            )
+        except errors.NotFoundError:
+            raise errors.NotFoundError(
+                f"{what}: it refers to {kind} {entity_id!r}, which does not exist (check the id)",
+                kind=kind,
+                id=entity_id,
+            ) from None

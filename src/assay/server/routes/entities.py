@@ -1,0 +1,194 @@
+"""The routes every resource kind has: create, get, query, delete, labels, documentation.
+
+=======  ==============================  =========  ==================================
+Method   Path                            Function   Answer
+=======  ==============================  =========  ==================================
+POST     /R                              create     the entity (201)
+GET      /R/{id}                         get        the entity
+GET      /R?filters                      query      list of entities
+PUT      /R/{id}/delete                  delete     its status ``{status, reason, ...}``
+PATCH    /R/{id}/labels                  edit       the entity
+GET      /R/{id}/documentation           get        the documentation
+PATCH    /R/{id}/documentation           edit       the documentation
+=======  ==============================  =========  ==================================
+
+(No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations, and
+the create routes' body types are chosen per kind at run time.)
+"""
+
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request
+from fastapi.responses import Response
+
+from assay import errors
+from assay.schema.platform import Documentation, StatusInfo
+from assay.schema.requests import DocumentationEditRequest, LabelsEditRequest
+from assay.server.access import check_references, entity_for
+from assay.server.queries import parse_entity_filters, query_parameters, run_entity_query
+from assay.server.resources import ResourceKind
+from assay.server.state import Caller, State, json_response
+
+__all__ = ["ENTITY_ID", "Responses", "add_entity_routes", "list_of", "status_of", "with_body_type"]
+
+#: The ``responses`` documentation of a route.
+Responses = dict[int | str, dict[str, Any]]
+#: The ``{id}`` path parameter of every entity route.
+ENTITY_ID = Annotated[str, Path(description="The entity's id (32 lowercase hex digits).")]
+
+
+def with_body_type(endpoint: Callable[..., Any], body_type: type) -> Callable[..., Any]:
+    """``endpoint`` with its ``body`` parameter annotated as ``body_type`` (so FastAPI
+    validates and documents the request body as that model)."""
+    signature = inspect.signature(endpoint)
+    parameters = [
+        p.replace(annotation=Annotated[body_type, Body()]) if p.name == "body" else p
+        for p in signature.parameters.values()
+    ]
+    endpoint.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return endpoint
+
+
+def list_of(item_type: type) -> Any:
+    """``list[item_type]`` for an item type chosen at run time (for the OpenAPI document)."""
+    return list[item_type]  # type: ignore[valid-type]
+
+
+def status_of(entity: Any) -> StatusInfo:
+    """The status fields of an entity."""
+    return StatusInfo(status=entity.status, reason=entity.reason, message=entity.message)
+
+
+def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
+    """Add the common routes of ``rk`` to ``router``."""
+    R, kind = rk.resource, rk.kind
+    tags: list[str | Any] = [R]
+    entity_doc: Responses = {200: {"model": rk.entity_type, "description": f"The {kind}."}}
+
+    def get_entity(core: Any, principal: Any, id: str, functions: Any) -> Any:
+        return entity_for(principal, rk.group(core), R, functions, id)
+
+    def create(body: Any, principal: Caller, state: State) -> Response:
+        core = state.core
+        if not principal.allows(R, "create", account=body.account):
+            raise errors.PermissionDeniedError(
+                f"this token (for {principal.subject}) does not allow creating {R} for account "
+                f"{body.account!r}"
+            )
+        what = f"{kind} create request"
+        check_references(core, principal, body.model_dump(mode="json"), what=what)
+        return json_response(rk.group(core).create(body), status_code=201)
+
+    router.add_api_route(
+        f"/{R}",
+        with_body_type(create, rk.create_request),
+        methods=["POST"],
+        operation_id=f"{R}_create",
+        summary=f"{kind} create request",
+        description=f"Create a {kind}. Needs `create` on `{R}` for the request's account.",
+        tags=tags,
+        status_code=201,
+        responses={201: {"model": rk.entity_type, "description": f"The new {kind}."}},
+    )
+
+    def query(request: Request, principal: Caller, state: State) -> Response:
+        filters = parse_entity_filters(rk, request.query_params, state.core)
+        return json_response(run_entity_query(rk, filters, principal, state.core))
+
+    router.add_api_route(
+        f"/{R}",
+        query,
+        methods=["GET"],
+        operation_id=f"{R}_query",
+        summary=f"{kind} query",
+        description=(
+            f"The {kind} entities that match every filter and that the token may see. `query` "
+            "and `labels` are JSON objects; a list value means any of its values."
+        ),
+        tags=tags,
+        responses={200: {"model": list_of(rk.entity_type), "description": "The entities."}},
+        openapi_extra={"parameters": query_parameters(rk.query_request)},
+    )
+
+    def get(id: ENTITY_ID, principal: Caller, state: State) -> Response:
+        return json_response(get_entity(state.core, principal, id, "get"))
+
+    router.add_api_route(
+        f"/{R}/{{id}}",
+        get,
+        methods=["GET"],
+        operation_id=f"{R}_get",
+        summary=f"{kind} get",
+        tags=tags,
+        responses=entity_doc,
+    )
+
+    def delete(id: ENTITY_ID, principal: Caller, state: State) -> Response:
+        group = rk.group(state.core)
+        get_entity(state.core, principal, id, "delete")
+        group.delete(id)
+        return json_response(status_of(group.get(id)))
+
+    router.add_api_route(
+        f"/{R}/{{id}}/delete",
+        delete,
+        methods=["PUT"],
+        operation_id=f"{R}_delete",
+        summary=f"{kind} delete",
+        description="Mark the entity Deleted (its records and data stay until purged).",
+        tags=tags,
+        responses={200: {"model": StatusInfo, "description": "Its status."}},
+    )
+
+    def label(
+        id: ENTITY_ID, body: Annotated[LabelsEditRequest, Body()], principal: Caller, state: State
+    ) -> Response:
+        get_entity(state.core, principal, id, "edit")
+        return json_response(rk.group(state.core).label(id, body))
+
+    router.add_api_route(
+        f"/{R}/{{id}}/labels",
+        label,
+        methods=["PATCH"],
+        operation_id=f"{R}_label",
+        summary=f"{kind} labels edit",
+        description="Set labels (a value of null removes the key); other labels are kept.",
+        tags=tags,
+        responses=entity_doc,
+    )
+
+    def documentation(id: ENTITY_ID, principal: Caller, state: State) -> Response:
+        get_entity(state.core, principal, id, "get")
+        return json_response(rk.group(state.core).documentation(id))
+
+    router.add_api_route(
+        f"/{R}/{{id}}/documentation",
+        documentation,
+        methods=["GET"],
+        operation_id=f"{R}_documentation",
+        summary=f"{kind} documentation",
+        tags=tags,
+        responses={200: {"model": Documentation, "description": "The documentation."}},
+    )
+
+    def edit_documentation(
+        id: ENTITY_ID,
+        body: Annotated[DocumentationEditRequest, Body()],
+        principal: Caller,
+        state: State,
+    ) -> Response:
+        get_entity(state.core, principal, id, "edit")
+        return json_response(rk.group(state.core).edit_documentation(id, body))
+
+    router.add_api_route(
+        f"/{R}/{{id}}/documentation",
+        edit_documentation,
+        methods=["PATCH"],
+        operation_id=f"{R}_edit_documentation",
+        summary=f"{kind} documentation edit",
+        description="Set documentation fields (null removes one); fields left out are kept.",
+        tags=tags,
+        responses={200: {"model": Documentation, "description": "The documentation."}},
+    )

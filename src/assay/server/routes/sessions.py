@@ -1,0 +1,129 @@
+"""Inference session routes, besides the common ones (``POST /inferencesessions`` answers
+``{"inferencesession": {...}, "token": "..."}``).
+
+=======  =========================================  =============  =========================
+Method   Path                                       Function       Answer
+=======  =========================================  =============  =========================
+POST     /inferencesessions/{id}/token              consume        a token (JSON string)
+GET      /inferencesessions/{id}/ready              get / consume  200 ``{"ready": true}``,
+                                                                   202 ``{"ready": false}``
+PUT      /inferencesessions/{id}/terminate          terminate      its status
+POST     /inferencesessions/{id}/infer/{endpoint}   consume        the service's reply
+=======  =========================================  =============  =========================
+
+A session token (subject ``InferenceSession/<id>``) allows ``infer`` and ``ready`` on its own
+session and nothing else; it cannot make more tokens. ``infer`` sends the JSON body to one of
+the session's replicas (in turn) and answers with the service's reply as it is; a session that
+is not ``Ready`` answers 503 with ``Retry-After`` while it is starting.
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path
+from fastapi.responses import JSONResponse, Response
+
+from assay import errors
+from assay.schema.platform import StatusInfo
+from assay.schema.requests import InferenceSessionTokenCreateRequest
+from assay.schema.status import Status, is_status_terminal
+from assay.server.access import entity_for
+from assay.server.routes.entities import ENTITY_ID, status_of
+from assay.server.state import Caller, State, json_response
+
+__all__ = ["add_session_routes"]
+
+R, KIND = "inferencesessions", "InferenceSession"
+TAGS: list[Any] = [R]
+
+
+def _session(state: Any, principal: Any, id: str, functions: Any) -> Any:
+    return entity_for(principal, state.core.inferencesessions, R, functions, id)
+
+
+def token(
+    id: ENTITY_ID,
+    principal: Caller,
+    state: State,
+    body: Annotated[InferenceSessionTokenCreateRequest | None, Body()] = None,
+) -> Response:
+    if principal.session_id is not None:
+        raise errors.PermissionDeniedError(
+            "a session token cannot make tokens; use an account's API token"
+        )
+    _session(state, principal, id, "consume")
+    expires = body.expires if body is not None else None
+    return JSONResponse(state.core.inferencesessions.token(id, expires=expires))
+
+
+def ready(id: ENTITY_ID, principal: Caller, state: State) -> Response:
+    _session(state, principal, id, ("get", "consume"))
+    is_ready = state.core.inferencesessions.ready(id)
+    return JSONResponse({"ready": is_ready}, status_code=200 if is_ready else 202)
+
+
+def terminate(id: ENTITY_ID, principal: Caller, state: State) -> Response:
+    _session(state, principal, id, "terminate")
+    return json_response(status_of(state.core.inferencesessions.terminate(id)))
+
+
+def infer(
+    id: ENTITY_ID,
+    endpoint: Annotated[str, Path(description="The service's endpoint, e.g. 'generate'.")],
+    body: Annotated[dict[str, Any], Body()],
+    principal: Caller,
+    state: State,
+) -> Response:
+    session = _session(state, principal, id, "consume")
+    if is_status_terminal(session.status) and session.status != Status.Ready:
+        shown = session.status + (f" ({session.reason})" if session.reason else "")
+        raise errors.ConflictError(
+            f"InferenceSession {id} is {shown}; inference needs a Ready session: create a new one"
+        )
+    caller = state.core.sessions.caller(id)
+    try:
+        reply = caller.call(endpoint.strip("/"), body)
+    finally:
+        caller.close()
+    return JSONResponse(reply)
+
+
+def add_session_routes(router: APIRouter) -> None:
+    """Add the session routes to ``router``."""
+    router.add_api_route(
+        f"/{R}/{{id}}/token",
+        token,
+        methods=["POST"],
+        operation_id=f"{R}_token",
+        summary="InferenceSession token request",
+        description='A new token for inference on this session (body `{}` or `{"expires": '
+        "iso}`; never past the session's expiry).",
+        tags=TAGS,
+        responses={200: {"model": str, "description": "The token."}},
+    )
+    router.add_api_route(
+        f"/{R}/{{id}}/ready",
+        ready,
+        methods=["GET"],
+        operation_id=f"{R}_ready",
+        summary="InferenceSession ready",
+        description="200 once the session is Ready and its replicas answer, 202 before.",
+        tags=TAGS,
+    )
+    router.add_api_route(
+        f"/{R}/{{id}}/terminate",
+        terminate,
+        methods=["PUT"],
+        operation_id=f"{R}_terminate",
+        summary="InferenceSession terminate",
+        tags=TAGS,
+        responses={200: {"model": StatusInfo, "description": "Its status."}},
+    )
+    router.add_api_route(
+        f"/{R}/{{id}}/infer/{{endpoint:path}}",
+        infer,
+        methods=["POST"],
+        operation_id=f"{R}_infer",
+        summary="inference request",
+        description="Send the JSON body to the session's service; answers the service's reply.",
+        tags=TAGS,
+    )

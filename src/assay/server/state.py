@@ -1,0 +1,191 @@
+"""What every route needs: the platform core, the settings, the authenticator and the URL
+signer (:class:`ServerState`), and the FastAPI dependencies that hand them to routes."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import Depends, Request, Security
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from assay import errors
+from assay.core.platform import CoreConfig, PlatformCore
+from assay.core.tokens import TokenSigner
+from assay.engine import Executor
+from assay.schema.base import SchemaModel
+from assay.server.access import Principal
+from assay.server.auth import Authenticator, RevocationList
+from assay.server.executor import WorkflowThreadExecutor
+from assay.server.settings import PRIVATE_DIR, SECRET_FILE, ServerSettings
+from assay.server.signed_urls import ArtifactURLSigner
+
+__all__ = [
+    "Caller",
+    "ServerState",
+    "State",
+    "base_url",
+    "build_core",
+    "caller",
+    "core_config",
+    "json_response",
+    "server_state",
+]
+
+DATABASE_FILE = "assay.db"
+
+
+def core_config(settings: ServerSettings) -> CoreConfig:
+    """Where a server's core keeps its state: the layout of ``LocalPlatform(storage_root=
+    settings.data_dir)`` (``assay.db``, one directory per entity, ``.assay/``)."""
+    import sqlalchemy as sa
+
+    root = settings.root
+    private = root / PRIVATE_DIR
+    sqlite = sa.URL.create("sqlite", database=str(root / DATABASE_FILE))
+    return CoreConfig(
+        store_url=settings.database_url or sqlite.render_as_string(hide_password=False),
+        storage_root=root,
+        secret_file=None if settings.signing_secret is not None else root / SECRET_FILE,
+        secrets_path=private / "secrets.json",
+        cache_path=private / "cache" / "responses.db",
+    )
+
+
+def build_core(settings: ServerSettings) -> PlatformCore:
+    """The platform core of a server, on ``settings.data_dir`` (:func:`core_config`), with
+    workflows in background threads (:class:`WorkflowThreadExecutor`) or worker processes
+    (``settings.executor``)."""
+    settings.root.mkdir(parents=True, exist_ok=True)
+    config = core_config(settings)
+    executor: Executor
+    if settings.executor == "processes":
+        from assay.engine.processes import ProcessExecutor
+
+        executor = ProcessExecutor(config, workers=settings.workers)
+    else:
+        executor = WorkflowThreadExecutor(shutdown_timeout=settings.shutdown_timeout)
+    core = PlatformCore.from_config(config, executor=executor)
+    if settings.signing_secret is not None:
+        core.signer = TokenSigner(settings.secret())
+    return core
+
+
+def _stop_workflows(core: PlatformCore, timeout: float) -> None:
+    """Give running workflows ``timeout`` seconds; leave the rest to ``resume()``."""
+    executor = core.engine.executor
+    running = getattr(executor, "running", None)
+    if executor.name != "processes" or not callable(running):
+        return  # the thread executor waits up to its own timeout when the engine closes
+    deadline = time.monotonic() + timeout
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    executor.shutdown(wait=False)  # kills what is left; those workflows stay Admitted
+
+
+class ServerState:
+    """The running server's parts; ``app.state.assay`` holds one."""
+
+    def __init__(self, settings: ServerSettings, core: PlatformCore | None = None) -> None:
+        self.settings = settings
+        self._core = core
+        self.owns_core = core is None
+        self._authenticator: Authenticator | None = None
+        self._urls: ArtifactURLSigner | None = None
+
+    def open(self) -> None:
+        """Open the core (unless one was given) and resume interrupted work."""
+        if self._core is None:
+            self._core = build_core(self.settings)
+        try:
+            self._core.resume()
+        except BaseException:
+            self.close()
+            raise
+        self._authenticator = Authenticator(
+            self._core.signer, RevocationList(self.settings.revoked_tokens_path)
+        )
+        self._urls = ArtifactURLSigner(self._core.signer, lifetime=self.settings.signed_url_seconds)
+
+    def close(self) -> None:
+        """Close the core if this server opened it (running workflows get
+        ``shutdown_timeout`` seconds; what is left resumes at the next start)."""
+        if self._core is not None and self.owns_core:
+            _stop_workflows(self._core, self.settings.shutdown_timeout)
+            self._core.close()
+            self._core = None
+
+    def _require(self, value: Any) -> Any:
+        if value is None:
+            raise errors.UnavailableError("the server is starting or stopping", retry_after=1)
+        return value
+
+    @property
+    def core(self) -> PlatformCore:
+        core: PlatformCore = self._require(self._core)
+        return core
+
+    @property
+    def authenticator(self) -> Authenticator:
+        authenticator: Authenticator = self._require(self._authenticator)
+        return authenticator
+
+    @property
+    def urls(self) -> ArtifactURLSigner:
+        urls: ArtifactURLSigner = self._require(self._urls)
+        return urls
+
+
+def server_state(request: Request) -> ServerState:
+    """The :class:`ServerState` of the app serving ``request``."""
+    state: ServerState = request.app.state.assay
+    return state
+
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="An API token (`assay token create`), or a session token for inference calls.",
+)
+
+
+async def caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
+) -> Principal:
+    """The verified caller of ``request`` (401 without a valid token)."""
+    return server_state(request).authenticator.authenticate(request.headers.get("authorization"))
+
+
+#: A route parameter that is the verified caller.
+Caller = Annotated[Principal, Depends(caller)]
+#: A route parameter that is the server's state.
+State = Annotated[ServerState, Depends(server_state)]
+
+
+def base_url(request: Request, state: ServerState) -> str:
+    """Where clients reach this server: ``public_url``, or the URL of the request."""
+    return state.settings.public_url or str(request.base_url).rstrip("/")
+
+
+def json_response(
+    value: SchemaModel | list[Any] | dict[str, Any], *, status_code: int = 200
+) -> Response:
+    """A JSON response of an Assay model (wire names, no nulls) or a list of them."""
+    if isinstance(value, SchemaModel):
+        body = value.model_dump_json().encode()
+    elif isinstance(value, list):
+        body = b"[" + b",".join(_dump(v) for v in value) + b"]"
+    else:
+        import json
+
+        body = json.dumps(value).encode()
+    return Response(body, status_code=status_code, media_type="application/json")
+
+
+def _dump(value: Any) -> bytes:
+    if isinstance(value, SchemaModel):
+        return value.model_dump_json().encode()
+    import json
+
+    return json.dumps(value).encode()
