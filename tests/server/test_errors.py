@@ -188,3 +188,19 @@ def test_issue_token_checks_its_arguments(server: Server) -> None:
         issue_token(server.core, account=ALICE, expires=-1)
     with pytest.raises(errors.ValidationError, match="PlatformCore or a TokenSigner"):
         issue_token(object(), account=ALICE)
+
+
+def test_errors_name_their_class_and_mocks_are_only_assays(alice: Caller) -> None:
+    response = alice.get("/models/" + "b" * 32)
+    assert response.headers["x-assay-error"] == "NotFoundError"
+    request = {
+        "account": ALICE,
+        "name": "sneaky",
+        "runner": {"kind": "mock", "configuration": {"mockType": "os.system"}},
+        "interface": {"endpoint": "generate", "outputSchema": {"arrowSchema": ""}},
+    }
+    response = alice.post("/inferenceservices", json=request)
+    assert response.status_code == 422, response.text
+    assert "not one of Assay's mocks" in response.json()["detail"]
+    assert response.headers["x-assay-error"] == "ValidationError"
+    assert alice.ok("GET", "/inferenceservices") == []

@@ -127,6 +127,8 @@ class InferenceServiceQueryRequest(EntityQueryRequest):
     """Only services backed by this Model."""
     modelName: str | None = None
     """Only services backed by Models with this name."""
+    modules: str | None = None
+    """Only services that use this Module (``python`` runner)."""
 
 
 class InferenceSessionQueryRequest(EntityQueryRequest):
@@ -174,6 +176,8 @@ class MethodQueryRequest(EntityQueryRequest):
 
     outputKind: str | None = None
     """Only Methods with this output kind (``Measurement`` or ``SafetyCase``)."""
+    modules: str | None = None
+    """Only Methods that use this Module."""
 
 
 class ModelQueryRequest(EntityQueryRequest):

@@ -49,14 +49,15 @@ def status_for(exc: errors.AssayError) -> int:
 async def _assay_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.AssayError)  # registered for AssayError only
     status = status_for(exc)
-    headers: dict[str, str] = {}
+    # the exact class, so that a client raises the same exception as the local platform
+    headers: dict[str, str] = {"X-Assay-Error": type(exc).__name__}
     if isinstance(exc, errors.UnavailableError):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after or 1)))
     if isinstance(exc, errors.AuthenticationError):
         headers["WWW-Authenticate"] = 'Bearer realm="assay"'
     if status >= 500 and status != 503:
         log.error("%s %s failed: %s", request.method, request.url.path, exc)
-    return error_response(status, exc.message, headers or None)
+    return error_response(status, exc.message, headers)
 
 
 def _location(loc: tuple[Any, ...]) -> str:

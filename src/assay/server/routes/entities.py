@@ -61,6 +61,29 @@ def status_of(entity: Any) -> StatusInfo:
     return StatusInfo(status=entity.status, reason=entity.reason, message=entity.message)
 
 
+#: The only classes the ``mock`` runner may load in the server's own process: Assay's mocks.
+#: Anything else would let a token holder run arbitrary code there; users' classes are
+#: served by the ``python`` runner, in processes of their own, from a Module.
+SERVER_MOCKS = "assay.local.mocks."
+
+
+def check_mock(body: Any) -> None:
+    """Refuse a ``mock`` service whose class is not one of Assay's mocks."""
+    runner = getattr(body, "runner", None)
+    if runner is None or str(runner.kind) != "mock":
+        return
+    mock_type = str((runner.configuration or {}).get("mockType", ""))
+    if not mock_type.startswith(SERVER_MOCKS):
+        raise errors.ValidationError(
+            f"InferenceService create request: runner.configuration.mockType {mock_type!r} is "
+            f"not one of Assay's mocks ({SERVER_MOCKS}*); the server runs mocks in its own "
+            "process, so it accepts only those. Serve your own class with the 'python' runner "
+            "from a Module",
+            field="runner.configuration.mockType",
+            value=mock_type,
+        )
+
+
 def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
     """Add the common routes of ``rk`` to ``router``."""
     R, kind = rk.resource, rk.kind
@@ -79,6 +102,8 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
             )
         what = f"{kind} create request"
         check_references(core, principal, body.model_dump(mode="json"), what=what)
+        if kind == "InferenceService":
+            check_mock(body)
         return json_response(rk.group(core).create(body), status_code=201)
 
     router.add_api_route(
