@@ -2,7 +2,11 @@
 
 Each sub-command calls one public function; :func:`main` takes ``argv`` and returns the exit
 status, so it is testable without a subprocess. User errors print one clear line (no
-traceback) and exit with status 2.
+traceback; ``--debug`` shows it) and exit with status 2.
+
+Commands: ``demo`` (``demo.py``), ``serve`` (``serve.py``), ``token`` (``tokens.py``), and the
+everyday commands over a server's entities, ``<kind> list|get|delete|wait|download|logs`` and
+``scores list`` (``entities.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="assay",
         description="Assay: an open platform for auditing AI systems.",
+        epilog="The entity commands talk to a server (--endpoint and --token, or "
+        "ASSAY_API_ENDPOINT and ASSAY_API_TOKEN): assay <kind> list|get|delete|wait|download "
+        "ID, e.g. 'assay evaluations list --status Complete'; 'assay <kind> --help' for more.",
     )
     parser.add_argument("--version", action="version", version=f"assay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -42,11 +49,13 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get("ASSAY_ACCOUNT", "demo"),
         help="account that owns the demo's entities (env: ASSAY_ACCOUNT; default: demo)",
     )
+    from assay.cli.entities import add_entity_parsers
     from assay.cli.serve import add_serve_parser
     from assay.cli.tokens import add_token_parser
 
     add_serve_parser(sub)
     add_token_parser(sub)
+    add_entity_parsers(sub)
     return parser
 
 
@@ -68,14 +77,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             from assay.cli.tokens import run_token
 
             return run_token(args)
+        if getattr(args, "entity_parser", None) is not None:
+            from assay.cli.entities import run_entity_command
+
+            return run_entity_command(args)
         parser.print_help()
         return 0
     except errors.AssayError as exc:
+        if getattr(args, "debug", False):
+            raise
         print(f"assay: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("assay: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if getattr(args, "debug", False):
+            raise
+        print(
+            f"assay: error: unexpected {type(exc).__name__}: {exc} (run the command again with "
+            "--debug for the traceback, and report it)",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

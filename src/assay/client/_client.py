@@ -52,6 +52,7 @@ LOCAL_ONLY_ATTRIBUTES = (
     "secrets",
     "config",
     "core",
+    "remote",
 )
 
 

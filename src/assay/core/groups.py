@@ -4,31 +4,39 @@ Every group offers ``get``, ``create``, ``delete``, ``purge``, ``query(**filters
 ``label(id, {...})``, ``documentation(id)`` and ``edit_documentation(id, ...)``; groups of
 workflow kinds add ``wait(id, timeout=None)``. Kind-specific operations (uploads, ``open``)
 live in subclasses in their own modules.
+
+``fetch(id)`` copies an entity from a server into this platform: the group asks its
+:class:`RemoteSource` (set by ``LocalPlatform(remote_client=...)``) to download it, and the
+source stores what it downloaded with :meth:`EntityGroup._import_record` (see
+``docs/design/client.md``, "Remote mode").
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from assay import errors
 from assay.engine.transitions import apply_transition, utc_now
 from assay.schema import ids
 from assay.schema.base import validate_model
+from assay.schema.paths import validate_artifact_path
 from assay.schema.platform import Documentation, Entity, entity_class
 from assay.schema.requests import (
     DocumentationEditRequest,
     EntityCreateRequest,
     LabelsEditRequest,
 )
-from assay.schema.status import Reason, Status, is_status_terminal
+from assay.schema.status import Reason, Status, is_status_success, is_status_terminal
 
 if TYPE_CHECKING:
     from assay.core.platform import PlatformCore
 
-__all__ = ["COMMON_FILTERS", "EntityGroup"]
+__all__ = ["COMMON_FILTERS", "EntityGroup", "ImportedFiles", "RemoteSource"]
 
 E = TypeVar("E", bound=Entity)
 
@@ -36,8 +44,27 @@ E = TypeVar("E", bound=Entity)
 COMMON_FILTERS = ("id", "account", "status", "reason", "name", "labels", "order", "limit", "after")
 
 
+#: Files to import with a record: artifact path → (a local file, the md5 its origin declared,
+#: or None where it declared none).
+ImportedFiles = Mapping[str, tuple[Path, str | None]]
+
+
 def iso(dt: datetime) -> str:
     return dt.isoformat().replace("+00:00", "Z")
+
+
+class RemoteSource(Protocol):
+    """Where ``fetch`` and a remote ``local_evaluation`` go: a server, reached through a
+    ``Client`` (:class:`assay.local.remote.ClientSource` is the one ``LocalPlatform`` uses)."""
+
+    def fetch(self, group: EntityGroup[Any], id: str) -> Entity:
+        """Download entity ``id`` of ``group``'s kind and import it into ``group``."""
+        ...
+
+    def local_evaluation(self, group: Any, *, dataset: str, inferencesession: str) -> str:
+        """Evaluate the local Dataset ``dataset`` with the server's session
+        ``inferencesession``; the id of the local Evaluation."""
+        ...
 
 
 class EntityGroup(Generic[E]):
@@ -50,6 +77,9 @@ class EntityGroup(Generic[E]):
 
     def __init__(self, core: PlatformCore) -> None:
         self._core = core
+        self.remote_source: RemoteSource | None = None
+        """Where :meth:`fetch` downloads from (None: nowhere; ``LocalPlatform(remote_client=
+        ...)`` sets it)."""
 
     @property
     def entity_type(self) -> type[E]:
@@ -182,6 +212,119 @@ class EntityGroup(Generic[E]):
             )
         return entity_class(kind).model_validate(record.doc)
 
+    # -- importing -----------------------------------------------------------------------
+
+    def fetch(self, id: str) -> E:
+        """Download the entity ``id`` and all its artifacts from the server of
+        ``LocalPlatform(remote_client=Client(...))`` into this platform (each file checked
+        against its md5), and return the local copy: its record as the server has it (id,
+        status, times), its data usable offline. An entity already here with the same record
+        and files is left as it is. Only an entity in a success status (``Ready``,
+        ``Complete``) can be fetched."""
+        if self.remote_source is None:
+            raise errors.ValidationError(
+                f"cannot fetch {self.kind} {id}: this platform has no server to fetch from; "
+                "open it with LocalPlatform(storage_root, remote_client=Client(endpoint, token))",
+                field="remote_client",
+            )
+        self.remote_source.fetch(self, id)
+        return self.get(id)
+
+    def _import_record(
+        self,
+        doc: Mapping[str, Any],
+        files: ImportedFiles | None = None,
+        *,
+        records: Sequence[Any] = (),
+    ) -> E:
+        """Store an entity record made by another platform as it is (its id, status and
+        times; no workflow runs), with its artifacts ``files`` and, for a SafetyCase, its
+        Score and Curve ``records``.
+
+        Every file must have the md5 its origin declared and the one the record itself
+        declares (a Dataset's ``artifacts``); otherwise :class:`~assay.errors.DataIntegrityError`
+        and nothing is stored. Files are stored before the record, so the record never
+        stands without its data. An entity already here with the same record and files is
+        left as it is; one whose record or files differ is brought up to date."""
+        what = f"imported {doc.get('kind', 'entity')} {doc.get('id', '')}".rstrip()
+        if doc.get("kind") != self.kind:
+            raise errors.ValidationError(
+                f"{what}: the record is not a {self.kind} (it is a {doc.get('kind')!r}); "
+                "import it into the group of its kind",
+                field="kind",
+                value=doc.get("kind"),
+            )
+        entity = validate_model(self.entity_type, dict(doc), what=what)
+        id, storage = entity.id, self._core.storage
+        files = dict(files or {})
+        recorded = self._recorded_digests(entity)
+        missing = sorted(set(recorded) - set(files))
+        if missing and is_status_success(entity.status):
+            raise errors.DataIntegrityError(
+                f"{what}: the record declares files that were not given "
+                f"({', '.join(map(repr, missing[:5]))}); import every declared file",
+                field="artifacts",
+                entity=id,
+            )
+        checked: dict[str, tuple[Path, str]] = {}
+        for path, (source, declared) in sorted(files.items()):
+            validate_artifact_path(path, entity=what)
+            actual = _file_md5(source)
+            for expected, by in ((declared, "its origin"), (recorded.get(path), "the record")):
+                if expected and expected != actual:
+                    raise errors.DataIntegrityError(
+                        f"{what}: file {path!r} has md5 {actual}, but {by} declares {expected}; "
+                        "nothing was stored — fetch it again, and report it if it persists",
+                        field=path,
+                        value=actual,
+                        entity=id,
+                    )
+            checked[path] = (source, actual)
+        existing = self._core.store.get(id)
+        if existing is not None and existing.doc.get("kind") != self.kind:
+            raise errors.ConflictError(
+                f"{what}: this platform has a {existing.doc.get('kind')} with that id"
+            )
+        try:
+            for path, (source, actual) in checked.items():
+                if existing is not None and _stored(storage, id, path, source, actual):
+                    continue
+                info = storage.put_file(id, path, source)
+                if (info.md5 or storage.md5(id, path)) != actual:
+                    raise errors.DataIntegrityError(
+                        f"{what}: file {path!r} changed while it was stored; import it again",
+                        field=path,
+                        entity=id,
+                    )
+            self._import_related(entity, records)
+            deps = entity.dependencies()
+            refs = {k: list(v) for k, v in entity.query_refs().items() if v}
+            if deps:
+                refs["dependency"] = list(deps)
+            wire = entity.to_wire()
+            if existing is None:
+                self._core.store.create(wire, refs=refs)
+            elif self._parse(existing.doc).to_wire() != wire:
+                self._core.store.replace(id, wire, expected_version=existing.version, refs=refs)
+        except BaseException:
+            if existing is None:
+                storage.delete_entity(id)
+            raise
+        return self.get(id)
+
+    def _recorded_digests(self, entity: E) -> dict[str, str]:
+        """The md5 of each file, as the entity's own record declares them (none here)."""
+        return {}
+
+    def _import_related(self, entity: E, records: Sequence[Any]) -> None:
+        """Store the records that come with an imported entity (a SafetyCase's scores)."""
+        if records:
+            raise errors.ValidationError(
+                f"imported {self.kind} {entity.id}: {self.kind} entities have no related "
+                "records to import",
+                field="records",
+            )
+
     # -- changing ------------------------------------------------------------------------
 
     def label(self, id: str, labels: Mapping[str, str | None] | LabelsEditRequest) -> E:
@@ -286,6 +429,22 @@ class EntityGroup(Generic[E]):
             raise errors.ConflictError(
                 f"cannot {action} {self.kind} {entity.id}: it is {state}; {hint}"
             )
+
+
+def _stored(storage: Any, id: str, path: str, source: Path, md5: str) -> bool:
+    """True when ``path`` of entity ``id`` is stored with ``md5`` already (``source`` may be
+    the stored file itself: a fetch hands over files it found here)."""
+    if not storage.exists(id, path):
+        return False
+    return bool(storage.local_path(id, path) == source or storage.md5(id, path) == md5)
+
+
+def _file_md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _labels_filter(value: Any, kind: str) -> dict[str, Any]:

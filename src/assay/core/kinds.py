@@ -3,8 +3,9 @@ evaluations, methods, measurements, safety cases, reports and families."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,10 @@ __all__ = [
     "Reports",
     "SafetyCases",
 ]
+
+
+def _canonical(records: Sequence[Any]) -> list[str]:
+    return sorted(json.dumps(r.to_wire(), sort_keys=True) for r in records)
 
 
 def foreign(foreign_type: type[Any], entity: Any) -> dict[str, Any]:
@@ -344,7 +349,14 @@ class Evaluations(_OutputData, EntityGroup[Evaluation]):
 
     def local_evaluation(self, *, dataset: str, inferencesession: str) -> str:
         """Evaluate the Dataset ``dataset`` with the running session ``inferencesession`` (an
-        Evaluation with ``inferenceSessionReference``); returns the evaluation's id."""
+        Evaluation with ``inferenceSessionReference``); returns the evaluation's id. With
+        ``LocalPlatform(remote_client=...)`` the session is one running on the server, which
+        answers the local Dataset's instances (see ``docs/design/client.md``, "Remote
+        mode")."""
+        if self.remote_source is not None:
+            return self.remote_source.local_evaluation(
+                self, dataset=dataset, inferencesession=inferencesession
+            )
         session = self._resolve("InferenceSession", inferencesession, field="inferencesession")
         request = {
             "account": session.account,
@@ -433,16 +445,22 @@ class _Analyses(EntityGroup[Any]):
                     value=argument.keyword,
                 )
         scope = request.scope.model_dump(by_alias=True, exclude_none=True)
+        known_service = None  # the evaluation's copy of its service says what its model is
         if scope.get("evaluation"):
             evaluation: Evaluation = self._resolve(
                 "Evaluation", scope["evaluation"], field="scope.evaluation"
             )
             service = evaluation.inferenceSession.inferenceService
+            known_service = service.id
             scope.setdefault("dataset", evaluation.dataset)
             scope.setdefault("inferenceService", service.id)
             if service.model is not None:
                 scope.setdefault("model", service.model.id)
-        if scope.get("inferenceService") and not scope.get("model"):
+        if (
+            scope.get("inferenceService")
+            and not scope.get("model")
+            and scope["inferenceService"] != known_service
+        ):
             service_entity: InferenceService = self._resolve(
                 "InferenceService", scope["inferenceService"], field="scope.inferenceService"
             )
@@ -503,6 +521,20 @@ class SafetyCases(_Analyses):
         """The scores the safety case ``id`` published."""
         self.get(id)
         return self._core.scores.query(analysis=id)
+
+    def _import_related(self, entity: Any, records: Sequence[Any]) -> None:
+        """An imported safety case's Score and Curve records (of this safety case only)."""
+        for record in records:
+            if not isinstance(record, Score | Curve) or record.analysis != entity.id:
+                raise errors.ValidationError(
+                    f"imported SafetyCase {entity.id}: {record!r:.80} is not one of its scores "
+                    "or curves",
+                    field="records",
+                )
+        current: list[Score | Curve] = [*self._core.scores.query(analysis=entity.id)]
+        current += self._core.scores.curves(analysis=entity.id)
+        if _canonical(current) != _canonical(records):
+            self._core.scores._put(entity.account, records)
 
     def curves(self, id: str) -> list[Curve]:
         """The curves the safety case ``id`` published."""

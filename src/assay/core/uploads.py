@@ -68,6 +68,10 @@ class UploadGroup(EntityGroup[U]):
         """Record a verified file's digest in its declaration."""
         item["digest"] = {"md5": md5}
 
+    def _recorded_digests(self, entity: U) -> dict[str, str]:
+        """The md5 of each declared file that has one (checked when a record is imported)."""
+        return {a.path: a.digest.md5 for a in self._declared(entity) if a.digest and a.digest.md5}
+
     def _new(
         self, body: dict[str, Any], *, status: str = Status.Created, reason: str | None = None
     ) -> U:

@@ -3,6 +3,11 @@
 State lives under ``storage_root``: the entity records in ``assay.db`` (SQLite, WAL mode) and
 each entity's artifacts in ``<storage_root>/<entity id>/``. A second ``LocalPlatform`` on the
 same directory (in this process or another) sees everything the first wrote.
+
+With ``remote_client=Client(...)`` the platform also reaches an Assay server: ``fetch(id)`` on
+every group copies an entity from it, and ``evaluations.local_evaluation`` sends a local data
+set to a session running there (:mod:`assay.local.remote`; ``docs/design/client.md``,
+"Remote mode").
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from assay import errors
 from assay.core import PlatformCore
@@ -19,6 +24,9 @@ from assay.core.secrets import SecretStore
 from assay.engine import Executor
 from assay.schema import ids
 from assay.schema.base import LABEL_VALUE_PATTERN
+
+if TYPE_CHECKING:
+    from assay.client import Client
 
 __all__ = ["DATABASE_FILE", "DEFAULT_ACCOUNT", "EXECUTORS", "LocalPlatform"]
 
@@ -45,6 +53,10 @@ class LocalPlatform:
       is done. Workflows left unfinished by a killed process run again on ``resume()``. See
       :class:`assay.engine.processes.ProcessExecutor`;
     - an :class:`~assay.engine.Executor` instance is used as it is.
+
+    ``remote_client`` (an :class:`assay.client.Client`) is the server that ``fetch(id)``
+    downloads entities from and whose sessions ``evaluations.local_evaluation`` uses; the
+    platform does not close it.
     """
 
     def __init__(
@@ -55,8 +67,12 @@ class LocalPlatform:
         database_url: str | None = None,
         executor: Executor | Literal["inline", "processes"] | None = None,
         workers: int | None = None,
+        remote_client: Client | None = None,
     ) -> None:
         import re
+
+        if remote_client is not None:
+            _check_client(remote_client)
 
         self._root = Path(storage_root).expanduser().resolve()
         self._root.mkdir(parents=True, exist_ok=True)
@@ -95,6 +111,34 @@ class LocalPlatform:
         self.reports = core.reports
         self.safetycases = core.safetycases
         self.scores = core.scores
+        self._remote = remote_client
+        if remote_client is not None:
+            from assay.local.remote import ClientSource
+
+            source = ClientSource(self, remote_client)
+            for group in self._groups():
+                group.remote_source = source
+
+    def _groups(self) -> list[Any]:
+        """The groups of entity kinds (every group but ``scores``)."""
+        return [
+            self.datasets,
+            self.evaluations,
+            self.families,
+            self.inferenceservices,
+            self.inferencesessions,
+            self.measurements,
+            self.methods,
+            self.models,
+            self.modules,
+            self.reports,
+            self.safetycases,
+        ]
+
+    @property
+    def remote(self) -> Client | None:
+        """The server's client given as ``remote_client`` (None: the platform has none)."""
+        return self._remote
 
     @property
     def account(self) -> str:
@@ -171,6 +215,17 @@ class LocalPlatform:
             f"LocalPlatform has no attribute {name!r}; its API groups are datasets, "
             "evaluations, families, inferenceservices, inferencesessions, measurements, methods, "
             "models, modules, reports, safetycases and scores"
+        )
+
+
+def _check_client(client: Any) -> None:
+    from assay.client import Client
+
+    if not isinstance(client, Client):
+        raise errors.ValidationError(
+            f"remote_client must be an assay.client.Client, got {type(client).__name__}; "
+            "pass remote_client=Client(endpoint, api_token)",
+            field="remote_client",
         )
 
 
