@@ -135,8 +135,9 @@ def test_query_by_reference_and_by_name_of_the_reference(
     ("params", "status", "words"),
     [
         ({"colour": "red"}, 422, "unknown parameter 'colour'"),
-        ({"limit": "many"}, 422, "limit must be a positive integer"),
-        ({"limit": "0"}, 422, "limit must be a positive integer"),
+        ({"limit": "many"}, 422, "limit must be an integer from 1"),
+        ({"limit": "0"}, 422, "limit must be an integer from 1"),
+        ({"limit": str(2**64)}, 422, "limit must be an integer from 1"),  # was a 500
         ({"order": "sideways"}, 422, "order must be"),
         ({"query": "{not json"}, 400, "not valid JSON"),
         ({"query": "[1, 2]"}, 422, "must be a JSON object"),
@@ -154,6 +155,15 @@ def test_bad_query_parameters(
     response = alice.get("/models", params=params)
     assert response.status_code == status, response.text
     assert words in response.json()["detail"]
+
+
+@pytest.mark.parametrize("path", ["/scores", "/safetycases/scores", "/safetycases/curves"])
+def test_a_score_query_limit_is_checked_too(alice: Caller, path: str) -> None:
+    for limit in ("0", "many", str(2**64)):
+        response = alice.get(path, params={"limit": limit})
+        assert response.status_code == 422
+        assert "limit must be an integer from 1" in response.json()["detail"]
+    assert alice.ok("GET", path, params={"limit": str(2**31 - 1)}) == []
 
 
 def test_labels_are_checked(alice: Caller) -> None:

@@ -90,3 +90,21 @@ def test_every_route_is_documented(server: Server) -> None:
         short = path.removeprefix("/v0")
         generic = "/R" + short[len(short.split("/")[1]) + 1 :]
         assert f"`{short}" in page or f"`{generic}" in page or f"`{path}" in page, path
+
+
+def test_every_operation_documents_its_errors_as_json(server: Server) -> None:
+    spec = server.client.get("/openapi.json").json()
+    assert spec["components"]["schemas"]["ErrorDetail"]["required"] == ["detail"]
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            responses = operation["responses"]
+            signed = path.startswith("/v0/storage/")  # no bearer token: no 401
+            statuses = (
+                {"403", "404", "411", "413", "422"} if signed else {"401", "403", "404", "422"}
+            )
+            for status in statuses:
+                content = responses[status]["content"]
+                assert list(content) == ["application/json"], (method, path, status)
+                assert content["application/json"]["schema"]["$ref"].endswith("/ErrorDetail")
+    document = spec["paths"]["/v0/safetycases/{id}/document"]["get"]["responses"]
+    assert list(document["200"]["content"]) == ["text/html"]

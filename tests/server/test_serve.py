@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +10,7 @@ import httpx
 import pytest
 from tests.server.conftest import ALICE
 from tests.server.helpers import md5, module_files, module_request
+from tests.server.loopback import serve
 
 from assay import errors
 from assay.cli import main
@@ -109,45 +105,11 @@ def test_token_create_and_revoke_commands(
     assert main(["token"]) == 0 and "create" in capsys.readouterr().out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A real ``assay serve`` on a free loopback port."""
-    port, data = _free_port(), tmp_path / "data"
-    log = (tmp_path / "serve.log").open("wb")
-    env = {**os.environ, "ASSAY_LOG_LEVEL": "warning"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "assay", "serve", "--port", str(port), "--data", str(data)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=tmp_path,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{base}/openapi.json", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.05)
-        yield base, data
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=30) == 0, (tmp_path / "serve.log").read_text()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        log.close()
+    with serve(tmp_path) as server:
+        yield server.url, server.data
 
 
 def test_assay_serve_answers_over_real_http(

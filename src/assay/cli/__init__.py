@@ -12,7 +12,6 @@ everyday commands over a server's entities, ``<kind> list|get|delete|wait|downlo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
@@ -32,23 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"assay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    demo = sub.add_parser(
-        "demo",
-        help="run the demonstration audit on the embedded platform",
-        description="Run a small end-to-end run on the embedded platform: register a data "
-        "set, a module, a model, an inference service and a method, label and document them, "
-        "and query them back. A second run reuses what exists.",
-    )
-    demo.add_argument(
-        "--data",
-        default=os.environ.get("ASSAY_DEMO_DATA", "assay-data"),
-        help="directory of the platform's state (env: ASSAY_DEMO_DATA; default: assay-data)",
-    )
-    demo.add_argument(
-        "--account",
-        default=os.environ.get("ASSAY_ACCOUNT", "demo"),
-        help="account that owns the demo's entities (env: ASSAY_ACCOUNT; default: demo)",
-    )
+    from assay.cli.demo import DESCRIPTION, HELP, add_demo_arguments
+
+    add_demo_arguments(sub.add_parser("demo", help=HELP, description=DESCRIPTION))
     from assay.cli.entities import add_entity_parsers
     from assay.cli.serve import add_serve_parser
     from assay.cli.tokens import add_token_parser
@@ -67,8 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             from assay.cli.demo import run_demo
 
-            run_demo(args.data, account=args.account)
-            return 0
+            return run_demo(
+                args.data,
+                account=args.account,
+                text=args.text,
+                serve=args.serve,
+                host=args.host,
+                port=args.port,
+            )
         if args.command == "serve":
             from assay.cli.serve import run_serve
 

@@ -128,9 +128,14 @@ class EntityGroup(Generic[E]):
                     )
                 out["order"] = value
             elif key == "limit":
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                if (
+                    not isinstance(value, int)
+                    or isinstance(value, bool)
+                    or not 1 <= value <= 2**31 - 1
+                ):
                     raise errors.ValidationError(
-                        f"{self.kind} query: limit must be a positive integer, got {value!r}",
+                        f"{self.kind} query: limit must be an integer from 1 to 2**31 - 1, "
+                        f"got {value!r}",
                         field="limit",
                         value=value,
                     )

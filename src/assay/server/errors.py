@@ -19,15 +19,65 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from assay import errors
 from assay._logging import logger
 
-__all__ = ["error_response", "install_error_handlers", "status_for"]
+__all__ = [
+    "API_ERRORS",
+    "STORAGE_ERRORS",
+    "ErrorDetail",
+    "error_response",
+    "install_error_handlers",
+    "status_for",
+]
 
 log = logger("assay.server")
+
+
+class ErrorDetail(BaseModel):
+    """The body of every error response."""
+
+    detail: str = Field(description="What went wrong and what to do about it.")
+
+
+def _documented(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {
+        status: {"model": ErrorDetail, "description": description}
+        for status, description in statuses.items()
+    }
+
+
+#: The error statuses every ``/v0`` operation documents (in its OpenAPI ``responses``).
+API_ERRORS = _documented(
+    {
+        400: "The body or a JSON parameter is not valid JSON, or not a JSON object.",
+        401: "No token, or a token that is malformed, expired, revoked or signed by another "
+        "platform.",
+        403: "The token does not allow this function on this resource.",
+        404: "No such entity (or one the token cannot see).",
+        409: "The entity is not in a state that allows this (e.g. not Ready yet).",
+        413: "The body is larger than the server accepts.",
+        422: "A field or parameter is missing or invalid; the detail names each one.",
+        503: "The server or the session is starting; retry after `Retry-After` seconds.",
+    }
+)
+#: The error statuses of the signed-URL storage endpoints.
+STORAGE_ERRORS = _documented(
+    {
+        400: "The Content-Length header is not a number.",
+        403: "The signature is missing, altered, expired, or for another path or method.",
+        404: "No such artifact.",
+        409: "The entity is not waiting for an upload.",
+        411: "The upload has no Content-Length header.",
+        413: "The upload is larger than the server accepts.",
+        422: "The upload does not match its declared digest or length.",
+        503: "The server is starting; retry after `Retry-After` seconds.",
+    }
+)
 
 
 def error_response(

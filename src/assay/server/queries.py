@@ -23,15 +23,20 @@ from assay.server.access import Principal, require, scoped_query
 from assay.server.resources import ResourceKind, resource_kind
 
 __all__ = [
+    "MAX_LIMIT",
     "collect_parameters",
     "parse_entity_filters",
     "parse_json_object",
+    "parse_limit",
     "query_parameters",
     "run_entity_query",
 ]
 
 #: Parameters that take one value and are not filters.
 SINGLE = ("query", "labels", "order", "orderBy", "limit", "after")
+#: The largest ``limit``: more than any page needs; far larger numbers overflowed the store's
+#: integers (SQLite's are 64-bit), which was a 500.
+MAX_LIMIT = 2**31 - 1
 
 
 def query_parameters(model: type[Any]) -> list[dict[str, Any]]:
@@ -40,7 +45,7 @@ def query_parameters(model: type[Any]) -> list[dict[str, Any]]:
     for name, field in model.model_fields.items():
         schema: dict[str, Any] = {"type": "string"}
         if name == "limit":
-            schema = {"type": "integer", "minimum": 1}
+            schema = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}
         elif name == "order":
             schema = {"type": "string", "enum": ["ascending", "descending"]}
         out.append(
@@ -97,6 +102,21 @@ def collect_parameters(
     return out
 
 
+def parse_limit(value: Any, what: str) -> int:
+    """The ``limit`` parameter as a number from 1 to :data:`MAX_LIMIT` (422 otherwise)."""
+    try:
+        limit = 0 if isinstance(value, bool) else int(value)
+    except (TypeError, ValueError):
+        limit = 0
+    if not 1 <= limit <= MAX_LIMIT:
+        raise errors.ValidationError(
+            f"{what}: limit must be an integer from 1 to {MAX_LIMIT}, got {value!r}",
+            field="limit",
+            value=value,
+        )
+    return limit
+
+
 def _filter_value(key: str, value: Any, what: str) -> str | list[str]:
     if isinstance(value, str):
         return value
@@ -141,17 +161,7 @@ def parse_entity_filters(rk: ResourceKind, params: QueryParams, core: Any) -> di
             labels = value if isinstance(value, dict) else parse_json_object(value, "labels")
             filters["labels"] = labels
         elif key == "limit":
-            try:
-                limit = int(value)
-            except (TypeError, ValueError):
-                limit = 0
-            if limit < 1 or isinstance(value, bool):
-                raise errors.ValidationError(
-                    f"{what}: limit must be a positive integer, got {value!r}",
-                    field="limit",
-                    value=value,
-                )
-            filters["limit"] = limit
+            filters["limit"] = parse_limit(value, what)
         elif key == "orderBy":
             if value != "creationTime":
                 raise errors.ValidationError(

@@ -8,6 +8,7 @@ import functools
 from fastapi import APIRouter
 from starlette.routing import BaseRoute
 
+from assay.server.errors import API_ERRORS, STORAGE_ERRORS
 from assay.server.resources import RESOURCE_KINDS
 from assay.server.routes.artifacts import add_artifact_routes, add_storage_routes
 from assay.server.routes.entities import add_entity_routes
@@ -23,7 +24,7 @@ API_PREFIX = "/v0"
 
 def api_router() -> APIRouter:
     """Every authenticated route, under :data:`API_PREFIX`."""
-    router = APIRouter(prefix=API_PREFIX)
+    router = APIRouter(prefix=API_PREFIX, responses=API_ERRORS)
     add_score_routes(router)
     add_session_routes(router)
     for rk in RESOURCE_KINDS:
@@ -35,7 +36,7 @@ def api_router() -> APIRouter:
 
 def storage_router() -> APIRouter:
     """The endpoints of signed artifact URLs (their paths are absolute)."""
-    router = APIRouter()
+    router = APIRouter(responses=STORAGE_ERRORS)
     add_storage_routes(router)
     return router
 

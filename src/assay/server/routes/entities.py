@@ -27,6 +27,7 @@ from assay import errors
 from assay.schema.platform import Documentation, StatusInfo
 from assay.schema.requests import DocumentationEditRequest, LabelsEditRequest
 from assay.server.access import check_references, entity_for
+from assay.server.compat import normalize_create_request
 from assay.server.queries import parse_entity_filters, query_parameters, run_entity_query
 from assay.server.resources import ResourceKind
 from assay.server.state import Caller, State, json_response
@@ -77,8 +78,9 @@ def check_mock(body: Any) -> None:
         raise errors.ValidationError(
             f"InferenceService create request: runner.configuration.mockType {mock_type!r} is "
             f"not one of Assay's mocks ({SERVER_MOCKS}*); the server runs mocks in its own "
-            "process, so it accepts only those. Serve your own class with the 'python' runner "
-            "from a Module",
+            "process, so it accepts only those (a runner without configuration names its mock "
+            "in args[0], as the reference client sends it). Serve your own class with the "
+            "'python' runner from a Module",
             field="runner.configuration.mockType",
             value=mock_type,
         )
@@ -101,6 +103,7 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
                 f"{body.account!r}"
             )
         what = f"{kind} create request"
+        body = normalize_create_request(body)
         check_references(core, principal, body.model_dump(mode="json"), what=what)
         if kind == "InferenceService":
             check_mock(body)

@@ -25,7 +25,12 @@ from assay import errors
 from assay.schema.platform import Curve, Score
 from assay.schema.requests import ScoreQueryRequest
 from assay.server.access import Principal, entity_for
-from assay.server.queries import collect_parameters, parse_json_object, query_parameters
+from assay.server.queries import (
+    collect_parameters,
+    parse_json_object,
+    parse_limit,
+    query_parameters,
+)
 from assay.server.routes.entities import ENTITY_ID, Responses, list_of
 from assay.server.state import Caller, State, json_response
 
@@ -128,12 +133,7 @@ def _query(request: Request, principal: Principal, state: Any, curves: bool) -> 
             )
         items = items[position + 1 :]
     if "limit" in given:
-        limit = int(given["limit"]) if str(given["limit"]).isdigit() else 0
-        if limit < 1:
-            raise errors.ValidationError(
-                f"{what}: limit must be a positive integer, got {given['limit']!r}", field="limit"
-            )
-        items = items[:limit]
+        items = items[: parse_limit(given["limit"], what)]
     return items
 
 
@@ -213,5 +213,13 @@ def add_score_routes(router: APIRouter) -> None:
         summary="SafetyCase document",
         description="The rendered document of a Complete safety case (one HTML page).",
         tags=[R],
-        response_class=HTMLResponse,
+        # a plain Response: errors are still documented as JSON (HTMLResponse would make
+        # FastAPI document every response of the route as text/html)
+        response_class=Response,
+        responses={
+            200: {
+                "description": "The HTML document.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            }
+        },
     )
