@@ -16,7 +16,7 @@ from assay.local import LocalPlatform, mocks
 from assay.schema.dataschema import DataSchema
 from assay.schema.status import Status
 
-MEASURE = '''
+MEASURE = """
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -29,7 +29,7 @@ def lengths(args, *, evaluation):
         "_replication_": table["_replication_"],
         "length": pc.utf8_length(text).cast(pa.int64()),
     })
-'''
+"""
 
 SETUP = """\
 from assay.analysis import AnalysisContext
@@ -199,9 +199,7 @@ def audit(platform: LocalPlatform, tmp_path: Path) -> Audit:
     return Audit(platform, tmp_path)
 
 
-def test_safety_case_document_scores_and_comparison(
-    platform: LocalPlatform, audit: Audit
-) -> None:
+def test_safety_case_document_scores_and_comparison(platform: LocalPlatform, audit: Audit) -> None:
     method = audit.notebook_method("ok.ipynb")
     evaluation, measurement = audit.evaluate(seed=1)
     case = audit.safety_case(method, evaluation, measurement)
