@@ -46,7 +46,7 @@ def add_serve_parser(sub: Any) -> None:
         "--executor",
         choices=["threads", "processes"],
         help="where workflows run: background threads, or a pool of worker processes "
-        "(env: ASSAY_EXECUTOR; default: threads)",
+        "(env: ASSAY_EXECUTOR; default: processes)",
     )
     serve.add_argument(
         "--workers",

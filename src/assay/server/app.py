@@ -2,7 +2,7 @@
 
 The app serves the platform core (DESIGN §2) under ``/v0`` (see ``docs/design/server.md`` for
 every route and the access model). At start-up it opens the core — the embedded default on
-``settings.data_dir``, with workflows in background threads — and resumes the work a previous
+``settings.data_dir``, with workflows in a pool of worker processes (``settings.executor``) — and resumes the work a previous
 process left unfinished; at shutdown it closes it. Blocking core calls run in FastAPI's thread
 pool, so the event loop stays free.
 
