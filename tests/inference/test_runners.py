@@ -347,3 +347,20 @@ def test_vllm_without_a_gpu_says_it_needs_one(platform: LocalPlatform) -> None:
     assert session.status == Status.Error
     assert "needs an NVIDIA GPU" in (session.message or "")
     assert session.reason == Reason.WorkflowError
+
+
+def test_http_ready_path_must_be_a_path(platform: LocalPlatform) -> None:
+    request = {
+        "account": ACCOUNT,
+        "name": "remote",
+        "runner": {
+            "kind": "http",
+            "configuration": {
+                "url": "http://127.0.0.1:9/",
+                "readyPath": "http://127.0.0.1:9/health",
+            },
+        },
+        "interface": _interface("generate"),
+    }
+    with pytest.raises(errors.ValidationError, match="readyPath"):
+        platform.inferenceservices.create(request)

@@ -115,6 +115,16 @@ class HTTPRunner(Runner):
             raise config_error(
                 service, "credential", "must be {'env': 'VARIABLE'} or {'secret': 'name'}"
             )
+        ready_path = configuration(service).get("readyPath")
+        if ready_path is not None and (
+            not isinstance(ready_path, str) or not ready_path.startswith("/")
+        ):
+            raise config_error(
+                service,
+                "readyPath",
+                f"must be a path on the service's url starting with '/' (e.g. '/health'), "
+                f"got {ready_path!r}",
+            )
 
     def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
         service = session.inferenceService
