@@ -15,8 +15,14 @@
 4. ``memory``: the peak RSS of a 1,000,000-instance in-process evaluation against a
    100,000-instance one, each in a fresh process. Target: at most 1.25x.
 
-Blocks of the measured side and its baseline alternate; figures are medians. Run:
-``.venv/bin/python bench/bench_evaluation.py [--only NAME] [--rows N] [--rounds R] ...``
+Blocks of the measured side and its baseline alternate, in reversed order every other round,
+after a warm-up of each that is not timed; figures are medians. Both sides start with the
+objects made before them frozen (``gc.freeze``: the evaluation does it for its run, the bare
+loop gets the same), so that neither walks the harness's objects in its collections. With
+``--part-rows``, runs whose parts hold at most that many rows are timed too (informational:
+what the platform's part sizing buys). Each line ends with the 1-minute load average before
+and after: the machine may be shared, and figures taken under different loads do not compare.
+Run: ``.venv/bin/python bench/bench_evaluation.py [--only NAME] [--rows N] [--rounds R] ...``
 (``--help`` lists the sizes).
 """
 
@@ -24,7 +30,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -32,7 +41,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +103,35 @@ def _median_rate(times: list[float], n: int) -> float:
     return n / statistics.median(times)
 
 
+def _limited(rows: int, evaluate: Callable[..., float], *args: Any) -> float:
+    """``evaluate(*args)`` with parts of at most ``rows`` rows (the platform's limits,
+    ``PART_ROWS`` and ``IN_PROCESS_PART_ROWS`` of ``assay.evaluation.parts``, set for the
+    run)."""
+    from assay.evaluation import parts
+
+    limits = parts.PART_ROWS, parts.IN_PROCESS_PART_ROWS
+    parts.PART_ROWS = parts.IN_PROCESS_PART_ROWS = rows
+    try:
+        return evaluate(*args)
+    finally:
+        parts.PART_ROWS, parts.IN_PROCESS_PART_ROWS = limits
+
+
+def _load(before: float) -> str:
+    """The 1-minute load average before a benchmark and now (other work on the machine
+    skews every figure: compare figures taken under a similar load)."""
+    return f"load {before:.2f} -> {os.getloadavg()[0]:.2f}"
+
+
+def _alternate(rounds: int, *sides: tuple[list[float], Callable[[], float]]) -> None:
+    """Time each side ``rounds`` times, the sides taking turns and the order reversed every
+    other round (neither always runs first, just after the other's writes), appending each
+    side's seconds to its list."""
+    for k in range(rounds):
+        for times, run in sides if k % 2 == 0 else reversed(sides):
+            times.append(run())
+
+
 # -- 1. in-process, against the reference ----------------------------------------------------
 
 
@@ -145,6 +184,7 @@ def bench_inprocess(args: argparse.Namespace) -> None:
 
     python = reference_python()
     n = args.rows
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         data = write_data(Path(tmp) / "data", n)
         warmup = write_data(Path(tmp) / "warmup", 1000)
@@ -186,23 +226,25 @@ def bench_inprocess(args: argparse.Namespace) -> None:
             evaluate(small)
             assay_times: list[float] = []
             reference_times: list[float] = []
-            sized_times: dict[int, list[float]] = {size: [] for size in args.part_sizes}
-            for _ in range(args.rounds):
-                reference_times.append(reference())
-                assay_times.append(evaluate(dataset))
-                for size in args.part_sizes:
-                    sized_times[size].append(evaluate(dataset, size))
+            limited: dict[int, list[float]] = {rows: [] for rows in args.part_rows}
+            _alternate(
+                args.rounds,
+                (reference_times, reference),
+                (assay_times, partial(evaluate, dataset)),
+                *((limited[rows], partial(_limited, rows, evaluate, dataset)) for rows in limited),
+            )
     a, r = _median_rate(assay_times, n), _median_rate(reference_times, n)
     print(
         f"in-process mock, {n:,} instances: assay {a:>10,.0f} instances/s   "
         f"reference dyff-audit 0.18.5 {r:>9,.0f}/s   ratio {a / r:5.2f}x   (target >= 5x; "
-        f"medians of {args.rounds})"
+        f"medians of {args.rounds}; {_load(load)})"
     )
-    for size, times in sized_times.items():
+    for rows, times in limited.items():
         s = _median_rate(times, n)
         print(
-            f"  informational, client.batchSize={size:,} (parts of {size:,} rows, not the "
-            f"default 1,000): assay {s:,.0f}/s   ratio {s / r:5.2f}x"
+            f"  informational, parts of at most {rows:,} rows (the default batchSize of 1,000: "
+            f"one batch per part, as the reference writes them): assay {s:,.0f}/s   "
+            f"ratio {s / r:5.2f}x"
         )
 
 
@@ -279,7 +321,13 @@ def bare_loop(
 ) -> float:
     """Seconds for a plain aiohttp + uvloop client to send ``rows`` to the replica, ``batch``
     per request (``/batch/echo``; ``/infer/echo`` when 1), ``concurrency`` requests at once,
-    decoding every reply."""
+    decoding every reply (and keeping it, as a client that writes its output at the end
+    would).
+
+    The objects that exist before the loop (the harness's: these rows, the platform) are
+    frozen while it runs, as the evaluation freezes them for its own run: otherwise every
+    full collection of the loop walks the 200,000 rows, which took a third of its time and
+    made this baseline ~30 % slower than the loop itself (measured with batches of 32)."""
     import aiohttp
     import uvloop
 
@@ -308,7 +356,19 @@ def bare_loop(
                 raise SystemExit("the bare loop lost replies")
             return seconds
 
-    return uvloop.run(run())
+    with _frozen():
+        return uvloop.run(run())
+
+
+@contextlib.contextmanager
+def _frozen() -> Iterator[None]:
+    """The objects that exist now frozen (``gc.freeze``) until the end of the block, as the
+    evaluation engine does for its run; the collector's thresholds are left alone."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def bench_http(args: argparse.Namespace) -> None:
@@ -328,17 +388,32 @@ def bench_http(args: argparse.Namespace) -> None:
                     c,
                     batch,
                 )
-                assay_times, bare_times = [], []
-                for _ in range(args.rounds):
-                    bare_times.append(bare_loop(replica.url, replica.headers, rows, c, batch))
-                    assay_times.append(replica.evaluate(dataset, c, batch))
+                load = os.getloadavg()[0]
+                assay_times: list[float] = []
+                bare_times: list[float] = []
+                limited: dict[int, list[float]] = {rows: [] for rows in args.part_rows}
+                _alternate(
+                    args.rounds,
+                    (bare_times, partial(bare_loop, replica.url, replica.headers, rows, c, batch)),
+                    (assay_times, partial(replica.evaluate, dataset, c, batch)),
+                    *(
+                        (limited[r], partial(_limited, r, replica.evaluate, dataset, c, batch))
+                        for r in limited
+                    ),
+                )
                 a, b = _median_rate(assay_times, n), _median_rate(bare_times, n)
                 what = "1 instance per request" if batch == 1 else f"{batch} instances per request"
                 print(
                     f"HTTP echo replica, {what:<24} {n:>9,} instances: assay {a:>9,.0f}/s   "
                     f"bare aiohttp+uvloop {b:>9,.0f}/s   ratio {a / b:5.2f}x   (target >= 0.8x; "
-                    f"concurrency {c}; medians of {args.rounds})"
+                    f"concurrency {c}; medians of {args.rounds}; {_load(load)})"
                 )
+                for r, times in limited.items():
+                    s = _median_rate(times, n)
+                    print(
+                        f"  informational, parts of at most {r:,} rows: assay {s:,.0f}/s   "
+                        f"ratio {s / b:5.2f}x"
+                    )
         finally:
             replica.close()
 
@@ -349,6 +424,7 @@ def bench_latency(args: argparse.Namespace) -> None:
     workers, latency = 64, 0.05
     ideal = workers / latency
     n = args.latency_rows
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         replica = _Replica(Path(tmp), "Slow", threads=workers)
         try:
@@ -356,17 +432,20 @@ def bench_latency(args: argparse.Namespace) -> None:
             rows = pq.read_table(data).to_pylist()
             dataset = _upload(replica.platform, data, "data")
             bare_loop(replica.url, replica.headers, rows[: workers * 2], workers, 1)  # warm up
-            assay_times, bare_times = [], []
-            for _ in range(args.rounds):
-                bare_times.append(bare_loop(replica.url, replica.headers, rows, workers, 1))
-                assay_times.append(replica.evaluate(dataset, workers, 1))
+            assay_times: list[float] = []
+            bare_times: list[float] = []
+            _alternate(
+                args.rounds,
+                (bare_times, lambda: bare_loop(replica.url, replica.headers, rows, workers, 1)),
+                (assay_times, lambda: replica.evaluate(dataset, workers, 1)),
+            )
         finally:
             replica.close()
     a, b = _median_rate(assay_times, n), _median_rate(bare_times, n)
     print(
         f"50 ms service, concurrency {workers}, {n:,} instances: assay {a:>7,.0f}/s   ideal "
         f"{ideal:,.0f}/s   ratio {a / ideal:5.2f}x   (target >= 0.9x; bare aiohttp+uvloop "
-        f"{b:,.0f}/s = {b / ideal:.2f}x; medians of {args.rounds})"
+        f"{b:,.0f}/s = {b / ideal:.2f}x; medians of {args.rounds}; {_load(load)})"
     )
 
 
@@ -410,6 +489,7 @@ def bench_memory(args: argparse.Namespace) -> None:
     from assay.local import LocalPlatform, mocks
 
     small, large = args.memory_rows // 10, args.memory_rows
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         storage = Path(tmp) / "assay"
         with LocalPlatform(storage_root=storage, account="bench") as platform:
@@ -441,7 +521,7 @@ def bench_memory(args: argparse.Namespace) -> None:
     print(
         f"peak RSS, in-process mock: {large:,} instances {big:7.1f} MiB   {small:,} instances "
         f"{s:7.1f} MiB   ratio {big / s:5.2f}x   (target <= 1.25x; {rate:,.0f} instances/s at "
-        f"{large:,}; medians of {args.memory_rounds} fresh processes each)"
+        f"{large:,}; medians of {args.memory_rounds} fresh processes each; {_load(load)})"
     )
 
 
@@ -461,11 +541,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating blocks per side")
     parser.add_argument("--rows", type=int, default=100_000, help="in-process instances")
     parser.add_argument(
-        "--part-sizes",
+        "--part-rows",
         type=int,
         nargs="*",
-        default=[4096],
-        help="in-process: also time these client.batchSize values (informational)",
+        default=[1000],
+        help="in-process and HTTP: also time runs with parts of at most these many rows "
+        "(informational; the platform's limits are PART_ROWS and IN_PROCESS_PART_ROWS in "
+        "assay.evaluation.parts)",
     )
     parser.add_argument("--http-rows", type=int, default=20_000, help="HTTP, one per request")
     parser.add_argument("--http-batch-rows", type=int, default=200_000, help="HTTP, 32 per request")

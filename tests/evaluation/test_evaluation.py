@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import ACCOUNT, ready_dataset
 
 from assay import errors
+from assay.evaluation.parts import Part
 from assay.local import LocalPlatform, mocks
 from assay.schema import ids
 from assay.schema.dataschema import DataSchema
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 MODELS = """
 import os
 from assay import errors
+from assay.evaluation.parts import Part
 from assay.local.mocks import Faulty, TextCompletion
 
 
@@ -269,7 +271,9 @@ def test_kill_and_resume_answers_every_instance_exactly_once(tmp_path: Path) -> 
             "-c",
             textwrap.dedent(
                 f"""
+                from assay.evaluation import parts
                 from assay.local import LocalPlatform, mocks
+                parts.IN_PROCESS_PART_ROWS = 150  # parts of 1 to 3 batches; the resumed run's larger
                 with LocalPlatform(storage_root={str(root)!r}, account={ACCOUNT!r}) as p:
                     service = p.inferenceservices.create_mock(
                         mocks.Faulty, account={ACCOUNT!r}, kwargs={{"latency": 0.002}}
@@ -310,3 +314,10 @@ def test_kill_and_resume_answers_every_instance_exactly_once(tmp_path: Path) -> 
         done = platform.evaluations.get(evaluation.id)
         assert done.status == Status.Complete, done.message
         _assert_exactly_once(platform, evaluation.id, 2000, 2)
+    # Parts of several sizes (the killed run's and the resumed run's), which between them
+    # hold each of the 2 x 40 batches once.
+    names = [Part.parse(path.name) for path in data_dir.glob("*.parquet")]
+    written_parts = [part for part in names if part is not None]
+    assert len(written_parts) == len(names) and {part.count for part in written_parts} != {1}
+    batches = [b for part in written_parts for b in part.batches()]
+    assert sorted(batches) == [(r, 0, b) for r in range(2) for b in range(40)]

@@ -77,9 +77,9 @@ def test_import_data_refuses_bad_outputs_and_writes_nothing(
     wrong = tmp_path / "wrong"
     wrong.mkdir()
     pq.write_table(pa.table({"_index_": [1], "text": ["x"]}), wrong / "x.parquet")
-    with pytest.raises(errors.ValidationError) as info:
+    with pytest.raises(errors.ValidationError) as refused:
         platform.evaluations.import_data(wrong)
-    assert "_replication_" in str(info.value)
+    assert "_replication_" in str(refused.value)
     assert platform.evaluations.query() == []
 
 

@@ -183,6 +183,41 @@ def test_a_symlink_out_of_the_entity_is_refused(
     assert [a.path for a in storage.list(entity)] == ["ok.txt"]
 
 
+def test_a_directory_replaced_by_a_link_after_a_write_is_refused_at_once(
+    storage: LocalStorage, entity: str, tmp_path: Path
+) -> None:
+    # Nothing about the path is remembered from one call to the next (a write that was
+    # allowed before says nothing about the same directory now).
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    storage.put_bytes(entity, "data/part-0.parquet", b"0")
+    assert storage.exists(entity, "data/part-0.parquet")
+    data = storage.entity_dir(entity) / "data"
+    (data / "part-0.parquet").unlink()
+    data.rmdir()
+    data.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(errors.ValidationError, match="outside the entity"):
+        storage.put_bytes(entity, "data/part-1.parquet", b"1")
+    with pytest.raises(errors.ValidationError, match="outside the entity"):
+        storage.local_path(entity, "data/part-1.parquet")
+    assert os.listdir(outside) == []
+
+
+def test_a_linked_entity_directory_is_followed_and_checked(
+    storage: LocalStorage, entity: str, tmp_path: Path
+) -> None:
+    package = tmp_path / "package"
+    (package / "src").mkdir(parents=True)
+    (package / "src" / "m.py").write_bytes(b"x = 1")
+    (tmp_path / "elsewhere").mkdir()
+    (package / "away").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    storage.link(entity, package)
+    assert storage.read_bytes(entity, "src/m.py") == b"x = 1"
+    assert storage.local_path(entity, "src/new.py") == storage.entity_dir(entity) / "src/new.py"
+    with pytest.raises(errors.ValidationError, match="outside the entity"):
+        storage.put_bytes(entity, "away/planted.py", b"x")
+
+
 def test_a_symlink_inside_the_entity_is_followed(storage: LocalStorage, entity: str) -> None:
     storage.put_bytes(entity, "real/data.txt", b"data")
     (storage.entity_dir(entity) / "alias.txt").symlink_to(Path("real") / "data.txt")

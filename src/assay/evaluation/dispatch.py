@@ -2,7 +2,9 @@
 
 Both take the requests of one part and give back what became of each instance: one
 :class:`Outcome` per instance (``submit``), or the same column-wise as :class:`Answers`
-(``submit_answers``, what the workflow writes from: no object per instance).
+(``submit_answers``, what the workflow writes from: no object per instance). The HTTP
+dispatcher also takes a part whose requests are its rows as they are (``submit_rows``): their
+bodies are then made column-wise by Arrow (``bodies.py``), with no dict per instance.
 
 The in-process dispatcher hands a whole part to the service's ``infer_batch`` and checks the
 replies column-wise (:meth:`Responder.many`); only the instances that need it go one by one.
@@ -28,6 +30,7 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
+from assay.evaluation.bodies import RowBodies
 from assay.evaluation.outcomes import (
     Answers,
     BadRequest,
@@ -40,6 +43,7 @@ from assay.evaluation.outcomes import (
 
 if TYPE_CHECKING:
     import aiohttp
+    import pyarrow
 
     from assay.inference.runners.base import ReplicaHandle
 
@@ -117,11 +121,7 @@ class InProcessDispatcher:
             if not isinstance(replies, list) or len(replies) != len(todo):
                 retry = todo
             elif (fast := self._responder.many(replies)) is not None:
-                if len(todo) == len(requests):
-                    answers.responses = fast
-                else:
-                    for i, items in zip(todo, fast, strict=True):
-                        answers.responses[i] = items
+                answers.answer(todo, fast)
             else:
                 for i, reply in zip(todo, replies, strict=True):
                     try:
@@ -172,16 +172,29 @@ def _text(exc: BaseException) -> str:
 
 
 class _Part:
-    """One part in flight over HTTP: its requests, its answers so far, and how many of its
-    jobs are not finished."""
+    """One part in flight over HTTP: its requests (or, for rows sent as they are, their
+    bodies made column-wise), its answers so far, and how many of its jobs are not
+    finished."""
 
-    __slots__ = ("answers", "future", "left", "requests")
+    __slots__ = ("answers", "bodies", "future", "left", "requests")
 
-    def __init__(self, requests: list[Request], future: Future[Answers]) -> None:
+    def __init__(
+        self, requests: list[Request], bodies: RowBodies | None, future: Future[Answers]
+    ) -> None:
         self.requests = requests
-        self.answers = _unanswered(len(requests))
+        self.bodies = bodies
+        self.answers = _unanswered(len(bodies) if bodies is not None else len(requests))
         self.future = future
         self.left = 0
+
+    def body(self, positions: list[int], batch: bool) -> bytes:
+        """The body of a request for the instances at ``positions`` (``batch``: one
+        ``/batch`` request for all of them)."""
+        if self.bodies is not None:
+            return self.bodies.one(positions[0]) if not batch else _join(self.bodies, positions)
+        if batch:
+            return _encode([self.requests[i] for i in positions])
+        return _encode(self.requests[positions[0]])
 
     def finish_job(self) -> None:
         self.left -= 1
@@ -278,7 +291,19 @@ class HTTPDispatcher:
     def submit_answers(self, requests: list[Request]) -> Future[Answers]:
         """Like :meth:`submit`, the outcomes column-wise (what the workflow writes from)."""
         future: Future[Answers] = Future()
-        self._loop.call_soon_threadsafe(self._enqueue, _Part(requests, future))
+        self._loop.call_soon_threadsafe(self._enqueue, _Part(requests, None, future))
+        return future
+
+    def submit_rows(self, batch: pyarrow.RecordBatch) -> Future[Answers] | None:
+        """Like :meth:`submit_answers` for a part whose requests are its rows as they are
+        (no input pipeline): the bodies are made column-wise in the caller's thread
+        (:class:`RowBodies`), not one dict at a time. None, with nothing sent, where the rows
+        have a column type that is not made so: send ``batch.to_pylist()`` then."""
+        bodies = RowBodies.of(batch, self._batch_size)
+        if bodies is None:
+            return None
+        future: Future[Answers] = Future()
+        self._loop.call_soon_threadsafe(self._enqueue, _Part([], bodies, future))
         return future
 
     def run(self, requests: list[Request]) -> list[Outcome]:
@@ -286,12 +311,26 @@ class HTTPDispatcher:
 
     def _enqueue(self, part: _Part) -> None:
         assert self._queue is not None
-        todo = _bad(part.answers, part.requests)
         size = self._batch_size
+        jobs: list[_Job]
+        if part.bodies is not None:  # the bodies of the usual cut are made already
+            n = len(part.bodies)
+            jobs = []
+            for k, body in enumerate(part.bodies.batches):
+                job = _Job(part, list(range(k * size, min(n, (k + 1) * size))), size > 1)
+                job.body = body
+                jobs.append(job)
+            self._queue_jobs(part, jobs)
+            return
+        todo = _bad(part.answers, part.requests)
         if size > 1:
             jobs = [_Job(part, todo[i : i + size], True) for i in range(0, len(todo), size)]
         else:
             jobs = [_Job(part, [i], False) for i in todo]
+        self._queue_jobs(part, jobs)
+
+    def _queue_jobs(self, part: _Part, jobs: list[_Job]) -> None:
+        assert self._queue is not None
         part.left = len(jobs) + 1
         for job in jobs:
             self._queue.put_nowait(job)
@@ -343,7 +382,7 @@ class HTTPDispatcher:
         (i,) = job.positions
         part = job.part
         if job.body is None:
-            job.body = _encode(part.requests[i])
+            job.body = part.body(job.positions, False)
         index = next(self._cycle)
         handle = self._handles[index]
         path = f"/infer/{self._endpoint}" if handle.style == "replica" else f"/{self._endpoint}"
@@ -366,7 +405,7 @@ class HTTPDispatcher:
     async def _send_batch(self, job: _Job) -> None:
         part, positions = job.part, job.positions
         if job.body is None:
-            job.body = _encode([part.requests[i] for i in positions])
+            job.body = part.body(positions, True)
         index = next(self._cycle)
         handle = self._handles[index]
         try:
@@ -383,8 +422,7 @@ class HTTPDispatcher:
         fast = self._responder.many(replies)
         redo = []
         if fast is not None:
-            for i, items in zip(positions, fast, strict=True):
-                responses[i] = items
+            part.answers.answer(positions, fast)
         else:
             for i, reply in zip(positions, replies, strict=True):
                 try:
@@ -451,6 +489,12 @@ class HTTPDispatcher:
 def _encode(body: Any) -> bytes:
     """A request body: compact JSON (what the replica reads fastest; encoded once per job)."""
     return _ENCODER.encode(body).encode()
+
+
+def _join(bodies: RowBodies, positions: list[int]) -> bytes:
+    """The body of one ``/batch`` request for the rows at ``positions``, for a cut other than
+    the usual one (whose bodies :class:`RowBodies` made already)."""
+    return b"[" + b",".join(bodies.one(i) for i in positions) + b"]"
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))

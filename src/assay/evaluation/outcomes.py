@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Answers",
     "BadRequest",
+    "Columns",
     "FatalError",
     "Outcome",
     "Requester",
@@ -66,6 +67,21 @@ class Outcome:
     attempts: int = 1
 
 
+@dataclass(frozen=True)
+class Columns:
+    """The responses to consecutive instances, also taken apart column-wise (by
+    :meth:`Responder.many`, while it checks them): what the output's columns are built from
+    without another pass over every item."""
+
+    replies: list[list[JSONObject]]
+    """Each instance's responses (the replies' own items, not numbered)."""
+    lengths: list[int]
+    """How many responses each instance has."""
+    values: dict[str, list[Any]]
+    """Each field of the output schema: its value in every response, in order (None where
+    an item lacks it)."""
+
+
 @dataclass
 class Answers:
     """What became of a part's instances, column-wise (the fast form of ``list[Outcome]``):
@@ -77,6 +93,9 @@ class Answers:
     failed: dict[int, Outcome]
     attempts: dict[int, int] = field(default_factory=dict)
     """The attempts of the answered instances that took more than one."""
+    columns: dict[int, Columns] = field(default_factory=dict)
+    """Runs of instances whose responses are also held column-wise, by the position of the
+    run's first instance (the responses in ``responses`` are the same)."""
 
     @classmethod
     def from_outcomes(cls, outcomes: Sequence[Outcome]) -> Answers:
@@ -85,6 +104,30 @@ class Answers:
             {i: o for i, o in enumerate(outcomes) if o.responses is None},
             {i: o.attempts for i, o in enumerate(outcomes) if o.attempts != 1},
         )
+
+    def answer(self, positions: list[int], columns: Columns) -> None:
+        """Record ``columns`` as the responses of the instances at ``positions``."""
+        first, n = positions[0], len(positions)
+        if positions[-1] - first == n - 1:  # consecutive (sorted, distinct): the usual case
+            self.responses[first : first + n] = columns.replies
+            self.columns[first] = columns
+        else:
+            for i, items in zip(positions, columns.replies, strict=True):
+                self.responses[i] = items
+
+    def all_columns(self) -> list[Columns] | None:
+        """The runs of :attr:`columns` in order, where they hold every instance's responses
+        and none failed; None otherwise (the output is then built from :attr:`responses`)."""
+        if self.failed or not self.columns:
+            return None
+        runs, at = [], 0
+        for first in sorted(self.columns):
+            if first != at:
+                return None
+            run = self.columns[first]
+            runs.append(run)
+            at += len(run.lengths)
+        return runs if at == len(self.responses) else None
 
     def outcomes(self) -> list[Outcome]:
         """One :class:`Outcome` per instance, its responses numbered."""
@@ -165,12 +208,13 @@ class Responder:
             raise TransientError(f"malformed reply: {_describe(exc)}") from None
         return [{**item, "_response_index_": i} for i, item in enumerate(items)]
 
-    def many(self, replies: list[Any]) -> list[list[JSONObject]] | None:
-        """The responses of every reply at once, or None where any reply needs the one-by-one
-        path (an output pipeline, a reply that is not a list of plain objects, a value whose
-        type is not exactly one the schema allows): that path then accepts or refuses each,
-        naming the problem. Accepts only what :meth:`__call__` accepts; the items are the
-        replies' own (not numbered: ``_response_index_`` is their position)."""
+    def many(self, replies: list[Any]) -> Columns | None:
+        """The responses of every reply at once, taken apart column-wise, or None where any
+        reply needs the one-by-one path (an output pipeline, a reply that is not a list of
+        plain objects, a value whose type is not exactly one the schema allows): that path
+        then accepts or refuses each, naming the problem. Accepts only what :meth:`__call__`
+        accepts; the items are the replies' own (not numbered: ``_response_index_`` is their
+        position). Each field's values are read once, for the check and for the output."""
         if self._adapter is not None or self._fields is None:
             return None
         if replies and set(map(type, replies)) != {list}:
@@ -178,12 +222,14 @@ class Responder:
         items = list(itertools.chain.from_iterable(replies))
         if items and set(map(type, items)) != {dict}:
             return None
+        values: dict[str, list[Any]] = {}
         for name, allowed, nullable in self._fields:
-            seen = set(map(type, map(dict.get, items, itertools.repeat(name))))
+            column = list(map(dict.get, items, itertools.repeat(name)))
+            seen = set(map(type, column))
             if not (seen <= allowed if allowed is not None else nullable or _NONE not in seen):
                 return None
-        lists: list[list[JSONObject]] = replies
-        return lists
+            values[name] = column
+        return Columns(replies, list(map(len, replies)), values)
 
 
 _NONE = type(None)

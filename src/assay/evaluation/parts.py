@@ -1,10 +1,19 @@
 """How an evaluation's work is cut into parts, and how parts are stored.
 
-The data set is read file by file (sorted paths) in batches of ``client.batchSize`` rows —
-the same cut on every run. Part ``(replication, file, batch)`` holds the outputs of exactly
-those rows for that replication, written atomically as ``data/part-R-FFFF-BBBBBB.parquet``:
-a part exists whole or not at all, so a resumed run skips the parts that exist and redoes the
-rest, and every (``_index_``, ``_replication_``) pair is written exactly once.
+The data set is read file by file (sorted paths) and cut into batches of ``client.batchSize``
+rows — the same cut on every run: batch ``b`` of a file is its rows ``b x batchSize`` onwards.
+A part ``(replication, file, batch, count)`` holds the outputs of ``count`` consecutive whole
+batches for one replication, written atomically as ``data/part-R-FFFF-BBBBBB.parquet`` (one
+batch) or ``data/part-R-FFFF-BBBBBB-LLLLLL.parquet`` (batches ``B`` to ``L``): a part exists
+whole or not at all, so a resumed run skips the batches whose part exists and redoes the rest,
+and every (``_index_``, ``_replication_``) pair is written exactly once — however the parts of
+the earlier run were sized.
+
+How many batches a part holds is the platform's choice (:class:`PartSizer`): one where the
+service is slow (as many rows as ``batchSize``, as the reference writes them), more where it
+answers fast, so that the fixed cost of a part (its request bodies and output built by a
+dozen Arrow calls, its Parquet file and atomic write, its bookkeeping: ~1.7 ms of the client's
+time, measured over HTTP) does not weigh on every few thousand instances.
 """
 
 from __future__ import annotations
@@ -12,8 +21,10 @@ from __future__ import annotations
 import functools
 import itertools
 import operator
+import re
+import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,16 +32,24 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow
 
+    from assay.evaluation.outcomes import Columns
     from assay.storage import ArtifactStorage
 
 __all__ = [
     "DATA_PREFIX",
     "ERRORS_PREFIX",
+    "IN_PROCESS_PART_ROWS",
+    "PART_ROWS",
+    "PART_SECONDS",
     "Part",
+    "PartSizer",
     "PartWriter",
-    "done_parts",
+    "cut_parts",
+    "done_batches",
+    "drop_unfinished",
     "output_batch",
     "read_columns",
+    "read_runs",
     "read_units",
     "write_parquet",
 ]
@@ -38,20 +57,39 @@ __all__ = [
 DATA_PREFIX = "data/"
 #: Bytes of a data set file read at a time.
 READ_BUFFER = 1 << 20
-#: Rows of a data set read at a time (a whole number of parts).
+#: Rows of a data set read at a time (a whole number of batches).
 READ_ROWS = 1 << 16
 ERRORS_PREFIX = ".assay/errors/"
+#: The most rows the platform puts in one part sent over HTTP (a single batch may be larger:
+#: ``batchSize``). Each part costs ~1.7 ms of the client's time, much of it holding the lock
+#: the HTTP event loop needs too; 16,384 rows make that ~0.1 µs an instance.
+PART_ROWS = 1 << 14
+#: The same for parts answered in-process, which are answered, built and written by one
+#: thread: past ~4,096 rows a part's objects no longer fit the processor's caches, and the
+#: run slows down again (~15 % at 16,384 rows; ~12 % slower at 1,000).
+IN_PROCESS_PART_ROWS = 1 << 12
+#: The seconds of answers, at the last part's rate, that a part is sized to hold.
+PART_SECONDS = 0.5
+
+_NAME = re.compile(r"part-(\d+)-(\d+)-(\d+)(?:-(\d+))?\.parquet")
 
 
 @dataclass(frozen=True)
 class Part:
+    """Batches ``batch`` to ``batch + count - 1`` of data set file ``file`` (in sorted
+    order), for replication ``replication`` (its position)."""
+
     replication: int
     file: int
     batch: int
+    count: int = 1
 
     @property
     def name(self) -> str:
-        return f"part-{self.replication:03d}-{self.file:04d}-{self.batch:06d}.parquet"
+        head = f"part-{self.replication:03d}-{self.file:04d}-{self.batch:06d}"
+        if self.count == 1:
+            return f"{head}.parquet"
+        return f"{head}-{self.batch + self.count - 1:06d}.parquet"
 
     @property
     def path(self) -> str:
@@ -61,29 +99,149 @@ class Part:
     def errors_path(self) -> str:
         return ERRORS_PREFIX + self.name
 
+    @classmethod
+    def parse(cls, name: str) -> Part | None:
+        """The part named ``name`` (as :attr:`name` writes it), or None for another name."""
+        match = _NAME.fullmatch(name)
+        if match is None:
+            return None
+        r, f, b, last = match.groups()
+        first = int(b)
+        count = int(last) - first + 1 if last is not None else 1
+        return cls(int(r), int(f), first, count) if count >= 1 else None
 
-def done_parts(storage: ArtifactStorage, evaluation_id: str) -> set[str]:
-    """The names of the parts already written."""
-    return {
+    def batches(self) -> Iterator[tuple[int, int, int]]:
+        """``(replication, file, batch)`` of each batch of the part."""
+        for b in range(self.batch, self.batch + self.count):
+            yield self.replication, self.file, b
+
+
+def drop_unfinished(storage: ArtifactStorage, evaluation_id: str) -> int:
+    """Delete the error records of parts whose data file was never written (a run stopped
+    between the two; see ``_write_part``), returning how many: their batches are redone,
+    perhaps in parts cut otherwise, and their errors must not be counted twice."""
+    written = {
         info.path.removeprefix(DATA_PREFIX) for info in storage.list(evaluation_id, DATA_PREFIX)
     }
+    dropped = 0
+    for info in storage.list(evaluation_id, ERRORS_PREFIX):
+        if info.path.removeprefix(ERRORS_PREFIX) not in written:
+            dropped += storage.delete(evaluation_id, info.path)
+    return dropped
+
+
+def done_batches(storage: ArtifactStorage, evaluation_id: str) -> set[tuple[int, int, int]]:
+    """``(replication, file, batch)`` of every batch whose part is written already."""
+    done: set[tuple[int, int, int]] = set()
+    for info in storage.list(evaluation_id, DATA_PREFIX):
+        part = Part.parse(info.path.removeprefix(DATA_PREFIX))
+        if part is not None:
+            done.update(part.batches())
+    return done
+
+
+class PartSizer:
+    """How many batches the next part holds: as many as ``seconds`` of answers at the rate
+    of the last part, at most ``most_rows`` rows (a single batch may be larger), at least
+    one; at most four times the last part's. Starts at one batch, so a slow service's parts
+    are its batches, as the reference writes them. ``seconds`` defaults to
+    :data:`PART_SECONDS`, ``most_rows`` to :data:`PART_ROWS` (:data:`IN_PROCESS_PART_ROWS`
+    with ``in_process``), as they are when the sizer is made."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        *,
+        in_process: bool = False,
+        seconds: float | None = None,
+        most_rows: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if most_rows is None:
+            most_rows = IN_PROCESS_PART_ROWS if in_process else PART_ROWS
+        self._clock = clock
+        self._batch_size = batch_size
+        self._seconds = PART_SECONDS if seconds is None else seconds
+        self._most = max(1, most_rows // batch_size)
+        self._since: float | None = None
+        self._batches = 1
+
+    def next(self) -> int:
+        """Batches in the next part."""
+        return self._batches
+
+    def sent(self) -> None:
+        """A part was sent (the first one starts the clock)."""
+        if self._since is None:
+            self._since = self._clock()
+
+    def answered(self, rows: int) -> None:
+        """A part of ``rows`` instances was answered: size the next part by the rate since
+        the last part was answered (the first: since it was sent), so that parts shrink as
+        soon as the service slows down."""
+        if self._since is None:
+            return
+        now = self._clock()
+        elapsed, self._since = now - self._since, now
+        most = min(self._most, 4 * self._batches)
+        if elapsed <= 0:
+            self._batches = most
+            return
+        wanted = int(rows / elapsed * self._seconds / self._batch_size)
+        self._batches = max(1, min(most, wanted))
+
+
+def read_runs(
+    storage: ArtifactStorage, dataset_id: str, paths: list[str], batch_size: int
+) -> Iterator[tuple[int, int, pyarrow.RecordBatch]]:
+    """``(file, first batch, rows)`` for the whole data set, in runs of whole batches
+    (~64k rows; each read has a cost of its own), always in the same order.
+
+    Reading runs gives the same cut as reading ``batch_size`` rows at a time, since Parquet
+    batches run across row groups and only a file's last batch is short."""
+    run = batch_size * max(1, READ_ROWS // batch_size)
+    for f, path in enumerate(sorted(paths)):
+        b = 0
+        for rows in _read_file(storage, dataset_id, path, run, None):
+            yield f, b, rows
+            b += -(-rows.num_rows // batch_size)
 
 
 def read_units(
     storage: ArtifactStorage, dataset_id: str, paths: list[str], batch_size: int
 ) -> Iterator[tuple[int, int, pyarrow.RecordBatch]]:
-    """``(file, batch, rows)`` for every batch of the data set, always in the same order.
+    """``(file, batch, rows)`` for every batch of the data set, always in the same order."""
+    for f, first, rows in read_runs(storage, dataset_id, paths, batch_size):
+        for k, start in enumerate(range(0, rows.num_rows, batch_size)):
+            yield f, first + k, rows.slice(start, batch_size)
 
-    Read in runs of whole batches (~64k rows; each read has a cost of its own) and sliced:
-    the same cut as reading ``batch_size`` rows at a time, since Parquet batches run across
-    row groups and only a file's last batch is short."""
-    run = batch_size * max(1, READ_ROWS // batch_size)
-    for f, path in enumerate(sorted(paths)):
-        b = 0
-        for rows in _read_file(storage, dataset_id, path, run, None):
-            for start in range(0, rows.num_rows, batch_size):
-                yield f, b, rows.slice(start, batch_size)
-                b += 1
+
+def cut_parts(
+    replication: int,
+    file: int,
+    first: int,
+    rows: pyarrow.RecordBatch,
+    batch_size: int,
+    done: set[tuple[int, int, int]],
+    batches: Callable[[], int],
+) -> Iterator[tuple[Part | None, pyarrow.RecordBatch]]:
+    """The parts of a run of ``rows`` (batches ``first`` onwards of ``file``) for one
+    replication, with their rows: each of consecutive batches not in ``done``, as many as
+    ``batches()`` says when it starts (asked part by part). A batch in ``done`` comes as
+    ``(None, its rows)`` and is not part of any part."""
+    count = -(-rows.num_rows // batch_size)
+    k = 0
+    while k < count:
+        if (replication, file, first + k) in done:
+            yield None, rows.slice(k * batch_size, batch_size)
+            k += 1
+            continue
+        most = min(max(1, batches()), count - k)
+        n = 1
+        while n < most and (replication, file, first + k + n) not in done:
+            n += 1
+        yield Part(replication, file, first + k, n), rows.slice(k * batch_size, n * batch_size)
+        k += n
 
 
 def read_columns(
@@ -119,21 +277,24 @@ def output_batch(
     replication: str,
     responses: list[list[dict[str, Any]]],
     schema: pyarrow.Schema | None,
+    columns: list[Columns] | None = None,
 ) -> pyarrow.RecordBatch:
     """The output rows of one part: ``_index_``, ``_replication_`` and the ``responses`` of
     each instance (``_response_index_`` numbering them in order).
 
-    The columns are built directly — the items flattened once, one Arrow array per response
-    field, list offsets from the lengths — rather than from one dict per row: several times
-    faster, with the same result (a field an item lacks is null, extra keys are ignored).
-    Without a schema, or where Arrow refuses a column, the rows go through
-    ``RecordBatch.from_pylist`` as they always did.
+    The columns are built directly — one Arrow array per response field, list offsets from
+    the lengths — rather than from one dict per row: several times faster, with the same
+    result (a field an item lacks is null, extra keys are ignored). The field values are
+    those of ``columns`` (the same responses, taken apart as they were checked:
+    :meth:`Responder.many`) where given, else read from the items. Without a schema, or
+    where Arrow refuses a column, the rows go through ``RecordBatch.from_pylist`` as they
+    always did.
     """
     import pyarrow as pa
 
     if schema is not None:
         try:
-            return _columns(indices, replication, responses, schema)
+            return _columns(indices, replication, responses, schema, columns)
         except (pa.ArrowException, TypeError, ValueError, KeyError):
             pass
     records = [
@@ -152,6 +313,7 @@ def _columns(
     replication: str,
     responses: list[list[dict[str, Any]]],
     schema: pyarrow.Schema,
+    runs: list[Columns] | None,
 ) -> pyarrow.RecordBatch:
     import pyarrow as pa
 
@@ -162,8 +324,11 @@ def _columns(
     if not (pa.types.is_list(list_type) or pa.types.is_large_list(list_type)):
         raise TypeError(f"responses is {list_type}, not a list")
     item_type = list_type.value_type
-    lengths = list(map(len, responses))
-    items = list(itertools.chain.from_iterable(responses))
+    items: list[dict[str, Any]] | None = None
+    if runs is not None:
+        lengths = list(itertools.chain.from_iterable(run.lengths for run in runs))
+    else:
+        lengths = list(map(len, responses))
     k = lengths[0] if lengths else 0
     same = lengths.count(k) == n  # the usual case: as many responses to every instance
     children = []
@@ -176,10 +341,15 @@ def _columns(
                 else pa.array([i for m in lengths for i in range(m)], field.type)
             )
             continue
-        try:
-            values = list(map(operator.itemgetter(name), items))
-        except KeyError:
-            values = [item.get(name) for item in items]
+        if runs is not None and all(name in run.values for run in runs):
+            values = list(itertools.chain.from_iterable(run.values[name] for run in runs))
+        else:
+            if items is None:
+                items = list(itertools.chain.from_iterable(responses))
+            try:
+                values = list(map(operator.itemgetter(name), items))
+            except KeyError:
+                values = [item.get(name) for item in items]
         children.append(pa.array(values, type=field.type))
     struct = pa.StructArray.from_arrays(children, fields=list(item_type))
     large = pa.types.is_large_list(list_type)

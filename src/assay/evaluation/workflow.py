@@ -4,10 +4,12 @@
    (``inferenceSessionReference``, which must be ``Ready``).
 2. The first instance goes through the input pipelines before any request is sent: a data set
    that does not fit the service fails at once, naming the field.
-3. Parts (see ``parts.py``) are sent part by part — over HTTP enough in flight to keep every
-   worker busy across part boundaries — and each is written atomically when all its instances
-   have an outcome (built column-wise, stored by a thread of its own while the next parts are
-   answered). A resumed run skips the parts already written.
+3. Parts (see ``parts.py``: runs of whole ``batchSize`` batches, as many as the service
+   answers in ~0.5 s) are sent part by part — over HTTP enough in flight to keep every worker
+   busy across part boundaries, their request bodies made column-wise where the rows are the
+   requests (``bodies.py``) — and each is written atomically when all its instances have an
+   outcome (built column-wise, stored by a thread of its own while the next parts are
+   answered). A resumed run skips the batches already written.
 4. The integrity check counts the output's (``_index_``, ``_replication_``) pairs; the result
    is recorded on the entity, and the evaluation is ``Complete`` only when it holds.
 """
@@ -41,10 +43,14 @@ from assay.evaluation.outcomes import (
 from assay.evaluation.parts import (
     ERRORS_PREFIX,
     Part,
+    PartSizer,
     PartWriter,
-    done_parts,
+    cut_parts,
+    done_batches,
+    drop_unfinished,
     output_batch,
     read_columns,
+    read_runs,
     read_units,
 )
 from assay.schema import ids
@@ -62,6 +68,9 @@ SESSION_LABEL = "assay.io/evaluation"
 DEFAULT_WORKERS_PER_REPLICA = 16
 #: Seconds between checks that the evaluation was not deleted or terminated meanwhile.
 CHECK_INTERVAL = 0.2
+#: Net new container objects between two collections of the youngest generation during a
+#: run (Python's default is 700; see ``_young_objects_only``).
+GC_YOUNG_THRESHOLD = 10_000
 INCOMPLETE = "Incomplete"
 UNVERIFIED = "Unverified"
 
@@ -127,22 +136,34 @@ def run_evaluation(ctx: WorkflowContext) -> WorkflowResult:
 
 @contextlib.contextmanager
 def _young_objects_only() -> Iterator[None]:
-    """Keep the garbage collector to the objects made during the run.
+    """Keep the garbage collector to the objects made during the run, and collect them less
+    often.
 
     An evaluation makes a few container objects per instance (rows, requests, replies), and
     enough of them live through a collection or two that a full collection comes every
     ~25,000 instances — each one walking every object of the process (~65 ms in a platform
     process, a third of an in-process run's time). With the objects that exist at the start
-    frozen (``gc.freeze``), those collections walk only the run's own. Unfrozen at the end;
-    left alone where something else froze objects already.
+    frozen (``gc.freeze``), those collections walk only the run's own.
+
+    The youngest generation is also collected every :data:`GC_YOUNG_THRESHOLD` net new
+    container objects instead of Python's 700: a part's objects die together when it is
+    written, so with 700 a collection came every ~330 instances over HTTP (~610 in a
+    200,000-instance run, each walking the parts in flight and promoting them towards the
+    older generations) and took 8-12 % of the client's time. Cycles are still collected, a
+    little later.
+
+    Both are restored at the end; left alone where something else froze objects already.
     """
     if gc.get_freeze_count():
         yield
         return
+    thresholds = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(max(thresholds[0], GC_YOUNG_THRESHOLD), *thresholds[1:])
     try:
         yield
     finally:
+        gc.set_threshold(*thresholds)
         gc.unfreeze()
 
 
@@ -206,19 +227,28 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         replications = [
             ids.replication_id(evaluation.id, r) for r in range(evaluation.replications)
         ]
-        done = done_parts(core.storage, evaluation.id)
+        drop_unfinished(core.storage, evaluation.id)
+        done = done_batches(core.storage, evaluation.id)
         progress = _Progress(ctx, rows * len(replications))
         failures: list[str] = []
+        sizer = PartSizer(config.batchSize, in_process=isinstance(dispatcher, InProcessDispatcher))
         # Parts in flight: over HTTP enough to keep every worker busy across part boundaries
-        # (two at least); in-process parts are answered on submission, and written at once
-        # while their data is fresh in the caches.
-        window = 1
-        if isinstance(dispatcher, HTTPDispatcher):
-            window = max(2, min(64, -(-2 * dispatcher.capacity // config.batchSize) + 1))
+        # (those before the newest hold twice what the workers take at once; two parts at
+        # least, 64 at most); in-process parts are answered on submission, and written at
+        # once while their data is fresh in the caches.
+        ahead = 2 * dispatcher.capacity if isinstance(dispatcher, HTTPDispatcher) else 0
         pending: deque[tuple[Part, pyarrow.RecordBatch, Future[Answers]]] = deque()
+        waiting = 0  # instances of the parts in flight
+
+        def full() -> bool:
+            if len(pending) < 2:
+                return len(pending) == 1 and ahead == 0
+            return len(pending) >= 64 or waiting - pending[-1][1].num_rows >= ahead
 
         def finish_oldest() -> None:
+            nonlocal waiting
             part, batch, future = pending.popleft()
+            waiting -= batch.num_rows
             _write_part(
                 writer,
                 evaluation,
@@ -230,6 +260,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
                 failures,
             )
             progress.add(batch.num_rows)
+            sizer.answered(batch.num_rows)
 
         cached: CachedDispatcher | None = None
         if config.cache:  # answers already received are not asked for again
@@ -237,29 +268,28 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             cached = CachedDispatcher(
                 dispatcher, core.response_cache(), scope=f"{service_id}/{endpoint}"
             )
-        submit = _submitter(cached or dispatcher)
+        submit = _submitter(cached or dispatcher, requester)
         checked = -CHECK_INTERVAL
+        size = config.batchSize
         with PartWriter(core.storage, evaluation.id) as writer:
-            for r in range(len(replications)):
-                for f, b, batch in read_units(core.storage, dataset.id, paths, config.batchSize):
-                    part = Part(r, f, b)
-                    if part.name in done:
-                        progress.add(batch.num_rows)
-                        continue
-                    now = time.monotonic()
-                    if config.totalTimeoutSeconds and now - started > config.totalTimeoutSeconds:
-                        return WorkflowResult(
-                            status=Status.Failed,
-                            reason=INCOMPLETE,
-                            message=f"totalTimeoutSeconds ({config.totalTimeoutSeconds} s) ran out after "
-                            f"{progress.done:,} / {rows * len(replications):,} instances; resume() continues it",
-                        )
-                    if now - checked >= CHECK_INTERVAL:
-                        ctx.check()
-                        checked = now
-                    pending.append((part, batch, submit(_requests(batch, requester))))
-                    if len(pending) >= window:
-                        finish_oldest()
+            todo = _todo(core, dataset.id, paths, len(replications), size, done, sizer, progress)
+            for part, batch in todo:
+                now = time.monotonic()
+                if config.totalTimeoutSeconds and now - started > config.totalTimeoutSeconds:
+                    return WorkflowResult(
+                        status=Status.Failed,
+                        reason=INCOMPLETE,
+                        message=f"totalTimeoutSeconds ({config.totalTimeoutSeconds} s) ran out after "
+                        f"{progress.done:,} / {rows * len(replications):,} instances; resume() continues it",
+                    )
+                if now - checked >= CHECK_INTERVAL:
+                    ctx.check()
+                    checked = now
+                pending.append((part, batch, submit(batch)))
+                waiting += batch.num_rows
+                sizer.sent()
+                while full():
+                    finish_oldest()
             while pending:
                 finish_oldest()
         progress.add(0, force=True)
@@ -286,26 +316,69 @@ class _Aborted(Exception):
     pass
 
 
-def _submitter(dispatcher: Any) -> Callable[[list[Request]], Future[Answers]]:
-    """``dispatcher``'s way to answer a part column-wise; any dispatcher that gives one
-    :class:`Outcome` per instance (``submit``) will do too."""
-    fast = getattr(dispatcher, "submit_answers", None)
-    if fast is not None:
-        return fast  # type: ignore[no-any-return]
+def _todo(
+    core: Any,
+    dataset_id: str,
+    paths: list[str],
+    replications: int,
+    batch_size: int,
+    done: set[tuple[int, int, int]],
+    sizer: PartSizer,
+    progress: _Progress,
+) -> Iterator[tuple[Part, pyarrow.RecordBatch]]:
+    """The parts still to answer, with their rows, in order: replication by replication,
+    the data set's batches cut into parts as ``sizer`` says when each starts. Batches written
+    by an earlier run (``done``) count as progress and are not sent again."""
+    for r in range(replications):
+        for f, first, run in read_runs(core.storage, dataset_id, paths, batch_size):
+            for part, batch in cut_parts(r, f, first, run, batch_size, done, sizer.next):
+                if part is None:
+                    progress.add(batch.num_rows)
+                    continue
+                yield part, batch
 
-    def submit(requests: list[Request]) -> Future[Answers]:
-        answers: Future[Answers] = Future()
+
+def _submitter(
+    dispatcher: Any, requester: Requester
+) -> Callable[[pyarrow.RecordBatch], Future[Answers]]:
+    """How to send a part's rows to ``dispatcher`` and get their answers column-wise.
+
+    Rows sent as they are (no input pipeline) go to the dispatcher's ``submit_rows`` where it
+    has one (their bodies made column-wise, see ``bodies.py``); otherwise, or where it
+    declines the rows, each row is made a request (``_requests``)."""
+    rows = getattr(dispatcher, "submit_rows", None) if requester.passthrough else None
+    answers = _answerer(dispatcher)
+
+    def submit(batch: pyarrow.RecordBatch) -> Future[Answers]:
+        future: Future[Answers] | None = rows(batch) if rows is not None else None
+        return future if future is not None else answers(_requests(batch, requester))
+
+    return submit
+
+
+def _answerer(dispatcher: Any) -> Callable[[list[Request]], Future[Answers]]:
+    """``dispatcher``'s way to answer a part's requests column-wise: ``submit_answers``
+    where it has one; otherwise its ``submit`` (one :class:`Outcome` per instance), which any
+    dispatcher has, converted."""
+    fast: Callable[[list[Request]], Future[Answers]] | None = getattr(
+        dispatcher, "submit_answers", None
+    )
+    if fast is not None:
+        return fast
+
+    def answers(requests: list[Request]) -> Future[Answers]:
+        future: Future[Answers] = Future()
 
         def convert(done: Future[list[Outcome]]) -> None:
             try:
-                answers.set_result(Answers.from_outcomes(done.result()))
+                future.set_result(Answers.from_outcomes(done.result()))
             except BaseException as exc:
-                answers.set_exception(exc)
+                future.set_exception(exc)
 
         dispatcher.submit(requests).add_done_callback(convert)
-        return answers
+        return future
 
-    return submit
+    return answers
 
 
 def _requests(batch: pyarrow.RecordBatch, requester: Requester) -> list[Request]:
@@ -389,7 +462,8 @@ def _write_part(
             }
         )
         files.append((part.errors_path, errors_table))
-    files.append((part.path, output_batch(indices, replication, answers.responses, schema)))
+    output = output_batch(indices, replication, answers.responses, schema, answers.all_columns())
+    files.append((part.path, output))
     writer.write(*files)  # in this order
 
 

@@ -134,8 +134,8 @@ class EvaluationClientConfiguration(SchemaModel):
     totalTimeoutSeconds: int = Field(default=7200, ge=0)
     """Timeout of the whole evaluation, in seconds (0: none)."""
     batchSize: int = Field(default=1000, ge=1)
-    """Number of instances read from the data set at a time; each such batch (per
-    replication) is written as one output part."""
+    """Number of instances the data set is read, tracked and resumed in; output parts hold
+    one or more whole batches (more when the service answers fast)."""
     requestBatchSize: int = Field(default=32, ge=1)
     """Instances per request when the session's replicas accept batches (Assay's own replica
     processes do); 1 sends one instance per request."""

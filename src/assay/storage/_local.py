@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -194,6 +195,8 @@ class LocalStorage(ArtifactStorage):
         base = self.entity_dir(id)
         self.check_path(id, path)
         target = base / path
+        if _no_links(base, path):
+            return target  # the usual case, checked without resolving the whole path
         if not target.resolve().is_relative_to(base.resolve()):
             raise errors.ValidationError(
                 f"entity {id}: path {path!r} leads outside the entity's directory through a "
@@ -215,6 +218,31 @@ class LocalStorage(ArtifactStorage):
 
 
 _O_BINARY: int = getattr(os, "O_BINARY", 0)  # Windows only
+
+
+def _no_links(base: Path, path: str) -> bool:
+    """Whether neither the entity directory ``base`` nor anything that exists on the way from
+    it to ``path`` is a symbolic link: then ``base / path`` is inside ``base`` as written,
+    since a valid artifact path has no ``..``, ``.`` or empty segment.
+
+    One ``lstat`` per segment below the storage root (which is resolved once, when the
+    storage is made). Resolving the whole path instead (``Path.resolve``, pure Python) walks
+    every segment from ``/``, twice per check (the target and the entity directory): a
+    quarter of the time of the threads that store an evaluation's parts. Nothing is cached,
+    so a directory replaced by a link meanwhile is seen at once; where a link is found, the
+    caller resolves the path as before."""
+    current = str(base)
+    segments = path.split("/")
+    for k in range(len(segments) + 1):
+        if k:
+            current = os.path.join(current, segments[k - 1])
+        try:
+            mode = os.lstat(current).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return True  # nothing exists below a missing entry or a file: no link either
+        if stat.S_ISLNK(mode):
+            return False
+    return True
 
 
 def _walk(directory: Path, rel: str, real_base: Path) -> Iterator[tuple[str, int]]:
