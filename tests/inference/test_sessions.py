@@ -65,7 +65,7 @@ def test_tokens_are_checked(platform: LocalPlatform) -> None:
     with pytest.raises(errors.AuthenticationError):
         platform.inferencesessions.client(first, "not-a-token")
     short = platform.inferencesessions.token(
-        first, expires=datetime.now(UTC) + timedelta(seconds=1)
+        first, expires=datetime.now(UTC) + timedelta(seconds=3)
     )
     client = platform.inferencesessions.client(first, short)
     assert client.infer({"text": "x"})

@@ -116,13 +116,11 @@ class HTTPRunner(Runner):
                 service, "credential", "must be {'env': 'VARIABLE'} or {'secret': 'name'}"
             )
         ready_path = configuration(service).get("readyPath")
-        if ready_path is not None and (
-            not isinstance(ready_path, str) or not ready_path.startswith("/")
-        ):
+        if ready_path is not None and (not isinstance(ready_path, str) or "://" in ready_path):
             raise config_error(
                 service,
                 "readyPath",
-                f"must be a path on the service's url starting with '/' (e.g. '/health'), "
+                f"must be a path on the service's url (e.g. '/health'), not a URL; "
                 f"got {ready_path!r}",
             )
 
