@@ -18,7 +18,6 @@ from assay.client._artifacts import UploadSource, file_md5
 from assay.client._groups import RemoteGroup
 
 if TYPE_CHECKING:
-    import pyarrow
     import pyarrow.dataset
 
     from assay.schema.platform import Dataset, Entity, Model, Module
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["Datasets", "Models", "Modules", "RemoteUploadGroup"]
 
 U = TypeVar("U", bound="Entity")
-
-INDEX = "_index_"
 
 
 def _directory(root: str | Path, what: str) -> Path:
@@ -92,47 +89,9 @@ class Datasets(RemoteUploadGroup["Dataset"]):
         """Create a Dataset describing the Parquet files under ``dataset_directory``; then call
         :meth:`upload_arrow_dataset`. Every file is checked (readable, one schema, an integer
         ``_index_`` column) and its md5 declared before anything is sent."""
-        from assay.schema.dataschema import DataSchema
+        from assay.core.datasets import arrow_dataset_request
 
-        what = f"Dataset {name!r}"
-        root = _directory(dataset_directory, what)
-        files = sorted(
-            p
-            for p in root.rglob("*.parquet")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
-        if not files:
-            raise errors.ValidationError(
-                f"{what}: no .parquet files under {str(root)!r}; write the data set with "
-                "pyarrow.dataset.write_dataset(..., format='parquet') first",
-                field="dataset_directory",
-                value=str(root),
-            )
-        schema = _parquet_schema(files[0], what)
-        for path in files[1:]:
-            if not _parquet_schema(path, what).remove_metadata().equals(schema.remove_metadata()):
-                raise errors.ValidationError(
-                    f"{what}: {path.relative_to(root)} has a different schema from "
-                    f"{files[0].relative_to(root)}; every file of a data set must have one schema",
-                    field="artifacts",
-                    value=str(path),
-                )
-        _check_index(schema, what)
-        artifacts = [
-            {
-                "kind": "parquet",
-                "path": p.relative_to(root).as_posix(),
-                "digest": {"md5": file_md5(p)},
-            }
-            for p in files
-        ]
-        request = {
-            "account": account,
-            "name": name,
-            "artifacts": artifacts,
-            "schema": DataSchema.from_arrow(schema).model_dump(by_alias=True),
-        }
-        return self.create(request)
+        return self.create(arrow_dataset_request(dataset_directory, account=account, name=name))
 
     def upload_arrow_dataset(
         self, dataset: Dataset | str, dataset_directory: str | Path
@@ -172,38 +131,6 @@ def open_cached(group: RemoteGroup[Any], entity: Any, paths: set[str] | None) ->
         )
     schema = entity.schema_.arrow_schema() if getattr(entity, "schema_", None) else None
     return ds.dataset([str(f) for f in files], format="parquet", schema=schema)
-
-
-def _parquet_schema(path: Path, what: str) -> pyarrow.Schema:
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_schema(path)
-    except Exception as exc:
-        raise errors.DataIntegrityError(
-            f"{what}: {str(path)!r} is not a readable Parquet file ({exc}); "
-            "replace or remove the file",
-            field="artifacts",
-            value=str(path),
-        ) from None
-
-
-def _check_index(schema: pyarrow.Schema, what: str) -> None:
-    import pyarrow as pa
-
-    if INDEX not in schema.names:
-        raise errors.ValidationError(
-            f"{what}: the data has no {INDEX!r} column; every instance needs a unique int64 "
-            f"{INDEX!r} (e.g. table.append_column('{INDEX}', pa.array(range(n), pa.int64())))",
-            field=INDEX,
-        )
-    index = schema.field(INDEX)
-    if not pa.types.is_integer(index.type):
-        raise errors.ValidationError(
-            f"{what}: column {INDEX!r} has type {index.type}, expected int64",
-            field=INDEX,
-            value=str(index.type),
-        )
 
 
 def _package_files(

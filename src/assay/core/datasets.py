@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     import pyarrow
     import pyarrow.dataset
 
-__all__ = ["Datasets", "ingest_dataset", "open_entity_data"]
+__all__ = ["Datasets", "arrow_dataset_request", "ingest_dataset", "open_entity_data"]
 
 INDEX = "_index_"
 
@@ -35,6 +35,54 @@ def _read_parquet_schema(path: Path, what: str) -> pyarrow.Schema:
         ) from None
 
 
+def arrow_dataset_request(
+    dataset_directory: str | Path, *, account: str, name: str
+) -> dict[str, Any]:
+    """The create request of a Dataset describing the Parquet files under
+    ``dataset_directory``: every file checked (readable, one schema, an int64 ``_index_``
+    column) and its md5 recorded. Used by ``create_arrow_dataset`` locally and remotely."""
+    what = f"Dataset {name!r}"
+    root = list_files(Path(dataset_directory), what)
+    files = sorted(
+        p
+        for p in root.rglob("*.parquet")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    if not files:
+        raise errors.ValidationError(
+            f"{what}: no .parquet files under {str(root)!r}; write the data set with "
+            "pyarrow.dataset.write_dataset(..., format='parquet') first",
+            field="dataset_directory",
+            value=str(root),
+        )
+    schema = _read_parquet_schema(files[0], what)
+    for path in files[1:]:
+        other = _read_parquet_schema(path, what)
+        if not other.remove_metadata().equals(schema.remove_metadata()):
+            raise errors.ValidationError(
+                f"{what}: {path.relative_to(root)} has a different schema from "
+                f"{files[0].relative_to(root)}; every file of a data set must have one schema",
+                field="artifacts",
+                value=str(path),
+            )
+    _check_index_field(schema, what)
+    artifacts = [
+        {
+            "kind": "parquet",
+            "path": p.relative_to(root).as_posix(),
+            "digest": {"md5": file_md5(p)},
+        }
+        for p in files
+    ]
+    request = {
+        "account": account,
+        "name": name,
+        "artifacts": artifacts,
+        "schema": DataSchema.from_arrow(schema).model_dump(by_alias=True),
+    }
+    return request
+
+
 class Datasets(UploadGroup[Dataset]):
     kind = "Dataset"
     request_type = DatasetCreateRequest
@@ -45,46 +93,7 @@ class Datasets(UploadGroup[Dataset]):
         """Create a Dataset describing the Parquet files under ``dataset_directory``; then call
         :meth:`upload_arrow_dataset`. Every file is checked (readable, one schema, an int64
         ``_index_`` column) and its md5 recorded before anything is registered."""
-        what = f"Dataset {name!r}"
-        root = list_files(Path(dataset_directory), what)
-        files = sorted(
-            p
-            for p in root.rglob("*.parquet")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
-        if not files:
-            raise errors.ValidationError(
-                f"{what}: no .parquet files under {str(root)!r}; write the data set with "
-                "pyarrow.dataset.write_dataset(..., format='parquet') first",
-                field="dataset_directory",
-                value=str(root),
-            )
-        schema = _read_parquet_schema(files[0], what)
-        for path in files[1:]:
-            other = _read_parquet_schema(path, what)
-            if not other.remove_metadata().equals(schema.remove_metadata()):
-                raise errors.ValidationError(
-                    f"{what}: {path.relative_to(root)} has a different schema from "
-                    f"{files[0].relative_to(root)}; every file of a data set must have one schema",
-                    field="artifacts",
-                    value=str(path),
-                )
-        _check_index_field(schema, what)
-        artifacts = [
-            {
-                "kind": "parquet",
-                "path": p.relative_to(root).as_posix(),
-                "digest": {"md5": file_md5(p)},
-            }
-            for p in files
-        ]
-        request = {
-            "account": account,
-            "name": name,
-            "artifacts": artifacts,
-            "schema": DataSchema.from_arrow(schema).model_dump(by_alias=True),
-        }
-        return self.create(request)
+        return self.create(arrow_dataset_request(dataset_directory, account=account, name=name))
 
     def upload_arrow_dataset(
         self, dataset: Dataset | str, dataset_directory: str | Path
