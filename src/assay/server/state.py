@@ -160,7 +160,12 @@ async def caller(
 #: A route parameter that is the verified caller.
 Caller = Annotated[Principal, Depends(caller)]
 #: A route parameter that is the server's state.
-State = Annotated[ServerState, Depends(server_state)]
+async def _state(request: Request) -> ServerState:
+    # async: a plain function dependency would cost a hop to the thread pool per request
+    return server_state(request)
+
+
+State = Annotated[ServerState, Depends(_state)]
 
 
 def base_url(request: Request, state: ServerState) -> str:
