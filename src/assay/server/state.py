@@ -159,6 +159,8 @@ async def caller(
 
 #: A route parameter that is the verified caller.
 Caller = Annotated[Principal, Depends(caller)]
+
+
 #: A route parameter that is the server's state.
 async def _state(request: Request) -> ServerState:
     # async: a plain function dependency would cost a hop to the thread pool per request
