@@ -1,0 +1,95 @@
+"""Benchmark: the per-step overhead of an in-process pipeline against calling the same
+services directly.
+
+A pipeline of ``k`` model steps (each a ``TextCompletion`` mock giving one output, so each
+step reads the previous one's) answers one row at a time; the direct path calls the same
+session clients in the same chain. Blocks of the two alternate so that machine noise hits
+both alike. The overhead per step is ``(p50 pipeline - p50 direct) / k``; it includes the
+per-inference work (flattening the record into an Arrow table, the ``on_record`` hook, the
+timestamp) spread over the ``k`` steps, so the figure for ``k = 1`` is the worst case.
+
+Run: ``.venv/bin/python bench/bench_pipeline.py [--requests N] [--rounds R]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from assay.local import LocalPlatform, mocks
+from assay.pipelines import Pipeline
+from assay.schema.requests import InferenceSessionCreateRequest
+
+ACCOUNT = "bench"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--requests", type=int, default=500, help="requests per block")
+    parser.add_argument("--rounds", type=int, default=5, help="blocks of each path")
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8], help="step counts")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root, LocalPlatform(root, account=ACCOUNT) as platform:
+        services = [
+            platform.inferenceservices.create_mock(
+                mocks.TextCompletion,
+                account=ACCOUNT,
+                name=f"text-{i}",
+                kwargs={"seed": i, "responses_per_request": 1},
+            )
+            for i in range(max(args.steps))
+        ]
+        clients = []
+        for service in services:
+            created = platform.inferencesessions.create(
+                InferenceSessionCreateRequest(account=ACCOUNT, inferenceService=service.id)
+            )
+            clients.append(
+                platform.inferencesessions.client(created.inferencesession.id, created.token)
+            )
+        print(
+            f"{'steps':>5}  {'direct p50 µs':>14}  {'pipeline p50 µs':>16}  {'overhead/step µs':>17}"
+        )
+        for k in args.steps:
+            records: list[Any] = []
+            pipeline = Pipeline(platform, f"bench-{k}", on_record=records.append)
+            for service in services[:k]:
+                pipeline.add_model_step(service)
+            pipeline.deploy()
+            chain = clients[:k]
+
+            def direct(row: dict[str, Any], chain: list[Any] = chain) -> None:
+                current = row
+                for client in chain:
+                    current = client.infer(current)[0]
+
+            def piped(row: dict[str, Any], pipeline: Pipeline = pipeline) -> None:
+                pipeline.infer(row)
+
+            times: dict[str, list[float]] = {"direct": [], "pipeline": []}
+            for _ in range(args.rounds):
+                for name, call in (("direct", direct), ("pipeline", piped)):
+                    times[name] += _block(call, args.requests)
+                records.clear()
+            d = statistics.median(times["direct"]) * 1e6
+            p = statistics.median(times["pipeline"]) * 1e6
+            print(f"{k:>5}  {d:>14.1f}  {p:>16.1f}  {(p - d) / k:>17.1f}")
+            pipeline.undeploy()
+
+
+def _block(call: Callable[[dict[str, Any]], None], n: int) -> list[float]:
+    result = []
+    for i in range(n):
+        row = {"text": f"prompt {i}"}
+        start = time.perf_counter()
+        call(row)
+        result.append(time.perf_counter() - start)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""What a pipeline is made of: its steps, as plain data that a version stores as JSON.
+
+Services are held by id; the names shown by :meth:`PipelineDefinition.describe` and used for
+shadow columns are looked up when the pipeline is built or run. Design notes:
+``docs/design/pipelines.md``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from assay import errors
+
+__all__ = [
+    "AuditStep",
+    "KeySplitStep",
+    "ModelStep",
+    "MultiModelStep",
+    "PipelineDefinition",
+    "RandomSplitStep",
+    "SelectStep",
+    "ShadowStep",
+    "Step",
+    "ValidationsStep",
+    "column_prefix",
+    "parse_slice",
+]
+
+#: The version of the stored definition format.
+DEFINITION_VERSION = 1
+
+
+class _StepBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    def services(self) -> list[str]:
+        """The ids of the services this step may call."""
+        return []
+
+
+class ModelStep(_StepBase):
+    """Runs one service on the current input."""
+
+    kind: Literal["model"] = "model"
+    """Always ``model``."""
+    service: str
+    """The id of the InferenceService."""
+
+    def services(self) -> list[str]:
+        return [self.service]
+
+
+class MultiModelStep(_StepBase):
+    """Runs every service on the same input; the outputs are theirs, in service order."""
+
+    kind: Literal["multi_model"] = "multi_model"
+    """Always ``multi_model``."""
+    service_ids: list[str] = Field(alias="services")
+    """The ids of the InferenceServices, in order."""
+
+    def services(self) -> list[str]:
+        return list(self.service_ids)
+
+
+class AuditStep(_StepBase):
+    """Keeps the slice ``outputs[start:stop]`` of the previous step's outputs (all of which
+    are then logged)."""
+
+    kind: Literal["audit"] = "audit"
+    """Always ``audit``."""
+    start: int | None = None
+    """The first output kept (None: from the first)."""
+    stop: int | None = None
+    """The output after the last one kept (None: to the end)."""
+
+
+class SelectStep(_StepBase):
+    """Keeps output ``index`` alone."""
+
+    kind: Literal["select"] = "select"
+    """Always ``select``."""
+    index: int
+    """The index of the output kept (negative counts from the end)."""
+
+
+class KeySplitStep(_StepBase):
+    """Routes on the value of input field ``meta_key``: the service of the matching option,
+    ``default`` otherwise."""
+
+    kind: Literal["key_split"] = "key_split"
+    """Always ``key_split``."""
+    default: str
+    """The id of the service used when no option matches."""
+    meta_key: str
+    """The input field routed on."""
+    options: list[tuple[Any, str]]
+    """``(value, service id)`` pairs; values compare by their canonical JSON."""
+
+    def services(self) -> list[str]:
+        return [self.default, *(service for _, service in self.options)]
+
+
+class RandomSplitStep(_StepBase):
+    """Routes to one service drawn with probability proportional to its weight; with
+    ``hash_key``, the draw is the hash of that input field, so a key always takes one route."""
+
+    kind: Literal["random_split"] = "random_split"
+    """Always ``random_split``."""
+    weighted: list[tuple[float, str]]
+    """``(weight, service id)`` pairs; weights are positive and relative."""
+    hash_key: str | None = None
+    """The input field whose value decides the route (None: a random draw each time)."""
+
+    def services(self) -> list[str]:
+        return [service for _, service in self.weighted]
+
+
+class ShadowStep(_StepBase):
+    """Runs the champion and every challenger; the champion answers and the challengers'
+    outputs are recorded as ``out_<name>.*``."""
+
+    kind: Literal["shadow"] = "shadow"
+    """Always ``shadow``."""
+    champion: str
+    """The id of the service that answers."""
+    challengers: list[str]
+    """The ids of the services run in its shadow."""
+
+    def services(self) -> list[str]:
+        return [self.champion, *self.challengers]
+
+
+class ValidationsStep(_StepBase):
+    """Named checks over the final record, evaluated after every step wherever they stand;
+    a check that is true flags an anomaly."""
+
+    kind: Literal["validations"] = "validations"
+    """Always ``validations``."""
+    checks: dict[str, str]
+    """Check name → expression (see :mod:`assay.pipelines.validations`)."""
+
+
+Step = Annotated[
+    ModelStep
+    | MultiModelStep
+    | AuditStep
+    | SelectStep
+    | KeySplitStep
+    | RandomSplitStep
+    | ShadowStep
+    | ValidationsStep,
+    Field(discriminator="kind"),
+]
+
+
+class PipelineDefinition(BaseModel):
+    """The whole definition of a pipeline: what a version stores."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    definitionVersion: int = DEFINITION_VERSION
+    """The version of this format."""
+    steps: list[Step] = Field(default_factory=list)
+    """The steps, in order."""
+
+    def services(self) -> list[str]:
+        """The ids of every service the steps may call, each once, in order of appearance."""
+        return list(dict.fromkeys(s for step in self.steps for s in step.services()))
+
+    def checks(self) -> dict[str, str]:
+        """Every validation, by name."""
+        return {
+            k: v
+            for step in self.steps
+            if isinstance(step, ValidationsStep)
+            for k, v in step.checks.items()
+        }
+
+    def describe(self, name_of: Callable[[str], str]) -> list[str]:
+        """One readable line per step; ``name_of`` gives a service's name from its id."""
+        return [f"{i}: {_describe(step, name_of)}" for i, step in enumerate(self.steps)]
+
+
+def _describe(step: Any, name_of: Callable[[str], str]) -> str:
+    match step:
+        case ModelStep():
+            return f"model {name_of(step.service)}"
+        case MultiModelStep():
+            return f"multi-model [{', '.join(map(name_of, step.service_ids))}]"
+        case AuditStep():
+            return f"audit [{'' if step.start is None else step.start}:{'' if step.stop is None else step.stop}]"
+        case SelectStep():
+            return f"select {step.index}"
+        case KeySplitStep():
+            options = ", ".join(f"{v!r} → {name_of(s)}" for v, s in step.options)
+            return f"key split on {step.meta_key!r}: {options}; default {name_of(step.default)}"
+        case RandomSplitStep():
+            routes = ", ".join(f"{w:g} → {name_of(s)}" for w, s in step.weighted)
+            sticky = f" (sticky on {step.hash_key!r})" if step.hash_key else ""
+            return f"random split {routes}{sticky}"
+        case ShadowStep():
+            return (
+                f"shadow deploy: champion {name_of(step.champion)}, challengers "
+                f"[{', '.join(map(name_of, step.challengers))}]"
+            )
+        case ValidationsStep():
+            return "validations " + ", ".join(f"{k}: {v}" for k, v in step.checks.items())
+    raise AssertionError(f"unknown step {step!r}")  # pragma: no cover - the union is closed
+
+
+_SLICE = re.compile(r"^\s*(-?\d+)?\s*:\s*(-?\d+)?\s*$")
+
+
+def parse_slice(text: Any) -> tuple[int | None, int | None]:
+    """``"1:"``, ``"0:2"``, ``":3"`` (a Python slice without a step) as ``(start, stop)``."""
+    match = _SLICE.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise errors.ValidationError(
+            f"audit slice {text!r} does not parse; write it as a Python slice without a step: "
+            "'start:', 'start:end' or ':end' (e.g. '1:', '0:2', ':3')",
+            field="slice",
+            value=text,
+        )
+    start, stop = match.groups()
+    return (None if start is None else int(start), None if stop is None else int(stop))
+
+
+_NOT_IDENTIFIER = re.compile(r"\W")
+
+
+def column_prefix(service_name: str) -> str:
+    """The column prefix of a challenger's outputs: ``out_<name>`` with every character that
+    cannot be part of an identifier replaced by ``_`` (so validations can refer to it)."""
+    return "out_" + _NOT_IDENTIFIER.sub("_", service_name)

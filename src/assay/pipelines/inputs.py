@@ -1,0 +1,76 @@
+"""The kinds of data a pipeline takes and gives back: a dict (one row), a list of dicts, a
+pandas DataFrame or a pyarrow Table; and the files ``infer_from_file`` reads."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from assay import errors
+
+__all__ = ["as_kind", "read_file", "rows_of"]
+
+
+def read_file(path: str | os.PathLike[str]) -> Any:
+    """The rows of an Arrow IPC or Parquet file (a Table), or of a JSON file (a list of
+    objects) or JSON Lines file (a list of dicts)."""
+    file = Path(path)
+    suffix = file.suffix.lower()
+    data: Any
+    if suffix in (".arrow", ".feather", ".ipc"):
+        import pyarrow.feather as feather
+
+        data = feather.read_table(file)
+    elif suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        data = pq.read_table(file)
+    elif suffix in (".json", ".jsonl", ".ndjson"):
+        text = file.read_text(encoding="utf-8")
+        if suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        raise errors.ValidationError(
+            f"{str(file)!r}: unknown file type {suffix!r}; use .arrow/.feather/.ipc, "
+            ".parquet, .json (a list of objects) or .jsonl",
+            field="path",
+            value=str(file),
+        )
+    return data
+
+
+def rows_of(data: Any) -> tuple[list[dict[str, Any]], str]:
+    if isinstance(data, dict):
+        return [data], "dict"
+    if isinstance(data, pa.Table):
+        return data.to_pylist(), "arrow"
+    if type(data).__name__ == "DataFrame" and hasattr(data, "to_dict"):
+        return pa.Table.from_pandas(data, preserve_index=False).to_pylist(), "pandas"
+    if isinstance(data, list):
+        for i, row in enumerate(data):
+            if not isinstance(row, dict):
+                raise errors.ValidationError(
+                    f"input row {i} must be a JSON object (dict), got {type(row).__name__}",
+                    field="data",
+                )
+        return data, "list"
+    raise errors.ValidationError(
+        f"infer takes a dict, a list of dicts, a pandas DataFrame or a pyarrow Table, got "
+        f"{type(data).__name__}",
+        field="data",
+    )
+
+
+def as_kind(table: pa.Table, kind: str) -> Any:
+    if kind == "arrow":
+        return table
+    if kind == "pandas":
+        return table.to_pandas()
+    rows = table.to_pylist()
+    return rows[0] if kind == "dict" else rows
