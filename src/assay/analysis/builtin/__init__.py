@@ -1,6 +1,6 @@
-"""Built-in audit methods: classification and text metrics, fairness, robustness and
-comparisons, each a Python function ``f(args, **inputs) -> pyarrow.Table`` that the analysis
-runtime runs as a Method.
+"""Built-in audit methods: classification and text metrics, fairness, robustness,
+comparisons and drift (population stability index), each a Python function
+``f(args, **inputs) -> pyarrow.Table`` that the analysis runtime runs as a Method.
 
 ```python
 from assay.analysis import builtin
@@ -26,11 +26,12 @@ Method's description.
 | ``robustness.drop`` | Dataset | clean, perturbed, dataset |
 | ``robustness.drop_with_perturbed_dataset`` | Dataset | clean, perturbed, dataset, perturbed_dataset |
 | ``comparison.difference`` | Dataset | a, b, dataset |
+| ``drift.psi`` | Dataset | baseline, current |
 """
 
 from __future__ import annotations
 
-from assay.analysis.builtin import classification, comparison, fairness, robustness, text
+from assay.analysis.builtin import classification, comparison, drift, fairness, robustness, text
 from assay.analysis.builtin._registry import Builtin, MethodFunction, Platform
 from assay.analysis.builtin._results import METRICS_SCHEMA
 from assay.schema.platform import Method
@@ -43,6 +44,7 @@ __all__ = [
     "Platform",
     "classification",
     "comparison",
+    "drift",
     "fairness",
     "register_all",
     "robustness",
@@ -65,6 +67,7 @@ BUILTINS: dict[str, Builtin] = {
         robustness.DROP,
         robustness.DROP_WITH_PERTURBED_DATASET,
         comparison.DIFFERENCE,
+        drift.PSI,
     )
 }
 

@@ -1,0 +1,308 @@
+"""A pipeline's inference log: every inference, losslessly, in append-only Parquet segments.
+
+```python
+log = InferenceLog(Path("pipelines/p1"))
+log.append(records)              # time, in.*, out.*, out_<name>.*, anomaly.*, metadata.*
+log.append_failures(failed)      # the same, plus an ``error`` column
+table, more = log.read(limit=100, valid=False)
+log.export("logs", data_size_limit="10 MiB")
+log.close()
+```
+
+Layout: ``<directory>/log/segment-<seq>.parquet`` and ``<directory>/failures/segment-<seq>.parquet``.
+``append`` never blocks: records go into a bounded queue (``queue_limit`` records) that one
+writer thread drains into a new segment whenever ``flush_rows`` records are pending or the
+oldest has waited ``flush_seconds``; a change of schema starts a new segment. A segment is
+written to a temporary file, fsynced and renamed, so a ``segment-*.parquet`` file is always
+whole. When the queue is full, ``append`` refuses the records and counts them in
+``counters()["dropped"]`` (with a warning the first time) — records are never lost silently.
+
+What can be lost:
+
+- a clean exit (``close()``, or the end of the interpreter: ``close`` is registered with
+  :mod:`atexit`) loses nothing;
+- a crash (SIGKILL, power loss) loses at most the records queued and not yet written: those
+  appended in the last ``flush_seconds`` (1 s by default), or fewer than ``flush_rows``
+  records, plus a segment being written at the time. Every record that a returned
+  :meth:`InferenceLog.flush` covered is on disk, and no segment on disk is torn.
+"""
+
+from __future__ import annotations
+
+import atexit
+import datetime as dt
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from assay import errors
+from assay.pipelines._log_export import ExportResult, export_segments, parse_size
+from assay.pipelines._log_read import TIME, Query, columns_of, open_segments
+from assay.pipelines._log_segments import SegmentWriter
+
+__all__ = ["ExportResult", "InferenceLog", "parse_size"]
+
+_GROUPS = ("in", "out", "anomaly", "metadata")
+
+
+def _close_at_exit(ref: weakref.ReferenceType[InferenceLog]) -> None:
+    log = ref()
+    if log is not None:
+        log.close()
+
+
+def _checked(table: pa.Table, what: str, directory: Path, *, error: bool) -> pa.Table:
+    """``table`` with its ``time`` column as ``timestamp[us, UTC]``; refused if malformed."""
+    if not isinstance(table, pa.Table):
+        raise errors.ValidationError(
+            f"inference log {str(directory)!r}: {what} takes a pyarrow.Table of flattened "
+            f"records, got {type(table).__name__}",
+            field="table",
+        )
+    names = table.schema.names
+    if "time" not in names or not pa.types.is_timestamp(table.schema.field("time").type):
+        found = str(table.schema.field("time").type) if "time" in names else "missing"
+        raise errors.ValidationError(
+            f"inference log {str(directory)!r}: {what}: the column 'time' is {found}, expected "
+            "a timestamp (timestamp[us, tz=UTC]) — the time of each inference",
+            field="time",
+        )
+    if error and ("error" not in names or not pa.types.is_string(table.schema.field("error").type)):
+        raise errors.ValidationError(
+            f"inference log {str(directory)!r}: {what}: failed records need a string column "
+            f"'error' (their columns: {', '.join(names)})",
+            field="error",
+        )
+    bad = [
+        n
+        for n in names
+        if n not in ("time", "error") and not n.startswith(tuple(f"{g}." for g in _GROUPS))
+        if not (n.startswith("out_") and "." in n)
+    ]
+    if bad:
+        raise errors.ValidationError(
+            f"inference log {str(directory)!r}: {what}: column {bad[0]!r} is not a log column; "
+            "the columns are time, in.*, out.*, out_<name>.*, anomaly.*, metadata.*"
+            + (", error" if error else ""),
+            field=bad[0],
+        )
+    if table.schema.field("time").type != TIME:
+        table = table.set_column(names.index("time"), "time", table.column("time").cast(TIME))
+    return table
+
+
+class InferenceLog:
+    """The inference log of one pipeline, in ``directory``; see the module's docstring."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        flush_rows: int = 10_000,
+        flush_seconds: float = 1.0,
+        queue_limit: int = 1_000_000,
+    ) -> None:
+        for name, value, low in (
+            ("flush_rows", flush_rows, 1),
+            ("flush_seconds", flush_seconds, 0),
+            ("queue_limit", queue_limit, 1),
+        ):
+            if not value >= low:
+                raise errors.ValidationError(
+                    f"inference log: {name} must be at least {low}, got {value!r}", field=name
+                )
+        self.directory = Path(directory)
+        self._writer = SegmentWriter(
+            self.directory,
+            flush_rows=flush_rows,
+            flush_seconds=flush_seconds,
+            queue_limit=queue_limit,
+        )
+        self._closed = False
+        self._at_exit = lambda ref=weakref.ref(self): _close_at_exit(ref)
+        atexit.register(self._at_exit)
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def append(self, table: pa.Table) -> bool:
+        """Queue successful inferences (flattened records); never blocks. False when the queue
+        is full and the records were dropped (counted in ``counters()["dropped"]``)."""
+        return self._writer.put("log", _checked(table, "append", self.directory, error=False))
+
+    def append_failures(self, table: pa.Table) -> bool:
+        """Queue failed inferences (flattened records with an ``error`` column); as
+        :meth:`append`."""
+        checked = _checked(table, "append_failures", self.directory, error=True)
+        return self._writer.put("failures", checked)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record appended before the call is in a segment on disk."""
+        self._writer.flush(timeout)
+
+    def close(self) -> None:
+        """Write everything queued, then stop the writer; idempotent. Reading still works."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.close()
+        atexit.unregister(self._at_exit)
+
+    def __enter__(self) -> InferenceLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def counters(self) -> dict[str, int]:
+        """Counts since this object was opened: ``written`` and ``failed``, records it wrote
+        to whole segments of the log and of the failure log; ``dropped``, records refused
+        because the queue was full; ``queued``, records waiting to be written; ``segments``,
+        segment files it wrote."""
+        return self._writer.counters()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _folder(self, failures: bool) -> Path:
+        return self.directory / ("failures" if failures else "log")
+
+    def read(
+        self,
+        limit: int | None = 100,
+        start_datetime: dt.datetime | None = None,
+        end_datetime: dt.datetime | None = None,
+        valid: bool | None = None,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: str = ".",
+        failures: bool = False,
+    ) -> tuple[pa.Table, bool]:
+        """Logged records and whether more match than were returned.
+
+        Without a time window: the newest ``limit``, newest first. With ``start_datetime``
+        and/or ``end_datetime`` (the window ``[start, end)``; naive datetimes are UTC): the
+        first ``limit`` of the window, oldest first. ``limit=None``: all. ``valid``: True for
+        records with ``anomaly.count == 0`` (or no validations), False for those with
+        ``anomaly.count > 0``. ``dataset``: the column groups to return (the part of a name
+        before ``dataset_separator``: ``["time", "in", "out"]``; whole names work too; None or
+        ``"*"``: all); ``dataset_exclude``: groups or names to leave out. ``failures``: read
+        the failure log. Everything appended before the call is written first.
+        """
+        if limit is not None and (isinstance(limit, bool) or limit < 0):
+            raise errors.ValidationError(
+                f"inference log: limit must be a non-negative int or None, got {limit!r}",
+                field="limit",
+            )
+        query = Query(start_datetime, end_datetime, valid)
+        if not self._closed:
+            self.flush()
+        data = open_segments(self._folder(failures))
+        if data is None:
+            return pa.table({"time": pa.array([], TIME)}), False
+        columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
+        return query.read(data, columns, limit)
+
+    def export(
+        self,
+        directory: Path | str = "logs",
+        file_prefix: str | None = None,
+        data_size_limit: str | int = "100 MiB",
+        arrow: bool = False,
+        start_datetime: dt.datetime | None = None,
+        end_datetime: dt.datetime | None = None,
+        valid: bool | None = None,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: str = ".",
+        limit: int | None = None,
+        failures: bool = False,
+    ) -> ExportResult:
+        """Write logged records to ``directory`` as JSON Lines (``<prefix>-<n>.jsonl``, one
+        record per line with the log's flattened keys, times in ISO 8601) or Arrow IPC files
+        (``<prefix>-<n>.arrow``), a new file at each change of schema, segment by segment
+        (by time within a segment). Stops before the files written would pass
+        ``data_size_limit`` ("100 MiB", "1GB", or bytes) or after ``limit`` records; the
+        result (and a log message) says how far it got. Selection as in :meth:`read`."""
+        size = parse_size(data_size_limit)
+        query = Query(start_datetime, end_datetime, valid)
+        if not self._closed:
+            self.flush()
+        return export_segments(
+            self._folder(failures),
+            Path(directory),
+            prefix=file_prefix or self.directory.name,
+            size_limit=size,
+            arrow=arrow,
+            query=query,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+            limit=limit,
+        )
+
+    def to_dataset_files(
+        self,
+        directory: Path | str,
+        start_datetime: dt.datetime | None = None,
+        end_datetime: dt.datetime | None = None,
+        *,
+        valid: bool | None = None,
+    ) -> tuple[Path, Path]:
+        """Write the records of ``[start, end)`` as the files of a Dataset and of an
+        Evaluation's output; returns ``(inputs, outputs)``, two folders.
+
+        ``inputs/part-0.parquet``: ``_index_`` (0, 1, … in time order) and the ``in.*``
+        fields without their prefix — for ``datasets.create_arrow_dataset`` and
+        ``upload_arrow_dataset``. ``outputs/part-0.parquet``: ``_index_``, ``_replication_``
+        (``"0"``) and ``responses``, one response per record holding ``_response_index_`` (0)
+        and the ``out.*`` fields without their prefix — for ``evaluations.import_data``.
+        """
+        query = Query(start_datetime, end_datetime, valid)
+        query.ranged = True
+        if not self._closed:
+            self.flush()
+        target = Path(directory)
+        data = open_segments(self._folder(False))
+        names = data.schema.names if data is not None else []
+        inputs = [n for n in names if n.startswith("in.")]
+        outputs = [n for n in names if n.startswith("out.")]
+        if data is None or not inputs or not outputs:
+            raise errors.ValidationError(
+                f"inference log {str(self.directory)!r}: no logged records with in.* and out.* "
+                "columns to make a Dataset from",
+                field="start_datetime",
+            )
+        table, _ = query.read(data, ["time", *inputs, *outputs], None)
+        if table.num_rows == 0:
+            raise errors.ValidationError(
+                f"inference log {str(self.directory)!r}: no record between {start_datetime} "
+                f"and {end_datetime}; widen the window",
+                field="start_datetime",
+            )
+        n = table.num_rows
+        index = pa.array(np.arange(n, dtype=np.int64))
+        rows = pa.table(
+            {"_index_": index, **{c[3:]: table.column(c) for c in inputs}}
+        ).combine_chunks()
+        fields = pa.StructArray.from_arrays(
+            [pa.array(np.zeros(n, dtype=np.int64))]
+            + [table.column(c).combine_chunks() for c in outputs],
+            names=["_response_index_", *(c[4:] for c in outputs)],
+        )
+        responses = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32)), fields)
+        answers = pa.table(
+            {
+                "_index_": index,
+                "_replication_": pc.cast(pa.array(np.zeros(n, dtype=np.int64)), pa.string()),
+                "responses": responses,
+            }
+        )
+        folders = (target / "inputs", target / "outputs")
+        for folder, part in zip(folders, (rows, answers), strict=True):
+            folder.mkdir(parents=True, exist_ok=True)
+            pq.write_table(part, folder / "part-0.parquet")
+        return folders
