@@ -111,6 +111,7 @@ class LocalPlatform:
         self.reports = core.reports
         self.safetycases = core.safetycases
         self.scores = core.scores
+        self._pipelines: Any = None
         self._remote = remote_client
         if remote_client is not None:
             from assay.local.remote import ClientSource
@@ -194,7 +195,19 @@ class LocalPlatform:
         Closing twice is harmless."""
         if not self._closed:
             self._closed = True
+            if self._pipelines is not None:
+                self._pipelines.close()
             self._core.close()
+
+    @property
+    def pipelines(self) -> Any:
+        """Serving pipelines (:class:`assay.pipelines.group.Pipelines`), each with its
+        inference log: ``platform.pipelines.create(name)``."""
+        if self._pipelines is None:
+            from assay.pipelines.group import Pipelines
+
+            self._pipelines = Pipelines(self)
+        return self._pipelines
 
     def __enter__(self) -> LocalPlatform:
         return self
@@ -214,7 +227,7 @@ class LocalPlatform:
         raise AttributeError(
             f"LocalPlatform has no attribute {name!r}; its API groups are datasets, "
             "evaluations, families, inferenceservices, inferencesessions, measurements, methods, "
-            "models, modules, reports, safetycases and scores"
+            "models, modules, pipelines, reports, safetycases and scores"
         )
 
 
