@@ -334,28 +334,9 @@ class InferenceServices(RemoteGroup["InferenceService"]):
                 field="id",
                 value=id,
             )
-        try:
-            instance = mock_type(**(kwargs or {}))
-            interface = instance.interface
-        except Exception as exc:
-            raise errors.ValidationError(
-                f"mock {getattr(mock_type, '__name__', mock_type)!r} could not be instantiated: {exc}",
-                field="mock_type",
-            ) from None
-        request: dict[str, Any] = {
-            "account": account,
-            "name": name or f"mock-{mock_type.__name__}",
-            "runner": {
-                "kind": "mock",
-                "configuration": {
-                    "mockType": f"{mock_type.__module__}.{mock_type.__qualname__}",
-                    "kwargs": kwargs or {},
-                },
-            },
-            "interface": interface.model_dump(by_alias=True)
-            if hasattr(interface, "model_dump")
-            else interface,
-        }
-        if model is not None:
-            request["model"] = model
+        from assay.core.kinds import mock_service_request
+
+        request = mock_service_request(
+            mock_type, account=account, model=model, name=name, kwargs=kwargs
+        )
         return self.create(request)

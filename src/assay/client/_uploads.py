@@ -160,18 +160,13 @@ class Modules(RemoteUploadGroup["Module"]):
         :meth:`upload_package`. Hidden files, ``__pycache__`` and bytecode are left out unless
         ``include`` (glob patterns; a pattern without ``/`` matches any path segment) names
         what to take; ``exclude`` patterns drop more."""
-        what = f"Module {name!r}"
-        root = _directory(package_directory, what)
-        files = _package_files(root, include, exclude)
-        if not files:
-            raise errors.ValidationError(
-                f"{what}: no files to package under {str(root)!r} (after include/exclude); "
-                "check the directory and the patterns",
-                field="package_directory",
-                value=str(root),
+        from assay.core.modules import package_request
+
+        return self.create(
+            package_request(
+                package_directory, account=account, name=name, include=include, exclude=exclude
             )
-        artifacts = [{"path": p, "digest": {"md5": file_md5(root / p)}} for p in files]
-        return self.create({"account": account, "name": name, "artifacts": artifacts})
+        )
 
     def upload_package(self, module: Module | str, package_directory: str | Path) -> Module:
         """Upload the files of a Module made by :meth:`create_package`, finalize, and wait

@@ -59,6 +59,7 @@ __all__ = [
     "Methods",
     "Reports",
     "SafetyCases",
+    "mock_service_request",
 ]
 
 
@@ -71,6 +72,43 @@ def foreign(foreign_type: type[Any], entity: Any) -> dict[str, Any]:
     wire = entity.to_wire()
     names = {f.alias or n for n, f in foreign_type.model_fields.items()}
     return {k: v for k, v in wire.items() if k in names}
+
+
+def mock_service_request(
+    mock_type: Any,
+    *,
+    account: str,
+    model: str | None = None,
+    name: str | None = None,
+    kwargs: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The create request of an InferenceService backed by ``mock_type`` (instantiated once
+    here, with ``kwargs``, to read its interface). Used by ``create_mock`` locally and
+    remotely."""
+    from assay.inference.runners.mock import qualified_name
+
+    try:
+        instance = mock_type(**(kwargs or {}))
+        interface = instance.interface
+    except Exception as exc:
+        raise errors.ValidationError(
+            f"mock {getattr(mock_type, '__name__', mock_type)!r} could not be instantiated: {exc}",
+            field="mock_type",
+        ) from None
+    request: dict[str, Any] = {
+        "account": account,
+        "name": name or f"mock-{mock_type.__name__}",
+        "runner": {
+            "kind": "mock",
+            "configuration": {"mockType": qualified_name(mock_type), "kwargs": kwargs or {}},
+        },
+        "interface": interface.model_dump(by_alias=True)
+        if hasattr(interface, "model_dump")
+        else interface,
+    }
+    if model is not None:
+        request["model"] = model
+    return request
 
 
 class InferenceServices(EntityGroup[InferenceService]):
@@ -117,29 +155,9 @@ class InferenceServices(EntityGroup[InferenceService]):
         """An InferenceService backed by ``mock_type`` (anything with ``interface`` and
         ``infer(endpoint, request)``, importable by its qualified name), instantiated in the
         platform's process with ``kwargs``."""
-        from assay.inference.runners.mock import qualified_name
-
-        try:
-            instance = mock_type(**(kwargs or {}))
-            interface = instance.interface
-        except Exception as exc:
-            raise errors.ValidationError(
-                f"mock {getattr(mock_type, '__name__', mock_type)!r} could not be instantiated: {exc}",
-                field="mock_type",
-            ) from None
-        request: dict[str, Any] = {
-            "account": account,
-            "name": name or f"mock-{mock_type.__name__}",
-            "runner": {
-                "kind": "mock",
-                "configuration": {"mockType": qualified_name(mock_type), "kwargs": kwargs or {}},
-            },
-            "interface": interface.model_dump(by_alias=True)
-            if hasattr(interface, "model_dump")
-            else interface,
-        }
-        if model is not None:
-            request["model"] = model
+        request = mock_service_request(
+            mock_type, account=account, model=model, name=name, kwargs=kwargs
+        )
         req = validate_model(
             InferenceServiceCreateRequest, request, what="InferenceService create request"
         )

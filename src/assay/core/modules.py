@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from assay import errors
 from assay.core.datasets import plural
@@ -13,7 +14,7 @@ from assay.engine import WorkflowContext, WorkflowResult
 from assay.schema.platform import Module
 from assay.schema.requests import ModuleCreateRequest
 
-__all__ = ["DEFAULT_EXCLUDE", "Modules", "package_files", "verify_module"]
+__all__ = ["DEFAULT_EXCLUDE", "Modules", "package_files", "package_request", "verify_module"]
 
 #: Left out of every package unless ``include`` names them: hidden files and directories
 #: (any path segment starting with ``.``), bytecode and tool caches.
@@ -59,6 +60,31 @@ def package_files(
     return sorted(out)
 
 
+def package_request(
+    package_directory: str | Path,
+    *,
+    account: str,
+    name: str,
+    include: Sequence[str] | None = None,
+    exclude: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The create request of a Module holding the files under ``package_directory`` (see
+    :func:`package_files`), each with its md5. Used by ``create_package`` locally and
+    remotely."""
+    what = f"Module {name!r}"
+    root = list_files(Path(package_directory), what)
+    files = package_files(root, include=include, exclude=exclude)
+    if not files:
+        raise errors.ValidationError(
+            f"{what}: no files to package under {str(root)!r} (after include/exclude); "
+            "check the directory and the patterns",
+            field="package_directory",
+            value=str(root),
+        )
+    artifacts = [{"path": p, "digest": {"md5": file_md5(root / p)}} for p in files]
+    return {"account": account, "name": name, "artifacts": artifacts}
+
+
 class Modules(UploadGroup[Module]):
     kind = "Module"
     request_type = ModuleCreateRequest
@@ -76,18 +102,11 @@ class Modules(UploadGroup[Module]):
         :meth:`upload_package`. Hidden files, ``__pycache__`` and bytecode are left out unless
         ``include`` (glob patterns; a pattern without ``/`` matches any path segment) names
         what to take; ``exclude`` patterns drop more."""
-        what = f"Module {name!r}"
-        root = list_files(Path(package_directory), what)
-        files = package_files(root, include=include, exclude=exclude)
-        if not files:
-            raise errors.ValidationError(
-                f"{what}: no files to package under {str(root)!r} (after include/exclude); "
-                "check the directory and the patterns",
-                field="package_directory",
-                value=str(root),
+        return self.create(
+            package_request(
+                package_directory, account=account, name=name, include=include, exclude=exclude
             )
-        artifacts = [{"path": p, "digest": {"md5": file_md5(root / p)}} for p in files]
-        return self.create({"account": account, "name": name, "artifacts": artifacts})
+        )
 
     def upload_package(self, module: Module | str, package_directory: str | Path) -> Module:
         """Upload the files of a Module made by :meth:`create_package`; it becomes ``Ready``."""
