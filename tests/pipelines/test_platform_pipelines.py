@@ -60,7 +60,9 @@ def test_logged_pipeline_end_to_end(tmp_path: Path) -> None:
         assert pipeline.log_counters()["dropped"] == 0
 
         # logged traffic becomes a Dataset and an Evaluation that Methods can audit
-        dataset, evaluation = pipeline.to_dataset(name="assistant traffic")
+        dataset, evaluation = platform.datasets.create_from_pipeline_logs(
+            pipeline, name="assistant traffic"
+        )
         assert dataset.status == Status.Ready and evaluation.status == Status.Complete
         method = text.METRICS.register(platform, account=ACCOUNT)
         measurement = platform.measurements.create(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,6 +95,28 @@ class Datasets(UploadGroup[Dataset]):
         :meth:`upload_arrow_dataset`. Every file is checked (readable, one schema, an int64
         ``_index_`` column) and its md5 recorded before anything is registered."""
         return self.create(arrow_dataset_request(dataset_directory, account=account, name=name))
+
+    def create_from_pipeline_logs(
+        self,
+        pipeline: Any,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        name: str | None = None,
+        valid: bool | None = None,
+    ) -> tuple[Dataset, Any]:
+        """A window ``[start, end)`` of a pipeline's logged traffic (a pipeline from
+        ``platform.pipelines``) as a ``Ready`` Dataset of its inputs and a ``Complete``
+        Evaluation of its outputs, so that Methods can audit production traffic. Returns both."""
+        to_dataset = getattr(pipeline, "to_dataset", None)
+        if to_dataset is None:
+            raise errors.ValidationError(
+                f"create_from_pipeline_logs: {type(pipeline).__name__} has no inference log; "
+                "use a pipeline made by platform.pipelines.create(name)",
+                field="pipeline",
+            )
+        dataset, evaluation = to_dataset(start, end, name=name, valid=valid)
+        return dataset, evaluation
 
     def upload_arrow_dataset(
         self, dataset: Dataset | str, dataset_directory: str | Path
