@@ -73,9 +73,9 @@ def _ready_directories(storage: Any, modules: Sequence[Any]) -> dict[str, Path]:
     for module in modules:
         if module.status != "Ready":
             continue
-        anchor = storage.local_path(module.id, "x")
-        if anchor is not None:
-            found[module.id] = Path(anchor).parent
+        directory = storage.local_dir(module.id)
+        if directory is not None:
+            found[module.id] = directory
     return found
 
 

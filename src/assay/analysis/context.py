@@ -73,10 +73,10 @@ class AnalysisContext:
             if isinstance(config, Mapping)
             else json.loads(Path(config).read_text(encoding="utf-8"))
         )
-        self._config = config = loaded
-        self._analysis_doc: dict[str, Any] = dict(config["analysis"])
-        self._inputs: dict[str, Any] = dict(config.get("inputs") or {})
-        self._output = Path(config["output"])
+        self._config = loaded
+        self._analysis_doc: dict[str, Any] = dict(loaded["analysis"])
+        self._inputs: dict[str, Any] = dict(loaded.get("inputs") or {})
+        self._output = Path(loaded["output"])
         self._arguments = {
             a["keyword"]: a["value"] for a in self._analysis_doc.get("arguments") or []
         }

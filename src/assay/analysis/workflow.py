@@ -45,12 +45,12 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
     entity: Any = ctx.entity
     storage = ctx.storage
     what = f"{entity.kind} {entity.id}"
-    anchor = storage.local_path(entity.id, f"{WORK_PATH}/config.json")
-    if anchor is None:
+    entity_dir = storage.local_dir(entity.id)
+    if entity_dir is None:
         raise errors.PlatformError(
             f"{what}: analyses need an artifact storage on this machine (a local directory)"
         )
-    work = Path(anchor).parent
+    work = entity_dir / WORK_PATH
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     output = work / "output"
@@ -92,7 +92,7 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
 
 
 def _entity_dir(storage: Any, id: str) -> Path:
-    return Path(storage.local_path(id, "x")).parent
+    return Path(storage.local_dir(id))
 
 
 def _inputs(core: Any, entity: Any) -> dict[str, Any]:

@@ -71,10 +71,10 @@ class SessionManager:
 
     def env(self, session_id: str | None = None) -> RunnerEnv:
         def entity_dir(id: str) -> Path:
-            path = self._storage.local_path(id, "x")
-            if path is None:
+            directory = self._storage.local_dir(id)
+            if directory is None:
                 raise errors.PlatformError("replica processes need a local artifact storage")
-            return Path(path).parent
+            return directory
 
         log_dir = None
         if session_id is not None:

@@ -162,6 +162,11 @@ class ArtifactStorage(abc.ABC):
         """The local file of ``path`` of entity ``id``, or None if the backend is not local."""
         return None
 
+    def local_dir(self, id: str) -> Path | None:
+        """The local directory of entity ``id``'s artifacts (which may not exist yet), or None
+        if the backend is not local."""
+        return None
+
     @abc.abstractmethod
     def arrow_location(self, id: str, prefix: str = "") -> tuple[pyarrow.fs.FileSystem, str]:
         """A pyarrow file system and the location in it of ``prefix`` of entity ``id``

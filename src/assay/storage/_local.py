@@ -121,6 +121,9 @@ class LocalStorage(ArtifactStorage):
             for rel, size in found
         ]
 
+    def local_dir(self, id: str) -> Path:
+        return self.entity_dir(id)
+
     def local_path(self, id: str, path: str) -> Path:
         """The file of ``path`` of entity ``id`` (which may not exist yet)."""
         return self._locate(id, path)
