@@ -259,13 +259,14 @@ def test_validations_true_false_and_null(platform: LocalPlatform, services: dict
 
     bad = _pipeline(platform, "bad").add_model_step(services["a"])
     bad.add_validations(nocol="in.nothere > 1", notbool="in.n + 1").deploy()
-    with pytest.raises(errors.ValidationError, match=r"'nocol'.*in.nothere"):
+    # a check that cannot run fails the validations step (the rows go to the failure log)
+    with pytest.raises(PipelineStepError, match=r"step 1: validations.*'nocol'.*in.nothere"):
         bad.infer({"text": "x", "n": 1})
     bad.replace_with_validations(1, notbool="in.n + 1").deploy()
-    with pytest.raises(errors.ValidationError, match=r"'notbool'.*not booleans"):
+    with pytest.raises(PipelineStepError, match=r"'notbool'.*not booleans"):
         bad.infer({"text": "x", "n": 1})
     bad.replace_with_validations(1, mixed="in.text > 1").deploy()
-    with pytest.raises(errors.ValidationError, match=r"'mixed'.*cannot be evaluated"):
+    with pytest.raises(PipelineStepError, match=r"'mixed'.*cannot be evaluated"):
         bad.infer({"text": "x"})
 
 
@@ -297,12 +298,16 @@ def test_versions_are_immutable_and_rollback_restores_everything(
     with pytest.raises(errors.NotFoundError, match=r"no version 9.*\[1, 2, 3\]"):
         pipeline.deploy(version=9)
 
-    # another handle on the same pipeline starts from the latest version
+    # another handle on the same pipeline starts from the latest version, and finds the
+    # deployed one running (the platform records it)
     reopened = _pipeline(platform)
-    assert reopened.definition == third.definition and reopened.deployed_version is None
+    assert reopened.definition == third.definition and reopened.deployed_version == restored
+    assert reopened.infer({"text": "bad", "g": "b"})["out.label"] == "negative"
     pipeline.undeploy()
-    with pytest.raises(errors.ConflictError):
-        pipeline.infer({"text": "x"})
+    assert reopened.deployed_version is None
+    for handle in (pipeline, reopened):
+        with pytest.raises(errors.ConflictError, match="not deployed"):
+            handle.infer({"text": "x"})
 
 
 def test_input_kinds_round_trip(

@@ -80,7 +80,12 @@ class SessionManager:
         if session_id is not None:
             log_dir = entity_dir(session_id) / ".assay" / "logs"
             log_dir.mkdir(parents=True, exist_ok=True)
-        return RunnerEnv(entity_dir=entity_dir, secret=self._secret, log_dir=log_dir)
+        return RunnerEnv(
+            entity_dir=entity_dir,
+            secret=self._secret,
+            log_dir=log_dir,
+            platform=self._engine.platform,
+        )
 
     # -- the workflow --------------------------------------------------------------------
 
@@ -111,7 +116,7 @@ class SessionManager:
                 handle.stop()
             raise
         shared = [h.shareable() for h in handles]
-        if any(h.process is not None for h in handles):
+        if any(h.process is not None or h.watched for h in handles):
             data = json.dumps([s for s in shared if s is not None]).encode()
             self._storage.put_bytes(session.id, REPLICAS_ARTIFACT, data)
             self._store.claim(

@@ -5,6 +5,7 @@ groups, without reading more than the columns it needs."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,13 +39,54 @@ def timestamp(value: dt.datetime | None, what: str) -> pa.Scalar | None:
 
 
 def open_segments(folder: Path, files: Sequence[Path] | None = None) -> ds.Dataset | None:
-    """The segments (all of ``folder``'s, or ``files``) as one dataset, or None if none."""
+    """The segments (all of ``folder``'s, or ``files``) as one dataset, or None if none.
+
+    A column whose types differ between segments in a way Arrow cannot unify (a field that
+    was a number and later a string) is read as the JSON text of its values, as the pipeline
+    does within one batch; that case reads the segments into memory."""
     paths = list(files) if files is not None else segment_files(folder)
     if not paths:
         return None
     schemas = [pq.read_schema(p) for p in paths]
-    schema = pa.unify_schemas(schemas, promote_options="permissive")
-    return ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
+    try:
+        schema = pa.unify_schemas(schemas, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    else:
+        return ds.dataset([str(p) for p in paths], schema=schema, format="parquet")
+    conflicting = _conflicting(schemas)
+    tables = [_as_text(pq.read_table(p), conflicting) for p in paths]
+    return ds.dataset(pa.concat_tables(tables, promote_options="permissive"))
+
+
+def _conflicting(schemas: Sequence[pa.Schema]) -> set[str]:
+    types: dict[str, list[pa.DataType]] = {}
+    for schema in schemas:
+        for field in schema:
+            types.setdefault(field.name, []).append(field.type)
+    found = set()
+    for name, kinds in types.items():
+        try:
+            pa.unify_schemas(
+                [pa.schema([pa.field(name, kind)]) for kind in kinds],
+                promote_options="permissive",
+            )
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            found.add(name)
+    return found
+
+
+def _as_text(table: pa.Table, names: set[str]) -> pa.Table:
+    for i, name in enumerate(table.column_names):
+        if name in names:
+            text = [
+                None
+                if value is None
+                else json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+                for value in table.column(i).to_pylist()
+            ]
+            table = table.set_column(i, name, pa.array(text, pa.string()))
+    return table
 
 
 def columns_of(

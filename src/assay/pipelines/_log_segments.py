@@ -1,6 +1,14 @@
 """The writing side of the inference log: a bounded queue drained by one writer thread into
-append-only Parquet segments, each written atomically (temporary file, fsync, rename, fsync of
-the folder), so that a file named ``segment-*.parquet`` is always whole.
+append-only Parquet segments, each written atomically (temporary file, fsync, hard link to its
+final name, fsync of the folder), so that a file named ``segment-*.parquet`` is always whole.
+
+Several writers — InferenceLog objects in one process, or processes — may append to one folder
+at once. Each writes its own temporary file (``.segment-<pid>-<random>.tmp``), and publishes it
+with :func:`os.link`, which is atomic and, unlike :func:`os.replace`, refuses a name that
+exists: a writer that loses the race for a segment number rescans the folder and takes the next
+free one, so no segment is ever overwritten. A starting writer removes only the temporaries of
+processes that are gone. Segment numbers are then in publishing order, not in time order across
+writers; readers order records by their ``time`` column.
 
 What a crash can lose: the records that were queued and not yet written — at most what
 arrives in ``flush_seconds`` or ``flush_rows`` records, whichever comes first (plus a write
@@ -13,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import secrets
 import threading
 import time
 from collections import deque
@@ -32,6 +41,8 @@ logger = logging.getLogger("assay.pipelines.log")
 KINDS = ("log", "failures")
 
 _SEGMENT = re.compile(r"^segment-(\d+)\.parquet$")
+#: A segment being written: ``.segment-<pid of its writer>-<random>.tmp``.
+_TEMPORARY = re.compile(r"^\.segment-(\d+)-(\w+)\.tmp$")
 
 
 def segment_files(folder: Path) -> list[Path]:
@@ -45,6 +56,34 @@ def segment_files(folder: Path) -> list[Path]:
 def _sequence(path: Path) -> int:
     match = _SEGMENT.match(path.name)
     return int(match.group(1)) if match else -1
+
+
+def _next_free(folder: Path) -> int:
+    """The number after the highest segment in ``folder``."""
+    existing = segment_files(folder)
+    return _sequence(existing[-1]) + 1 if existing else 0
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists (on this machine); unsure counts as alive."""
+    if pid <= 0:  # 0 and negative numbers name process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:  # PermissionError: it exists, under another user
+        return True
+    return True
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove the temporary files that no live writer will finish: those of processes that are
+    gone (a write a crash interrupted), and any without a pid in their name."""
+    for path in folder.glob(".segment-*.tmp"):
+        match = _TEMPORARY.match(path.name)
+        if match is None or not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -76,10 +115,8 @@ class SegmentWriter:
         self._next: dict[str, int] = {}
         for kind, folder in self._folders.items():
             folder.mkdir(parents=True, exist_ok=True)
-            for stale in folder.glob(".segment-*.tmp"):  # a write a crash interrupted
-                stale.unlink(missing_ok=True)
-            existing = segment_files(folder)
-            self._next[kind] = _sequence(existing[-1]) + 1 if existing else 0
+            _remove_stale_temporaries(folder)
+            self._next[kind] = _next_free(folder)  # a guess: other writers may take it first
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
         self._pending = 0  # records queued
@@ -244,13 +281,21 @@ class SegmentWriter:
 
     def _write_segment(self, kind: str, table: pa.Table) -> None:
         folder = self._folders[kind]
-        seq = self._next[kind]
-        final = folder / f"segment-{seq:012d}.parquet"
-        temporary = folder / f".segment-{seq:012d}.tmp"
-        with open(temporary, "wb") as file:
-            pq.write_table(table, file, compression="zstd")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, final)
+        temporary = folder / f".segment-{os.getpid()}-{secrets.token_hex(8)}.tmp"
+        try:
+            with open(temporary, "wb") as file:
+                pq.write_table(table, file, compression="zstd")
+                file.flush()
+                os.fsync(file.fileno())
+            seq = self._next[kind]
+            while True:
+                # link, not replace: it fails if another writer published this number first
+                try:
+                    os.link(temporary, folder / f"segment-{seq:012d}.parquet")
+                    break
+                except FileExistsError:
+                    seq = max(seq + 1, _next_free(folder))
+        finally:
+            temporary.unlink(missing_ok=True)  # published under its final name, or failed
         _fsync_folder(folder)
         self._next[kind] = seq + 1

@@ -7,10 +7,13 @@ shadow columns are looked up when the pipeline is built or run. Design notes:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import pyarrow as pa
+import pyarrow.ipc
 from pydantic import BaseModel, ConfigDict, Field
 
 from assay import errors
@@ -27,6 +30,7 @@ __all__ = [
     "Step",
     "ValidationsStep",
     "column_prefix",
+    "encode_schema",
     "parse_slice",
 ]
 
@@ -166,6 +170,15 @@ class PipelineDefinition(BaseModel):
     """The version of this format."""
     steps: list[Step] = Field(default_factory=list)
     """The steps, in order."""
+    inputSchema: str | None = None
+    """The Arrow schema every input row must fit (base64 of its IPC serialisation; None:
+    any JSON object). InferenceServices declare no input schema, so the pipeline does."""
+
+    def input_schema(self) -> pa.Schema | None:
+        """:attr:`inputSchema` as a pyarrow Schema (None: not declared)."""
+        if self.inputSchema is None:
+            return None
+        return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(self.inputSchema)))
 
     def services(self) -> list[str]:
         """The ids of every service the steps may call, each once, in order of appearance."""
@@ -236,3 +249,20 @@ def column_prefix(service_name: str) -> str:
     """The column prefix of a challenger's outputs: ``out_<name>`` with every character that
     cannot be part of an identifier replaced by ``_`` (so validations can refer to it)."""
     return "out_" + _NOT_IDENTIFIER.sub("_", service_name)
+
+
+def encode_schema(schema: Any) -> str:
+    """A pyarrow Schema (or anything with ``arrow_schema()``, like a DataSchema) as the
+    base64 text :attr:`PipelineDefinition.inputSchema` holds."""
+    if not isinstance(schema, pa.Schema):
+        to_arrow = getattr(schema, "arrow_schema", None)
+        if not callable(to_arrow):
+            raise errors.ValidationError(
+                f"input_schema must be a pyarrow.Schema (or a DataSchema), got "
+                f"{type(schema).__name__}",
+                field="input_schema",
+            )
+        schema = to_arrow()
+    if not schema.names:
+        raise errors.ValidationError("input_schema has no fields", field="input_schema")
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()

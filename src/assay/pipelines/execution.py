@@ -38,9 +38,20 @@ from assay.pipelines.definition import (
     ValidationsStep,
     column_prefix,
 )
+from assay.pipelines.inputs import input_problem
 from assay.pipelines.validations import Check, evaluate_checks
 
-__all__ = ["PipelineStepError", "Runtime", "canonical_json", "hash_point"]
+__all__ = [
+    "INPUT_STEP",
+    "PipelineStepError",
+    "RunResult",
+    "Runtime",
+    "canonical_json",
+    "hash_point",
+]
+
+#: The ``step`` of a failure that refused the input before any step ran.
+INPUT_STEP = -1
 
 #: A service call: request → the service's outputs.
 Caller = Callable[[dict[str, Any]], list[dict[str, Any]]]
@@ -69,10 +80,17 @@ def hash_point(value: Any) -> float:
 
 
 @dataclass
-class _Failure:
+class Failure:
+    """Why a row failed: the step (``INPUT_STEP`` when the input was refused), its kind and
+    the message."""
+
     step: int
     kind: str
     message: str
+    row: int = 0
+    """The index of the row in the call."""
+    exc: BaseException | None = None
+    """The exception the step raised (None: refused input, or a timeout)."""
 
 
 @dataclass
@@ -80,7 +98,23 @@ class _Row:
     """One row's trip through the steps."""
 
     record: dict[str, Any] = field(default_factory=dict)
-    failure: _Failure | None = None
+    failure: Failure | None = None
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """What :meth:`Runtime.run` gives back."""
+
+    records: pa.Table | None
+    """The records of the rows that passed (None: none passed)."""
+    failures: pa.Table | None
+    """The failure records of the others (with ``error.*``)."""
+    first: Failure | None
+    """The first failure (None: every row passed)."""
+    outputs: list[list[dict[str, Any]] | None]
+    """Per row, the final outputs (what a service reply of the pipeline holds); None for a
+    row that failed."""
 
 
 class Runtime:
@@ -96,6 +130,7 @@ class Runtime:
         names: Mapping[str, str],
         checks: Sequence[Check],
         nullable: frozenset[str] = frozenset(),
+        input_schema: pa.Schema | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.version = version
@@ -108,12 +143,13 @@ class Runtime:
         self._names = names
         self._checks = checks
         self._nullable = nullable
+        self.input_schema = input_schema
 
     def run(
         self, rows: Sequence[dict[str, Any]], *, timeout: float, concurrency: int = 1
-    ) -> tuple[pa.Table | None, pa.Table | None, _Failure | None]:
-        """The records of the rows that passed, the failure records of the others, and the
-        first failure."""
+    ) -> RunResult:
+        """Every row through the steps: the records of those that passed, the failure
+        records of the others, the first failure and each row's final outputs."""
         deadline = time.monotonic() + timeout
         if concurrency > 1 and len(rows) > 1:
             with ThreadPoolExecutor(max_workers=min(concurrency, len(rows))) as pool:
@@ -125,25 +161,42 @@ class Runtime:
         table = None
         if passed:
             table = to_table(passed)
-            if self._checks:
-                for name, values in evaluate_checks(
-                    self._checks, table, nullable=self._nullable
-                ).items():
-                    table = table.append_column(name, values)
-                table = table.select(_ordered(table.column_names))
-        failures = None
-        if failed:
-            for r in failed:
-                assert r.failure is not None
-                r.record.update(
-                    {
-                        "error.message": r.failure.message,
-                        "error.step": r.failure.step,
-                        "error.step_kind": r.failure.kind,
-                    }
+            try:
+                table = self._validate(table)
+            except errors.ValidationError as exc:  # a check that cannot run on these rows
+                step = next(
+                    i for i, s in enumerate(self.definition.steps) if isinstance(s, ValidationsStep)
                 )
+                for r in results:
+                    if r.failure is None:
+                        r.failure = Failure(step, "validations", str(exc), exc=exc)
+                failed = list(results)
+                table = None
+        failures = None
+        first = None
+        for i, r in enumerate(results):
+            if r.failure is None:
+                continue
+            r.failure.row = i
+            first = first or r.failure
+            r.record.update(
+                {
+                    "error.message": r.failure.message,
+                    "error.step": None if r.failure.step == INPUT_STEP else r.failure.step,
+                    "error.step_kind": r.failure.kind,
+                }
+            )
+        if failed:
             failures = to_table([r.record for r in failed])
-        return table, failures, failed[0].failure if failed else None
+        outputs = [None if r.failure is not None else r.outputs for r in results]
+        return RunResult(table, failures, first, outputs)
+
+    def _validate(self, table: pa.Table) -> pa.Table:
+        if not self._checks:
+            return table
+        for name, values in evaluate_checks(self._checks, table, nullable=self._nullable).items():
+            table = table.append_column(name, values)
+        return table.select(_ordered(table.column_names))
 
     def _run_row(self, row: dict[str, Any], deadline: float) -> _Row:
         started = datetime.now(UTC)
@@ -151,13 +204,18 @@ class Runtime:
         flatten("in", row, result.record)
         result.record["metadata.pipeline"] = self.pipeline
         result.record["metadata.pipeline_version"] = self.version
+        if self.input_schema is not None:
+            problem = input_problem(row, self.input_schema)
+            if problem is not None:
+                result.failure = Failure(INPUT_STEP, "input", problem)
+                return result
         outputs: list[dict[str, Any]] = [row]
         sources: list[str] = [""]
         elapsed: list[float] = []
         shadows: dict[str, Any] = {}
         for index, step in zip(self._indices, self.steps, strict=True):
             if time.monotonic() > deadline:
-                result.failure = _Failure(
+                result.failure = Failure(
                     index, step.kind, "the inference timed out before this step"
                 )
                 return result
@@ -165,9 +223,10 @@ class Runtime:
             try:
                 outputs, sources = self._step(step, row, outputs, sources, shadows)
             except Exception as exc:  # any failure of a step is recorded, then reported
-                result.failure = _Failure(index, step.kind, f"{type(exc).__name__}: {exc}")
+                result.failure = Failure(index, step.kind, f"{type(exc).__name__}: {exc}", exc=exc)
                 return result
             elapsed.append((time.perf_counter() - begin) * 1000.0)
+        result.outputs = outputs
         if outputs:
             flatten("out", outputs[0], result.record)
         for i, output in enumerate(outputs[1:], start=1):

@@ -1,9 +1,9 @@
-"""``platform.pipelines``: a platform's pipelines, each connected to its inference log.
+"""``platform.pipelines``: a platform's pipelines, each with its inference log.
 
-A pipeline made here logs every inference (``on_record``) and every failure (``on_failure``)
-to an :class:`~assay.pipelines.log.InferenceLog` under
-``<storage_root>/.assay/pipelines/<account>/<name>/``, which ``logs()``, ``export_logs()``,
-``log_counters()`` and ``to_dataset()`` read back.
+A deployed pipeline logs every inference and every failure, wherever it is called, to the
+:class:`~assay.pipelines.log.InferenceLog` under
+``<storage_root>/.assay/pipelines/<account>/<name>/``; a pipeline from this group reads it
+back with ``logs()``, ``export_logs()``, ``log_counters()`` and ``to_dataset()``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from assay import errors
-from assay.pipelines.log import ExportResult, InferenceLog
+from assay.pipelines.log import ExportResult, InferenceLog, open_shared, release_shared
 from assay.pipelines.pipeline import Pipeline
+from assay.pipelines.runner import log_directory
 from assay.pipelines.versions import VersionStore
 
 __all__ = ["LoggedPipeline", "MoreLogRecordsWarning", "Pipelines"]
@@ -30,24 +31,8 @@ class LoggedPipeline(Pipeline):
     """A :class:`Pipeline` with its inference log."""
 
     def __init__(self, platform: Any, name: str, *, account: str | None, log: InferenceLog) -> None:
-        super().__init__(
-            platform, name, account=account, on_record=self._logged, on_failure=self._failed
-        )
+        super().__init__(platform, name, account=account)
         self.log = log
-
-    def _logged(self, table: Any) -> None:
-        self.log.append(table)  # a full queue is counted (``dropped``) and warned about once
-
-    def _failed(self, table: Any) -> None:
-        # the pipeline names the failure error.message / error.step / error.step_kind; the
-        # failure log keeps the message as ``error`` and the step under ``metadata.``
-        renames = {
-            "error.message": "error",
-            "error.step": "metadata.error_step",
-            "error.step_kind": "metadata.error_step_kind",
-        }
-        table = table.rename_columns([renames.get(n, n) for n in table.schema.names])
-        self.log.append_failures(table)
 
     def logs(
         self,
@@ -65,8 +50,10 @@ class LoggedPipeline(Pipeline):
         first ``limit`` of ``[start_datetime, end_datetime)`` in time order. ``valid`` keeps
         records without (True) or with (False) anomalies; ``dataset`` / ``dataset_exclude``
         choose column groups (``time``, ``in``, ``out``, ``anomaly``, ``metadata``...).
-        A pandas DataFrame, or a pyarrow Table with ``arrow=True``; a
-        :class:`MoreLogRecordsWarning` says when more records exist."""
+        A pandas DataFrame (pandas must be installed), or a pyarrow Table with
+        ``arrow=True``; a :class:`MoreLogRecordsWarning` says when more records exist."""
+        if not arrow:
+            _require_pandas()
         table, more = self.log.read(
             limit=limit,
             start_datetime=start_datetime,
@@ -108,7 +95,7 @@ class LoggedPipeline(Pipeline):
 
     def log_counters(self) -> dict[str, int]:
         """Records ``written``, ``failed``, ``dropped`` (queue overflow), ``queued`` and the
-        number of ``segments``, since this pipeline object was opened."""
+        number of ``segments`` this process wrote to the log since it opened it."""
         return self.log.counters()
 
     def to_dataset(
@@ -121,16 +108,19 @@ class LoggedPipeline(Pipeline):
     ) -> tuple[Any, Any]:
         """A window of logged traffic as a Dataset (the inputs) and an Evaluation of it (the
         outputs), so that Methods can audit production traffic. Returns both entities."""
-        platform = self._platform
-        window = Path(platform.storage_root) / ".assay" / "work" / f"pipeline-{self.name}"
-        inputs, outputs = self.log.to_dataset_files(
-            window, start_datetime, end_datetime, valid=valid
-        )
-        dataset = platform.datasets.create_arrow_dataset(
-            inputs, account=self.account, name=name or f"{self.name} traffic"
-        )
-        dataset = platform.datasets.upload_arrow_dataset(dataset, inputs)
-        evaluation = platform.evaluations.import_data(outputs)
+        import tempfile
+
+        core = self._core
+        self.log.flush()
+        with tempfile.TemporaryDirectory(prefix=f"pipeline-{self.name}-") as window:
+            inputs, outputs = self.log.to_dataset_files(
+                Path(window), start_datetime, end_datetime, valid=valid
+            )
+            dataset = core.datasets.create_arrow_dataset(
+                inputs, account=self.account, name=name or f"{self.name} traffic"
+            )
+            dataset = core.datasets.upload_arrow_dataset(dataset, inputs)
+            evaluation = core.evaluations.import_data(outputs)
         return dataset, evaluation
 
 
@@ -139,31 +129,36 @@ class Pipelines:
 
     def __init__(self, platform: Any) -> None:
         self._platform = platform
+        self._core: Any = getattr(platform, "core", platform)
         self._open: dict[tuple[str, str], LoggedPipeline] = {}
         self._lock = threading.Lock()
+
+    def _account(self, account: str | None) -> str:
+        found = account or getattr(self._platform, "account", None) or self._core.default_account
+        if not found:
+            raise errors.ValidationError("give the pipeline's account", field="account")
+        return str(found)
 
     def create(self, name: str, *, account: str | None = None) -> LoggedPipeline:
         """The pipeline ``name`` of ``account``: a new one, or the stored one (starting from
         its latest version) if it exists."""
-        account = account or self._platform.account
+        account = self._account(account)
         with self._lock:
             key = (account, name)
             if key not in self._open:
-                directory = (
-                    Path(self._platform.storage_root) / ".assay" / "pipelines" / account / name
-                )
-                log = InferenceLog(directory)
+                pipeline = Pipeline(self._platform, name, account=account)  # checks the name
+                log = open_shared(log_directory(self._core, pipeline.account, name))
                 try:
                     self._open[key] = LoggedPipeline(self._platform, name, account=account, log=log)
                 except BaseException:
-                    log.close()
+                    release_shared(log)
                     raise
             return self._open[key]
 
     def get(self, name: str, *, account: str | None = None) -> LoggedPipeline:
         """The stored pipeline ``name``; NotFoundError if it was never deployed."""
-        account = account or self._platform.account
-        store = VersionStore(self._platform.core.store, pipeline=name, account=account)
+        account = self._account(account)
+        store = VersionStore(self._core.store, pipeline=name, account=account)
         if not store.list():
             raise errors.NotFoundError(
                 f"no pipeline {name!r} of account {account!r} was ever deployed; make one with "
@@ -173,10 +168,28 @@ class Pipelines:
             )
         return self.create(name, account=account)
 
+    def list(self, *, account: str | None = None) -> list[str]:
+        """The names of the pipelines of ``account`` that were ever deployed."""
+        from assay.pipelines.versions import KIND
+
+        docs = self._core.store.query(kind=KIND, account=self._account(account))
+        return sorted({str(doc["name"]) for doc in docs})
+
     def close(self) -> None:
-        """Undeploy and close every pipeline opened here, flushing their logs."""
+        """Let go of every pipeline opened here, flushing their logs (the deployed versions'
+        sessions stop with the platform)."""
         with self._lock:
             opened, self._open = list(self._open.values()), {}
         for pipeline in opened:
-            pipeline.undeploy()
-            pipeline.log.close()
+            release_shared(pipeline.log)
+
+
+def _require_pandas() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pandas") is None:
+        raise errors.ValidationError(
+            "logs() gives a pandas DataFrame by default, and pandas is not installed: "
+            "pip install pandas, or call logs(arrow=True) for a pyarrow Table",
+            field="arrow",
+        )

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from assay import errors
 
-__all__ = ["as_kind", "read_file", "rows_of"]
+__all__ = ["as_kind", "input_problem", "read_file", "rows_of"]
 
 
 def read_file(path: str | os.PathLike[str]) -> Any:
@@ -74,3 +74,31 @@ def as_kind(table: pa.Table, kind: str) -> Any:
         return table.to_pandas()
     rows = table.to_pylist()
     return rows[0] if kind == "dict" else rows
+
+
+def input_problem(row: dict[str, Any], schema: pa.Schema) -> str | None:
+    """Why ``row`` does not fit the pipeline's input schema (None: it fits): a field it
+    lacks, a field the schema does not declare, or a value of the wrong type."""
+    for field in schema:
+        value = row.get(field.name)
+        if value is None:
+            if not field.nullable:
+                return (
+                    f"field {field.name!r} is missing or null; the schema requires a {field.type}"
+                )
+            continue
+        try:
+            pa.array([value], type=field.type)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            return (
+                f"field {field.name!r} is {shown} ({type(value).__name__}); the schema "
+                f"expects {field.type}"
+            )
+    extra = [k for k in row if schema.get_field_index(k) < 0]
+    if extra:
+        return (
+            f"field {extra[0]!r} is not in the pipeline's input schema (its fields: "
+            f"{', '.join(schema.names)}); remove it or declare it"
+        )
+    return None

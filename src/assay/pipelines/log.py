@@ -13,8 +13,8 @@ Layout: ``<directory>/log/segment-<seq>.parquet`` and ``<directory>/failures/seg
 ``append`` never blocks: records go into a bounded queue (``queue_limit`` records) that one
 writer thread drains into a new segment whenever ``flush_rows`` records are pending or the
 oldest has waited ``flush_seconds``; a change of schema starts a new segment. A segment is
-written to a temporary file, fsynced and renamed, so a ``segment-*.parquet`` file is always
-whole. When the queue is full, ``append`` refuses the records and counts them in
+written to a temporary file, fsynced and linked to its final name (never over another), so a
+``segment-*.parquet`` file is always whole and several processes can append to one log. When the queue is full, ``append`` refuses the records and counts them in
 ``counters()["dropped"]`` (with a warning the first time) — records are never lost silently.
 
 What can be lost:
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import atexit
 import datetime as dt
+import threading
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +46,7 @@ from assay.pipelines._log_export import ExportResult, export_segments, parse_siz
 from assay.pipelines._log_read import TIME, Query, columns_of, open_segments
 from assay.pipelines._log_segments import SegmentWriter
 
-__all__ = ["ExportResult", "InferenceLog", "parse_size"]
+__all__ = ["ExportResult", "InferenceLog", "open_shared", "parse_size", "release_shared"]
 
 _GROUPS = ("in", "out", "anomaly", "metadata")
 
@@ -94,6 +95,38 @@ def _checked(table: pa.Table, what: str, directory: Path, *, error: bool) -> pa.
     if table.schema.field("time").type != TIME:
         table = table.set_column(names.index("time"), "time", table.column("time").cast(TIME))
     return table
+
+
+_SHARED: dict[Path, tuple[InferenceLog, int]] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def open_shared(directory: Path) -> InferenceLog:
+    """The one open :class:`InferenceLog` of ``directory`` in this process, shared by every
+    user (a pipeline's replicas, its ``platform.pipelines`` object); give it back with
+    :func:`release_shared`. Other processes append to the same folder with logs of their own
+    (segment names never clash)."""
+    key = Path(directory).resolve()
+    with _SHARED_LOCK:
+        log, users = _SHARED.get(key, (None, 0))
+        if log is None or log._closed:
+            log, users = InferenceLog(key), 0
+        _SHARED[key] = (log, users + 1)
+        return log
+
+
+def release_shared(log: InferenceLog) -> None:
+    """One user of a log from :func:`open_shared` is done; the last one closes it (writing
+    everything queued)."""
+    with _SHARED_LOCK:
+        log_, users = _SHARED.get(log.directory.resolve(), (None, 0))
+        if log_ is not log:
+            return
+        if users > 1:
+            _SHARED[log.directory.resolve()] = (log, users - 1)
+            return
+        del _SHARED[log.directory.resolve()]
+    log.close()
 
 
 class InferenceLog:

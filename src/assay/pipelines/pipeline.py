@@ -5,44 +5,34 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
 from assay import errors
-from assay.pipelines.definition import (
-    AuditStep,
-    KeySplitStep,
-    ModelStep,
-    MultiModelStep,
-    PipelineDefinition,
-    RandomSplitStep,
-    SelectStep,
-    ShadowStep,
-    Step,
-    ValidationsStep,
-    column_prefix,
-    parse_slice,
-)
-from assay.pipelines.execution import PipelineStepError, Runtime
+from assay.pipelines.builder import PipelineBuilder, check_name
+from assay.pipelines.catalog import ANSWERING
+from assay.pipelines.definition import PipelineDefinition
+from assay.pipelines.execution import INPUT_STEP, PipelineStepError
 from assay.pipelines.inputs import as_kind, read_file, rows_of
-from assay.pipelines.validations import Check, parse_check
+from assay.pipelines.runner import PipelineService
 from assay.pipelines.versions import PipelineVersion, VersionStore
 
-__all__ = ["Pipeline"]
+__all__ = ["PIPELINE_LABEL", "VERSION_LABEL", "Pipeline"]
 
-_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
-_EXTRA_OUTPUT = re.compile(r"^out\.\d+\.")
-#: The kinds of step whose outputs become ``out.*``.
-_ANSWERING = (ModelStep, MultiModelStep, KeySplitStep, RandomSplitStep, ShadowStep)
+_SERVICE_NAMESPACE = uuid.UUID("0b8f3a52-61c4-4d0e-9a77-2f5d1c9e4b63")
+#: The label of a pipeline's InferenceServices and sessions: the pipeline's name.
+PIPELINE_LABEL = "assay.io/pipeline"
+#: The label of a pipeline's InferenceService: its version number.
+VERSION_LABEL = "assay.io/pipeline-version"
 
 #: A hook that receives a table of records.
 RecordHook = Callable[[pa.Table], None]
 
 
-class Pipeline:
+class Pipeline(PipelineBuilder):
     """A serving pipeline over the InferenceServices of ``platform``.
 
     >>> pipeline = Pipeline(platform, "sentiment", account="me")       # doctest: +SKIP
@@ -50,9 +40,12 @@ class Pipeline:
     >>> pipeline.deploy()
     >>> pipeline.infer({"text": "great"})
 
-    Opening a pipeline that has versions starts from the definition of its latest version.
-    ``on_record(table)`` receives the records of every inference that passed, and
-    ``on_failure(table)`` the records of those that failed (with ``error.*`` columns).
+    ``platform`` is a ``LocalPlatform`` or a platform core. Opening a pipeline that has
+    versions starts from the definition of its latest version, and finds the version that
+    is deployed, if any. Every inference is appended to the pipeline's inference log (by the
+    deployed version, wherever it is called); ``on_record(table)`` receives the records of
+    every inference made through this object that passed, and ``on_failure(table)`` those of
+    the ones that failed (with ``error.*`` columns).
     """
 
     def __init__(
@@ -63,121 +56,36 @@ class Pipeline:
         account: str | None = None,
         on_record: RecordHook | None = None,
         on_failure: RecordHook | None = None,
+        input_schema: Any = None,
     ) -> None:
-        if not isinstance(name, str) or not _NAME.match(name):
-            raise errors.ValidationError(
-                f"pipeline name {name!r} is not valid: use up to 63 ASCII letters, digits and "
-                "'-', starting and ending with a letter or digit",
-                field="name",
-                value=name,
-            )
+        check_name(name)
         self._platform = platform
-        self.name = name
-        self.account: str = account or platform.account
+        self._core: Any = getattr(platform, "core", platform)
+        default_account = getattr(platform, "account", None) or self._core.default_account
+        self.account: str = account or default_account
+        if not self.account:
+            raise errors.ValidationError(
+                f"pipeline {name!r}: no account given and the platform has no default",
+                field="account",
+            )
         self.on_record = on_record
         self.on_failure = on_failure
-        self._versions = VersionStore(platform.core.store, pipeline=name, account=self.account)
-        self._names: dict[str, str] = {}
+        self._versions = VersionStore(self._core.store, pipeline=name, account=self.account)
         existing = self._versions.list()
-        self._steps: list[Step] = list(existing[-1].definition.steps) if existing else []
-        self._runtime: Runtime | None = None
-        self._deployed: PipelineVersion | None = None
-        self._sessions: list[str] = []
-
-    # -- steps -----------------------------------------------------------------------------
-
-    def add_model_step(self, service: Any) -> Pipeline:
-        """Run ``service`` (an id or an InferenceService) on the current input."""
-        return self._add(self._model_step(service))
-
-    def add_multi_model_step(self, services: Sequence[Any]) -> Pipeline:
-        """Run every service on the same input; the outputs are theirs, in order."""
-        return self._add(self._multi_model_step(services))
-
-    def add_audit(self, slice: str) -> Pipeline:
-        """Keep (and log) the slice ``"start:end"`` of the previous step's outputs."""
-        return self._add(self._audit_step(slice))
-
-    def add_select(self, index: int) -> Pipeline:
-        """Keep output ``index`` of the previous step."""
-        return self._add(self._select_step(index))
-
-    def add_key_split(self, default: Any, meta_key: str, options: dict[Any, Any]) -> Pipeline:
-        """Route on input field ``meta_key``: ``options[value]``, else ``default``."""
-        return self._add(self._key_split_step(default, meta_key, options))
-
-    def add_random_split(
-        self, weighted: Sequence[tuple[float, Any]], hash_key: str | None = None
-    ) -> Pipeline:
-        """Route to one service with probability proportional to its weight; with
-        ``hash_key``, the same value of that input field always takes the same route."""
-        return self._add(self._random_split_step(weighted, hash_key))
-
-    def add_shadow_deploy(self, champion: Any, challengers: Sequence[Any]) -> Pipeline:
-        """Run ``champion`` and every challenger; the champion answers, the challengers'
-        outputs are recorded as ``out_<name>.*``."""
-        return self._add(self._shadow_step(champion, challengers))
-
-    def add_validations(self, **checks: str) -> Pipeline:
-        """Named checks over the record (``anomaly.<name>`` is true where one holds)."""
-        return self._add(self._validations_step(checks, replacing=None))
-
-    def replace_with_model_step(self, index: int, service: Any) -> Pipeline:
-        return self._replace(index, self._model_step(service))
-
-    def replace_with_multi_model_step(self, index: int, services: Sequence[Any]) -> Pipeline:
-        return self._replace(index, self._multi_model_step(services))
-
-    def replace_with_audit(self, index: int, slice: str) -> Pipeline:
-        return self._replace(index, self._audit_step(slice))
-
-    def replace_with_select(self, index: int, select_index: int) -> Pipeline:
-        return self._replace(index, self._select_step(select_index))
-
-    def replace_with_key_split(
-        self, index: int, default: Any, meta_key: str, options: dict[Any, Any]
-    ) -> Pipeline:
-        return self._replace(index, self._key_split_step(default, meta_key, options))
-
-    def replace_with_random_split(
-        self, index: int, weighted: Sequence[tuple[float, Any]], hash_key: str | None = None
-    ) -> Pipeline:
-        return self._replace(index, self._random_split_step(weighted, hash_key))
-
-    def replace_with_shadow_deploy(
-        self, index: int, champion: Any, challengers: Sequence[Any]
-    ) -> Pipeline:
-        return self._replace(index, self._shadow_step(champion, challengers))
-
-    def replace_with_validations(self, index: int, **checks: str) -> Pipeline:
-        self._index(index)
-        return self._replace(index, self._validations_step(checks, replacing=index))
-
-    def remove_step(self, index: int) -> Pipeline:
-        """Remove the step at ``index``."""
-        del self._steps[self._index(index)]
-        return self
-
-    def clear(self) -> Pipeline:
-        """Remove every step (the deployed version keeps running until the next deploy)."""
-        self._steps.clear()
-        return self
-
-    def steps(self) -> list[str]:
-        """One readable line per step of the current (undeployed) definition."""
-        return self.definition.describe(self._name_of)
-
-    @property
-    def definition(self) -> PipelineDefinition:
-        """The current definition (what the next ``deploy()`` stores)."""
-        return PipelineDefinition(steps=list(self._steps))
+        super().__init__(
+            self._core, name, existing[-1].definition if existing else PipelineDefinition()
+        )
+        if input_schema is not None:
+            self.set_input_schema(input_schema)
+        self._live: PipelineService | None = None
 
     # -- versions ----------------------------------------------------------------------------
 
     def deploy(self, replicas: int = 1, *, version: int | None = None) -> PipelineVersion:
-        """Store the current definition as a new immutable version and start it (a session
-        with ``replicas`` replicas per service); with ``version``, start that stored version
-        again, whole, and make its definition the current one."""
+        """Store the current definition as a new immutable version and start it: an
+        InferenceService of runner kind ``pipeline`` for the version and a session of it
+        (``replicas`` replicas of every step's service). With ``version``, start that stored
+        version again, whole, and make its definition the current one."""
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise errors.ValidationError(
                 f"replicas must be an integer of at least 1, got {replicas!r}",
@@ -186,22 +94,22 @@ class Pipeline:
             )
         if version is not None:
             chosen = self._versions.get(version)
-            checks = self._prepare(chosen.definition)
+            self._catalog.compile(chosen.definition)
         else:
-            checks = self._prepare(self.definition)
-            chosen = self._versions.add(self.definition)
-        self._start(chosen, checks, replicas)
+            definition = self.definition
+            self._catalog.compile(definition)
+            chosen = self._versions.add(definition)
+        self._start(chosen, replicas)
         self._steps = list(chosen.definition.steps)
+        self._input_schema = chosen.definition.inputSchema
         return chosen
 
     def undeploy(self) -> None:
-        """Stop the sessions of the deployed version (its record stays)."""
-        for session in self._sessions:
+        """Stop the deployed version's session (and its step sessions); its records stay."""
+        for session in self._deployed_sessions():
             with contextlib.suppress(errors.AssayError):  # already gone: nothing to stop
-                self._platform.inferencesessions.terminate(session)
-        self._sessions = []
-        self._runtime = None
-        self._deployed = None
+                self._core.sessions.terminate(session["id"])
+        self._live = None
 
     def versions(self) -> list[PipelineVersion]:
         """Every stored version, oldest first."""
@@ -209,8 +117,40 @@ class Pipeline:
 
     @property
     def deployed_version(self) -> PipelineVersion | None:
-        """The version running now (None: not deployed)."""
-        return self._deployed
+        """The version running now, as the platform records it (None: not deployed)."""
+        sessions = self._deployed_sessions()
+        if not sessions:
+            return None
+        config = (sessions[-1].get("inferenceService", {}).get("runner") or {}).get(
+            "configuration"
+        ) or {}
+        return self._versions.get(int(config["version"]))
+
+    @property
+    def inference_service(self) -> Any:
+        """The InferenceService of the deployed version (runner kind ``pipeline``; evaluate
+        it like any other system), or None when not deployed."""
+        sessions = self._deployed_sessions()
+        if not sessions:
+            return None
+        return self._core.inferenceservices.get(sessions[-1]["inferenceService"]["id"])
+
+    @property
+    def inference_session(self) -> str | None:
+        """The id of the deployed version's InferenceSession (None: not deployed)."""
+        sessions = self._deployed_sessions()
+        return str(sessions[-1]["id"]) if sessions else None
+
+    def _deployed_sessions(self) -> list[dict[str, Any]]:
+        from assay.schema.status import Status
+
+        docs = self._core.store.query(
+            kind="InferenceSession",
+            account=self.account,
+            labels={PIPELINE_LABEL: self.name},
+            status=Status.Ready,
+        )
+        return sorted(docs, key=lambda d: str(d.get("creationTime", "")))
 
     # -- inference -----------------------------------------------------------------------------
 
@@ -241,330 +181,136 @@ class Pipeline:
         return self.infer(data, timeout=timeout, metadata=metadata)
 
     def _infer(self, data: Any, *, timeout: float, metadata: bool, concurrency: int) -> Any:
-        runtime = self._runtime
-        if runtime is None:
-            raise errors.ConflictError(
-                f"pipeline {self.name!r} is not deployed; call deploy() first"
-            )
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise errors.ValidationError(
                 f"timeout must be a positive number of seconds, got {timeout!r}",
                 field="timeout",
                 value=timeout,
             )
+        service = self._running()
         rows, kind = rows_of(data)
-        table, failures, first = runtime.run(rows, timeout=float(timeout), concurrency=concurrency)
-        if failures is not None and self.on_failure is not None:
-            self.on_failure(failures)
-        if table is not None and self.on_record is not None:
-            self.on_record(table)
+        result = service.run(rows, timeout=float(timeout), concurrency=concurrency)
+        if result.failures is not None and self.on_failure is not None:
+            self.on_failure(result.failures)
+        if result.records is not None and self.on_record is not None:
+            self.on_record(result.records)
+        first = result.first
         if first is not None:
-            step = runtime.definition.describe(self._name_of)
+            failed = result.failures.num_rows if result.failures is not None else 1
+            prefix = f"pipeline {self.name!r} version {service.version.version}: "
+            if first.step == INPUT_STEP:
+                raise errors.ValidationError(
+                    f"{prefix}input row {first.row} does not fit the pipeline's input schema: "
+                    f"{first.message} ({failed} of {len(rows)} input(s) refused)",
+                    field=f"data[{first.row}]",
+                )
+            step = service.runtime.definition.describe(self._catalog.name_of)
             where = step[first.step] if first.step < len(step) else f"{first.step}: {first.kind}"
             raise PipelineStepError(
-                f"pipeline {self.name!r} version {runtime.version}: step {where} failed for "
-                f"{failures.num_rows if failures is not None else 1} of {len(rows)} input(s): "
+                f"{prefix}step {where} failed for {failed} of {len(rows)} input(s): "
                 f"{first.message}",
                 step=first.step,
-                failures=failures,
+                failures=result.failures,
             )
-        if table is None:
-            table = pa.table({})
+        table = result.records if result.records is not None else pa.table({})
         if not metadata:
             table = table.select([c for c in table.column_names if not c.startswith("metadata.")])
         return as_kind(table, kind)
 
+    def _running(self) -> PipelineService:
+        """The deployed version's pipeline, in this process."""
+        service = self._live
+        if service is not None and not service.closed:
+            return service
+        session = self.inference_session
+        if session is None:
+            raise errors.ConflictError(
+                f"pipeline {self.name!r} is not deployed; call deploy() first"
+            )
+        handle = self._core.sessions.handles(session)[0]
+        if not isinstance(handle.service, PipelineService):  # pragma: no cover - kind is fixed
+            raise errors.PlatformError(f"InferenceSession {session} does not run a pipeline")
+        self._live = handle.service
+        return handle.service
+
     # -- internals -----------------------------------------------------------------------------
 
-    def _prepare(self, definition: PipelineDefinition) -> list[Check]:
-        if not any(isinstance(s, _ANSWERING) for s in definition.steps):
-            raise errors.ValidationError(
-                f"pipeline {self.name!r} has no step that calls a service; add one "
-                "(add_model_step, add_key_split, ...) before deploying",
-                field="steps",
-            )
-        for service in definition.services():
-            self._service(service)
-        checks = [parse_check(k, v) for k, v in definition.checks().items()]
-        known = self._known_columns(definition.steps)
-        for check in checks:
-            self._check_columns(check, known)
-        return checks
-
-    def _start(self, version: PipelineVersion, checks: list[Check], replicas: int) -> None:
+    def _start(self, version: PipelineVersion, replicas: int) -> None:
         from assay.schema.requests import InferenceSessionCreateRequest
-
-        self.undeploy()
-        sessions = self._platform.inferencesessions
-        callers = {}
-        try:
-            for service in version.definition.services():
-                created = sessions.create(
-                    InferenceSessionCreateRequest(
-                        account=self.account, inferenceService=service, replicas=replicas
-                    )
-                )
-                self._sessions.append(created.inferencesession.id)
-                client = sessions.client(created.inferencesession.id, created.token)
-                callers[service] = client.infer
-        except BaseException:
-            self.undeploy()
-            raise
-        self._runtime = Runtime(
-            pipeline=self.name,
-            version=version.version,
-            definition=version.definition,
-            callers=callers,
-            names={s: self._name_of(s) for s in version.definition.services()},
-            checks=checks,
-            nullable=frozenset(self._known_columns(version.definition.steps) or ()),
-        )
-        self._deployed = version
-
-    def _add(self, step: Step) -> Pipeline:
-        self._steps.append(step)
-        return self
-
-    def _replace(self, index: int, step: Step) -> Pipeline:
-        self._steps[self._index(index)] = step
-        return self
-
-    def _index(self, index: int) -> int:
-        if (
-            isinstance(index, bool)
-            or not isinstance(index, int)
-            or not 0 <= index < len(self._steps)
-        ):
-            raise errors.ValidationError(
-                f"pipeline {self.name!r} has no step {index!r}; its steps are numbered 0 to "
-                f"{len(self._steps) - 1}"
-                if self._steps
-                else f"pipeline {self.name!r} has no steps",
-                field="index",
-                value=index,
-            )
-        return index
-
-    def _service(self, service: Any, field: str = "service") -> str:
-        """The id of ``service`` (an id or an entity), checked to exist and be Ready."""
         from assay.schema.status import Status
 
-        id = service if isinstance(service, str) else getattr(service, "id", None)
-        if not isinstance(id, str):
-            raise errors.ValidationError(
-                f"{field} must be an InferenceService or its id, got {type(service).__name__}",
-                field=field,
+        service = self._version_service(version)
+        previous = self._deployed_sessions()
+        group = self._core.inferencesessions
+        session = group._insert(
+            group._build(
+                InferenceSessionCreateRequest(
+                    account=self.account, inferenceService=service.id, replicas=replicas
+                )
             )
-        try:
-            entity = self._platform.inferenceservices.get(id)
-        except errors.NotFoundError:
-            raise errors.NotFoundError(
-                f"pipeline {self.name!r}: {field} {id!r} is not an InferenceService of this "
-                "platform; create it first (e.g. inferenceservices.create_mock(...))"
-            ) from None
-        if entity.status != Status.Ready:
-            raise errors.ValidationError(
-                f"pipeline {self.name!r}: InferenceService {entity.name!r} ({id}) is not ready "
-                f"(status {entity.status}); wait for it or fix it before adding it",
-                field=field,
-                value=id,
-            )
-        self._names[id] = entity.name
-        return id
-
-    def _name_of(self, id: str) -> str:
-        if id not in self._names:
-            try:
-                self._names[id] = self._platform.inferenceservices.get(id).name
-            except errors.NotFoundError:
-                return id
-        return self._names[id]
-
-    def _model_step(self, service: Any) -> ModelStep:
-        return ModelStep(service=self._service(service))
-
-    def _multi_model_step(self, services: Sequence[Any]) -> MultiModelStep:
-        if isinstance(services, str) or not services:
-            raise errors.ValidationError(
-                "services must be a non-empty list of InferenceServices or ids", field="services"
-            )
-        return MultiModelStep(services=[self._service(s, "services") for s in services])
-
-    def _audit_step(self, slice: str) -> AuditStep:
-        start, stop = parse_slice(slice)
-        return AuditStep(start=start, stop=stop)
-
-    def _select_step(self, index: int) -> SelectStep:
-        if isinstance(index, bool) or not isinstance(index, int):
-            raise errors.ValidationError(
-                f"select index must be an integer, got {index!r}", field="index", value=index
-            )
-        return SelectStep(index=index)
-
-    def _key_split_step(self, default: Any, meta_key: str, options: dict[Any, Any]) -> KeySplitStep:
-        if not isinstance(meta_key, str) or not meta_key:
-            raise errors.ValidationError(
-                f"meta_key must name an input field, got {meta_key!r}", field="meta_key"
-            )
-        if not isinstance(options, dict):
-            raise errors.ValidationError(
-                f"options must be a dict of input value → service, got {type(options).__name__}",
-                field="options",
-            )
-        return KeySplitStep(
-            default=self._service(default, "default"),
-            meta_key=meta_key,
-            options=[
-                (value, self._service(s, f"options[{value!r}]")) for value, s in options.items()
-            ],
         )
+        _add_labels(self._core, session.id, {PIPELINE_LABEL: self.name})
+        doc = self._core.engine.drive(session.id)
+        if doc.get("status") != Status.Ready:
+            raise errors.UnavailableError(
+                f"pipeline {self.name!r} version {version.version} did not start: "
+                f"{doc.get('status')}{' (' + doc['reason'] + ')' if doc.get('reason') else ''}: "
+                f"{doc.get('message', '')}"
+            )
+        self._live = None
+        self._running()
+        for old in previous:  # the new version answers now: stop the old one
+            with contextlib.suppress(errors.AssayError):
+                self._core.sessions.terminate(old["id"])
 
-    def _random_split_step(
-        self, weighted: Sequence[tuple[float, Any]], hash_key: str | None
-    ) -> RandomSplitStep:
-        if isinstance(weighted, str) or not weighted:
-            raise errors.ValidationError(
-                "weighted must be a non-empty list of (weight, service) pairs", field="weighted"
-            )
-        pairs: list[tuple[float, str]] = []
-        for i, pair in enumerate(weighted):
-            if not isinstance(pair, tuple | list) or len(pair) != 2:
-                raise errors.ValidationError(
-                    f"weighted[{i}] must be a (weight, service) pair, got {pair!r}",
-                    field="weighted",
-                )
-            weight, service = pair
-            if (
-                isinstance(weight, bool)
-                or not isinstance(weight, int | float)
-                or not weight > 0
-                or weight == float("inf")
-            ):
-                raise errors.ValidationError(
-                    f"weighted[{i}]: weight {weight!r} is not a positive finite number; weights "
-                    "are relative (1 and 2 send about a third and two thirds)",
-                    field="weighted",
-                    value=weight,
-                )
-            pairs.append((float(weight), self._service(service, f"weighted[{i}]")))
-        if hash_key is not None and (not isinstance(hash_key, str) or not hash_key):
-            raise errors.ValidationError(
-                f"hash_key must name an input field or be None, got {hash_key!r}", field="hash_key"
-            )
-        return RandomSplitStep(weighted=pairs, hash_key=hash_key)
+    def _version_service(self, version: PipelineVersion) -> Any:
+        """The InferenceService of ``version`` (made on its first deploy, reused after)."""
+        from assay.schema.base import validate_model
+        from assay.schema.dataset import make_output_schema
+        from assay.schema.requests import InferenceServiceCreateRequest
 
-    def _shadow_step(self, champion: Any, challengers: Sequence[Any]) -> ShadowStep:
-        if isinstance(challengers, str) or not challengers:
-            raise errors.ValidationError(
-                "challengers must be a non-empty list of InferenceServices or ids",
-                field="challengers",
+        id = uuid.uuid5(_SERVICE_NAMESPACE, version.id).hex
+        with contextlib.suppress(errors.NotFoundError):
+            return self._core.inferenceservices.get(id)
+        definition = version.definition
+        item = self._catalog.output_schema(definition)
+        if item is not None:
+            output = make_output_schema(item).model_dump(by_alias=True)
+        else:  # unknown or not unifiable: the first answering service's schema
+            first = next(s for s in definition.steps if isinstance(s, ANSWERING)).services()[0]
+            output = self._core.inferenceservices.get(first).interface.outputSchema.model_dump(
+                by_alias=True
             )
-        ids = [self._service(c, "challengers") for c in challengers]
-        prefixes = [column_prefix(self._name_of(c)) for c in ids]
-        clash = sorted({p for p in prefixes if prefixes.count(p) > 1})
-        if clash:
-            raise errors.ValidationError(
-                f"challengers {clash} would share the output columns {clash}: their services "
-                "have the same name; give them distinct names",
-                field="challengers",
-            )
-        return ShadowStep(champion=self._service(champion, "champion"), challengers=ids)
-
-    def _validations_step(
-        self, checks: dict[str, str], *, replacing: int | None
-    ) -> ValidationsStep:
-        if not checks:
-            raise errors.ValidationError(
-                "add_validations needs at least one named check, e.g. "
-                "add_validations(high='out.score > 0.9')",
-                field="validations",
-            )
-        parsed = [parse_check(k, v) for k, v in checks.items()]
-        taken = {
-            name
-            for i, step in enumerate(self._steps)
-            if isinstance(step, ValidationsStep) and i != replacing
-            for name in step.checks
+        request = {
+            "account": self.account,
+            "name": f"{self.name}-v{version.version}",
+            "runner": {
+                "kind": "pipeline",
+                "configuration": {"pipeline": self.name, "version": version.version},
+            },
+            "interface": {"endpoint": "infer", "outputSchema": output},
         }
-        for check in parsed:
-            if check.name in taken:
-                raise errors.ValidationError(
-                    f"a validation named {check.name!r} exists already; choose another name or "
-                    "replace its step with replace_with_validations",
-                    field="validations",
-                    value=check.name,
-                )
-        known = self._known_columns(self._steps)
-        for check in parsed:
-            self._check_columns(check, known)
-        return ValidationsStep(checks=dict(checks))
-
-    def _known_columns(self, steps: Sequence[Step]) -> set[str] | None:
-        """The ``out.*`` and ``out_<name>.*`` columns the services declare (None: no step
-        answers yet, or a service's schema is unknown)."""
-        answering = [s for s in steps if isinstance(s, _ANSWERING)]
-        if not answering:
-            return None
-        last = answering[-1]
-        known: set[str] = set()
-        services = [last.champion] if isinstance(last, ShadowStep) else last.services()
-        for service in services:
-            fields = self._output_fields(service)
-            if fields is None:
-                return None
-            known |= {f"out.{f}" for f in fields}
-        for step in steps:
-            if isinstance(step, ShadowStep):
-                for challenger in step.challengers:
-                    fields = self._output_fields(challenger)
-                    if fields is None:
-                        return None
-                    prefix = column_prefix(self._name_of(challenger))
-                    known |= {f"{prefix}.{f}" for f in fields} | {f"{prefix}.error"}
-        return known
-
-    def _output_fields(self, service: str) -> list[str] | None:
+        group = self._core.inferenceservices
+        entity = group._build(
+            validate_model(InferenceServiceCreateRequest, request, what="pipeline service")
+        ).model_copy(
+            update={
+                "id": id,
+                "labels": {PIPELINE_LABEL: self.name, VERSION_LABEL: str(version.version)},
+            }
+        )
         try:
-            schema = self._platform.inferenceservices.get(
-                service
-            ).interface.outputSchema.arrow_schema()
-            item = schema.field("responses").type.value_type
-        except Exception:  # a schema we cannot read: the columns are checked at inference
-            return None
-        return [
-            name
-            for field in item
-            for name in _field_names(field.name, field.type)
-            if field.name != "_response_index_"
-        ]
-
-    def _check_columns(self, check: Check, known: set[str] | None) -> None:
-        for column in sorted(check.columns):
-            if column.startswith(("in.", "metadata.")):
-                continue
-            if not column.startswith(("out.", "out_")):
-                raise errors.ValidationError(
-                    f"validation {check.name!r} ({check.source!r}) refers to {column!r}; columns "
-                    "start with in., out., out_<challenger>. or metadata.",
-                    field=f"validations.{check.name}",
-                    value=check.source,
-                )
-            if known is not None and _EXTRA_OUTPUT.sub("out.", column) not in known:
-                raise errors.ValidationError(
-                    f"validation {check.name!r} ({check.source!r}) refers to unknown column "
-                    f"{column!r}; the services' output columns are: {', '.join(sorted(known))}",
-                    field=f"validations.{check.name}",
-                    value=check.source,
-                )
+            return group._insert(entity)
+        except errors.ConflictError:  # another process made it first
+            return group.get(id)
 
     def __repr__(self) -> str:
-        deployed = self._deployed.version if self._deployed else None
-        return (
-            f"Pipeline(name={self.name!r}, steps={len(self._steps)}, deployed_version={deployed})"
-        )
+        return f"Pipeline(name={self.name!r}, account={self.account!r}, steps={len(self._steps)})"
 
 
-def _field_names(name: str, type: pa.DataType) -> list[str]:
-    if pa.types.is_struct(type) and type.num_fields:
-        return [f"{name}.{sub}" for child in type for sub in _field_names(child.name, child.type)]
-    return [name]
+def _add_labels(core: Any, id: str, labels: Mapping[str, str]) -> None:
+    def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        doc["labels"] = {**(doc.get("labels") or {}), **labels}
+        return doc
+
+    core.store.update(id, mutate)

@@ -48,13 +48,22 @@ class ReplicaHandle:
     """True when the replica accepts several instances per request."""
     ready_path: str | None = None
     """A path that answers 2xx once the replica is ready (``plain`` replicas)."""
+    health: Callable[[], str | None] | None = None
+    """Why an in-process replica can no longer answer (None: it can), e.g. a pipeline whose
+    step session ended; checked while its session is watched."""
+    watched: bool = False
+    """Watch the session like one with replica processes (claimed, checked for ``health``,
+    restarted by ``resume()``) although no process of ours serves it."""
 
     def alive(self) -> bool:
-        return self.process.alive() if self.process is not None else True
+        if self.process is not None and not self.process.alive():
+            return False
+        return self.health is None or self.health() is None
 
     def describe_exit(self) -> str:
         if self.process is None:
-            return "stopped"
+            problem = self.health() if self.health is not None else None
+            return problem or "stopped"
         code = self.process.returncode
         tail = self.process.log_tail(20)
         return f"replica {self.index} exited with code {code}" + (
@@ -91,6 +100,8 @@ class RunnerEnv:
     secret: Callable[[str], str]
     """The value of a named platform secret (raises NotFoundError)."""
     log_dir: Path | None = None
+    platform: Any = None
+    """The platform core, for runners that run other services (``pipeline``)."""
 
 
 class Runner(abc.ABC):
@@ -197,5 +208,9 @@ def _load_builtin() -> None:
         return
     from assay.inference.runners import http, huggingface, mock, openai, python, vllm
 
-    for module in (mock, python, http, openai, vllm, huggingface):
+    # the ``pipeline`` kind lives with the pipelines (which build on this package), loaded
+    # here like a plugin so that every process knows every kind
+    from assay.pipelines import runner as pipeline
+
+    for module in (mock, python, http, openai, vllm, huggingface, pipeline):
         register_runner(module.RUNNER)

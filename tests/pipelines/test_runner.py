@@ -1,0 +1,193 @@
+"""A deployed pipeline as an InferenceService of runner kind ``pipeline``: evaluated like any
+other system (its every call logged), its step sessions started and stopped with it, a step
+that ends failing the pipeline session, the input schema, and the ``processes`` executor."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from tests.conftest import ACCOUNT, evaluation_request, ready_dataset
+
+from assay import errors
+from assay.local import LocalPlatform, mocks
+from assay.pipelines import Pipeline, PipelineStepError
+from assay.pipelines.runner import STEP_SESSION_LABEL
+from assay.schema.status import Status
+
+
+def _services(platform: LocalPlatform) -> dict[str, Any]:
+    create = platform.inferenceservices.create_mock
+    return {
+        "text": create(mocks.TextCompletion, account=ACCOUNT, name="writer", kwargs={"seed": 1}),
+        "other": create(mocks.TextCompletion, account=ACCOUNT, name="other", kwargs={"seed": 2}),
+    }
+
+
+def _step_sessions(platform: LocalPlatform, session: str) -> list[dict[str, Any]]:
+    return platform.core.store.query(kind="InferenceSession", labels={STEP_SESSION_LABEL: session})
+
+
+def test_a_deployed_pipeline_is_evaluated_like_any_service(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    services = _services(platform)
+    pipeline = platform.pipelines.create("assistant")
+    pipeline.add_random_split([(1, services["text"]), (1, services["other"])], hash_key="text")
+    pipeline.add_validations(long="in.text == 'prompt 3'")
+    version = pipeline.deploy()
+
+    service = pipeline.inference_service
+    assert service.runner.kind == "pipeline"
+    assert service.runner.configuration == {"pipeline": "assistant", "version": version.version}
+    assert service.labels["assay.io/pipeline"] == "assistant"
+    # the pipeline's replies have the schema of the services it routes to
+    item = service.interface.outputSchema.arrow_schema().field("responses").type.value_type
+    assert "text" in [f.name for f in item]
+
+    dataset = ready_dataset(platform, tmp_path / "data", rows=20)
+    evaluation = platform.evaluations.create(evaluation_request(dataset, service.id))
+    evaluation = platform.evaluations.wait(evaluation.id)
+    assert evaluation.status == Status.Complete, evaluation.message
+    outputs = platform.evaluations.open(evaluation.id).to_table().to_pylist()
+    assert sorted(r["_index_"] for r in outputs) == list(range(20))
+    # each reply is what the routed service answered for the prompt
+    for row in outputs:
+        assert row["responses"] and row["responses"][0]["text"].startswith(
+            f"prompt {row['_index_']}"
+        )
+
+    # every instance of the evaluation went through the pipeline and is in its log
+    pipeline.log.flush()
+    logged = pipeline.logs(limit=None, arrow=True)
+    assert sorted(logged.column("in.text").to_pylist()) == sorted(f"prompt {i}" for i in range(20))
+    assert logged.column("anomaly.count").to_pylist().count(1) == 1
+    routes = set(logged.column("metadata.answered_by").to_pylist())
+    assert routes == {"writer", "other"}
+
+
+def test_step_sessions_start_and_stop_with_the_pipeline(platform: LocalPlatform) -> None:
+    services = _services(platform)
+    pipeline = Pipeline(platform, "p", account=ACCOUNT)
+    pipeline.add_shadow_deploy(services["text"], [services["other"]])
+    pipeline.deploy(replicas=2)
+    session = pipeline.inference_session
+    assert session is not None
+    steps = _step_sessions(platform, session)
+    assert len(steps) == 2 and all(s["status"] == Status.Ready for s in steps)
+    assert all(s["replicas"] == 2 for s in steps)
+
+    # deploying again starts the new version's sessions and stops the old ones
+    pipeline.deploy()
+    assert platform.inferencesessions.get(session).status == Status.Terminated
+    assert all(platform.inferencesessions.get(s["id"]).status == Status.Terminated for s in steps)
+    newer = pipeline.inference_session
+    assert newer is not None and newer != session
+
+    pipeline.undeploy()
+    assert platform.inferencesessions.get(newer).status == Status.Terminated
+    assert all(
+        platform.inferencesessions.get(s["id"]).status == Status.Terminated
+        for s in _step_sessions(platform, newer)
+    )
+
+
+def test_a_step_session_that_ends_fails_the_pipeline_session(platform: LocalPlatform) -> None:
+    services = _services(platform)
+    pipeline = Pipeline(platform, "p", account=ACCOUNT).add_model_step(services["text"])
+    pipeline.deploy()
+    session = pipeline.inference_session
+    assert session is not None
+    (step,) = _step_sessions(platform, session)
+    platform.inferencesessions.terminate(step["id"])
+    deadline = time.monotonic() + 10
+    while platform.inferencesessions.get(session).status == Status.Ready:
+        assert time.monotonic() < deadline, "the pipeline session outlived its step session"
+        time.sleep(0.05)
+    ended = platform.inferencesessions.get(session)
+    assert ended.status == Status.Error and "step service 'writer'" in (ended.message or "")
+    with pytest.raises(errors.ConflictError, match="not deployed"):
+        pipeline.infer({"text": "x"})
+
+
+def test_the_input_schema_refuses_rows_that_do_not_fit(platform: LocalPlatform) -> None:
+    services = _services(platform)
+    schema = pa.schema([pa.field("text", pa.string(), nullable=False), ("user", pa.int64())])
+    pipeline = platform.pipelines.create("typed")
+    pipeline.set_input_schema(schema).add_model_step(services["text"])
+    with pytest.raises(errors.ValidationError, match=r"'in\.nope'.*input columns are: in\.text"):
+        pipeline.add_validations(bad="in.nope > 1")
+    pipeline.add_validations(vip="in.user == 7")
+    pipeline.deploy()
+    assert pipeline.infer({"text": "hi", "user": 7})["anomaly.vip"] is True
+    assert pipeline.infer({"text": "hi"})["anomaly.count"] == 0  # nullable field left out
+
+    cases = {
+        "missing": ({"user": 1}, "field 'text' is missing or null"),
+        "type": ({"text": "hi", "user": "seven"}, "field 'user' is 'seven' \\(str\\).*int64"),
+        "extra": ({"text": "hi", "mood": 1}, "field 'mood' is not in the pipeline's input schema"),
+    }
+    for row, message in cases.values():
+        with pytest.raises(errors.ValidationError, match=f"input row 0 .*{message}"):
+            pipeline.infer(row)
+    failures = pipeline.logs(failures=True, arrow=True)
+    assert failures.num_rows == 3
+    assert set(failures.column("metadata.error_step_kind").to_pylist()) == {"input"}
+    # the schema is part of the version: a rollback restores it
+    assert pipeline.versions()[-1].definition.input_schema() == schema
+    pipeline.set_input_schema(None).deploy()
+    assert pipeline.infer({"text": "hi", "mood": 1, "user": 7})["in.mood"] == 1
+    # a check that cannot run on a batch fails it, and the rows go to the failure log
+    with pytest.raises(PipelineStepError, match=r"step 1: validations.*in\.user"):
+        pipeline.infer({"text": "no user"})
+    assert pipeline.logs(failures=True, arrow=True).num_rows == 4
+    pipeline.deploy(version=1)
+    assert pipeline.input_schema == schema
+    with pytest.raises(errors.ValidationError, match="mood"):
+        pipeline.infer({"text": "hi", "mood": 1})
+
+
+def test_pipeline_services_are_checked_when_created(platform: LocalPlatform) -> None:
+    def request(configuration: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "account": ACCOUNT,
+            "name": "by-hand",
+            "runner": {"kind": "pipeline", "configuration": configuration},
+            "interface": {
+                "endpoint": "infer",
+                "outputSchema": _services(platform)["text"].interface.outputSchema.model_dump(
+                    by_alias=True
+                ),
+            },
+        }
+
+    with pytest.raises(errors.ValidationError, match=r"runner\.configuration\.pipeline"):
+        platform.inferenceservices.create(request({"version": 1}))
+    with pytest.raises(errors.ValidationError, match=r"runner\.configuration\.version"):
+        platform.inferenceservices.create(request({"pipeline": "p", "version": 0}))
+    with pytest.raises(errors.ValidationError, match="has no version 1"):
+        platform.inferenceservices.create(request({"pipeline": "p", "version": 1}))
+
+
+def test_with_the_processes_executor(tmp_path: Path) -> None:
+    with LocalPlatform(tmp_path / "platform", account=ACCOUNT, executor="processes") as platform:
+        services = _services(platform)
+        pipeline = platform.pipelines.create("worked")
+        pipeline.add_model_step(services["text"]).deploy()
+        result = pipeline.infer([{"text": f"q{i}"} for i in range(5)])
+        assert [r["in.text"] for r in result] == [f"q{i}" for i in range(5)]
+        dataset = ready_dataset(platform, tmp_path / "data", rows=10)
+        evaluation = platform.evaluations.create(
+            evaluation_request(dataset, pipeline.inference_service.id)
+        )
+        evaluation = platform.evaluations.wait(evaluation.id, timeout=120)
+        assert evaluation.status == Status.Complete, evaluation.message
+        deadline = time.monotonic() + 10
+        while len(pipeline.logs(limit=None, arrow=True)) < 15:  # the worker's log flushes
+            assert time.monotonic() < deadline, "the evaluation's inferences were not logged"
+            time.sleep(0.1)
+        pipeline.undeploy()
+        assert pipeline.deployed_version is None
