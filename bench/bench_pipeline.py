@@ -5,10 +5,15 @@ A pipeline of ``k`` model steps (each a ``TextCompletion`` mock giving one outpu
 step reads the previous one's) answers one row at a time; the direct path calls the same
 session clients in the same chain. Blocks of the two alternate so that machine noise hits
 both alike. The overhead per step is ``(p50 pipeline - p50 direct) / k``; it includes the
-per-inference work (flattening the record into an Arrow table, the ``on_record`` hook, the
-timestamp) spread over the ``k`` steps, so the figure for ``k = 1`` is the worst case.
+per-inference work (flattening the record into an Arrow table, appending it to the inference
+log, the ``on_record`` hook, the timestamp) spread over the ``k`` steps, so the figure for
+``k = 1`` is the worst case.
 
-Run: ``.venv/bin/python bench/bench_pipeline.py [--requests N] [--rounds R]``.
+Second table: an evaluation of ``--instances`` instances through the deployed one-step
+pipeline (its InferenceService, runner kind ``pipeline``, every instance logged) against an
+evaluation of the same mock service directly, alternating; instances/s, best of the runs.
+
+Run: ``.venv/bin/python bench/bench_pipeline.py [--requests N] [--rounds R] [--instances N]``.
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from assay.local import LocalPlatform, mocks
 from assay.pipelines import Pipeline
@@ -32,6 +41,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=500, help="requests per block")
     parser.add_argument("--rounds", type=int, default=5, help="blocks of each path")
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 4, 8], help="step counts")
+    parser.add_argument("--instances", type=int, default=20_000, help="instances evaluated")
+    parser.add_argument("--runs", type=int, default=3, help="evaluations of each kind")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root, LocalPlatform(root, account=ACCOUNT) as platform:
         services = [
@@ -79,6 +90,47 @@ def main() -> None:
             p = statistics.median(times["pipeline"]) * 1e6
             print(f"{k:>5}  {d:>14.1f}  {p:>16.1f}  {(p - d) / k:>17.1f}")
             pipeline.undeploy()
+        _evaluations(platform, services[0], Path(root), args.instances, args.runs)
+
+
+def _evaluations(platform: Any, service: Any, root: Path, n: int, runs: int) -> None:
+    data = root / "data"
+    data.mkdir()
+    pq.write_table(
+        pa.table(
+            {
+                "_index_": pa.array(range(n), pa.int64()),
+                "text": [f"prompt {i}" for i in range(n)],
+            }
+        ),
+        data / "part-0.parquet",
+    )
+    dataset = platform.datasets.create_arrow_dataset(data, account=ACCOUNT, name="bench")
+    dataset = platform.datasets.upload_arrow_dataset(dataset, data)
+    pipeline = platform.pipelines.create("bench-evaluated")
+    pipeline.add_model_step(service).deploy()
+    systems = {"direct": service.id, "pipeline": pipeline.inference_service.id}
+    rates: dict[str, list[float]] = {name: [] for name in systems}
+    for _ in range(runs):
+        for name, system in systems.items():
+            start = time.perf_counter()
+            evaluation = platform.evaluations.create(
+                {
+                    "account": ACCOUNT,
+                    "dataset": dataset.id,
+                    "inferenceSession": {"inferenceService": system},
+                }
+            )
+            evaluation = platform.evaluations.wait(evaluation.id)
+            assert evaluation.status == "Complete", evaluation.message
+            rates[name].append(n / (time.perf_counter() - start))
+    direct, piped = max(rates["direct"]), max(rates["pipeline"])
+    print(f"\nevaluation of {n:,} instances (best of {runs})")
+    print(f"  service directly:        {direct:>10,.0f} instances/s")
+    print(f"  through the pipeline:    {piped:>10,.0f} instances/s  ({piped / direct:.2f}x)")
+    pipeline.log.flush()
+    logged = pipeline.log_counters()["written"]
+    print(f"  instances logged by the pipeline: {logged:,} ({runs} x {n:,})")
 
 
 def _block(call: Callable[[dict[str, Any]], None], n: int) -> list[float]:
