@@ -57,7 +57,7 @@ def test_same_groups_methods_and_signatures(local: LocalPlatform, alice: Client)
         with pytest.raises(AttributeError, match="belongs to LocalPlatform"):
             getattr(alice, name)
     with pytest.raises(AttributeError, match="its API groups are datasets"):
-        alice.pipelines  # noqa: B018
+        alice.platform_pipelines  # noqa: B018
 
 
 def _refusal(call: Any) -> tuple[type, str]:

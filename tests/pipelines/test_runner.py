@@ -36,6 +36,8 @@ def test_a_deployed_pipeline_is_evaluated_like_any_service(
 ) -> None:
     services = _services(platform)
     pipeline = platform.pipelines.create("assistant")
+    # an evaluation's requests carry _index_, which the input schema need not declare
+    pipeline.set_input_schema(pa.schema([("text", pa.string())]))
     pipeline.add_random_split([(1, services["text"]), (1, services["other"])], hash_key="text")
     pipeline.add_validations(long="in.text == 'prompt 3'")
     version = pipeline.deploy()
@@ -67,6 +69,12 @@ def test_a_deployed_pipeline_is_evaluated_like_any_service(
     assert logged.column("anomaly.count").to_pylist().count(1) == 1
     routes = set(logged.column("metadata.answered_by").to_pylist())
     assert routes == {"writer", "other"}
+    assert sorted(logged.column("in._index_").to_pylist()) == list(range(20))
+
+    # the logged traffic becomes a Dataset again, numbered afresh (in._index_ left out)
+    traffic, answers = platform.datasets.create_from_pipeline_logs(pipeline)
+    assert traffic.status == Status.Ready and answers.status == Status.Complete
+    assert platform.datasets.open(traffic.id).to_table().num_rows == 20
 
 
 def test_step_sessions_start_and_stop_with_the_pipeline(platform: LocalPlatform) -> None:
@@ -191,3 +199,72 @@ def test_with_the_processes_executor(tmp_path: Path) -> None:
             time.sleep(0.1)
         pipeline.undeploy()
         assert pipeline.deployed_version is None
+
+
+@pytest.mark.slow
+def test_resume_restarts_a_pipeline_whose_process_was_killed(tmp_path: Path) -> None:
+    """A deployed pipeline over a ``python`` service (replica processes); its process is
+    SIGKILLed; ``resume()`` in a new process restarts it, with new step sessions."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    repo = Path(__file__).resolve().parents[2]
+    root = tmp_path / "platform"
+    code = f"""
+        import time
+        from pathlib import Path
+        from assay.local import LocalPlatform
+        from tests.inference.test_runners import MODEL_SOURCE, _interface
+        package = Path({str(tmp_path)!r}) / "pkg"
+        (package / "echomodel").mkdir(parents=True)
+        (package / "echomodel" / "__init__.py").write_text("")
+        (package / "echomodel" / "model.py").write_text(MODEL_SOURCE)
+        platform = LocalPlatform({str(root)!r}, account={ACCOUNT!r})
+        module = platform.modules.create_package(package, account={ACCOUNT!r}, name="echo")
+        module = platform.modules.upload_package(module, package)
+        service = platform.inferenceservices.create({{
+            "account": {ACCOUNT!r},
+            "name": "echo",
+            "runner": {{
+                "kind": "python",
+                "configuration": {{"module": module.id, "target": "echomodel.model:Echo"}},
+            }},
+            "interface": _interface(),
+        }})
+        pipeline = platform.pipelines.create("loud")
+        pipeline.add_model_step(service).deploy()
+        print(pipeline.infer({{"text": "hi"}})["out.text"], flush=True)
+        time.sleep(600)
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env={**os.environ, "PYTHONPATH": str(repo)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            pytest.fail(f"the deploying process failed: {process.communicate()[1][-3000:]}")
+        assert line.strip() == "HI"
+    finally:
+        os.kill(process.pid, signal.SIGKILL)
+        process.communicate()  # closes the pipes
+
+    with LocalPlatform(root, account=ACCOUNT) as platform:
+        pipeline = platform.pipelines.get("loud")
+        session = pipeline.inference_session
+        assert session is not None
+        (old_step,) = _step_sessions(platform, session)
+        assert session in platform.resume()
+        assert platform.inferencesessions.get(old_step["id"]).status == Status.Terminated
+        (new_step,) = [
+            s for s in _step_sessions(platform, session) if s["status"] == Status.Ready
+        ]
+        assert new_step["id"] != old_step["id"]
+        assert pipeline.infer({"text": "again"})["out.text"] == "AGAIN"

@@ -135,6 +135,18 @@ class Client:
         self.reports = Reports(self)
         self.safetycases = SafetyCases(self)
         self.scores = Scores(self)
+        self._pipelines: Any = None
+
+    @property
+    def pipelines(self) -> Any:
+        """Serving pipelines on the server (:class:`assay.client._pipelines.Pipelines`), as
+        ``LocalPlatform.pipelines``: ``client.pipelines.create(name)``. (Loaded on first use:
+        it needs pyarrow, which ``import assay.client`` does not import.)"""
+        if self._pipelines is None:
+            from assay.client._pipelines import Pipelines
+
+            self._pipelines = Pipelines(self)
+        return self._pipelines
 
     @property
     def endpoint(self) -> str:

@@ -22,10 +22,12 @@ from assay.client._retries import parse_retry_after
 if TYPE_CHECKING:
     import httpx
 
-__all__ = ["ERROR_HEADER", "STATUS_ERRORS", "error_for_response", "error_for_status"]
+__all__ = ["ERROR_HEADER", "STATUS_ERRORS", "STEP_HEADER", "error_for_response", "error_for_status"]
 
 #: The response header that may name the exact error class (``DataIntegrityError``).
 ERROR_HEADER = "X-Assay-Error"
+#: With ``X-Assay-Error: PipelineStepError``: the index of the pipeline step that failed.
+STEP_HEADER = "X-Assay-Pipeline-Step"
 
 
 def _inverse() -> dict[int, type[errors.AssayError]]:
@@ -94,8 +96,13 @@ def error_for_response(
     """The exception for an error answer (``response.status_code >= 400``); ``kind`` and
     ``id`` name the entity the call was about, for :class:`~assay.errors.NotFoundError`."""
     status = response.status_code
-    cls = _named_class(response.headers.get(ERROR_HEADER)) or error_for_status(status)
     detail = response_detail(response)
+    if response.headers.get(ERROR_HEADER) == "PipelineStepError":  # not in assay.errors
+        from assay.pipelines.execution import PipelineStepError
+
+        step = response.headers.get(STEP_HEADER, "-1")
+        return PipelineStepError(detail, step=int(step) if step.lstrip("-").isdigit() else -1)
+    cls = _named_class(response.headers.get(ERROR_HEADER)) or error_for_status(status)
     if issubclass(cls, errors.UnavailableError):
         return cls(detail, retry_after=parse_retry_after(response.headers.get("Retry-After")))
     if issubclass(cls, errors.NotFoundError):

@@ -56,8 +56,6 @@ LOCAL_ONLY: dict[str, str] = {
     "import_data": "the server has no route to import outputs made elsewhere; import them "
     "with a LocalPlatform",
     "authorize": "the server checks session tokens on every inference call",
-    "create_from_pipeline_logs": "pipelines and their inference logs are not served over HTTP "
-    "yet; use LocalPlatform(...).pipelines",
     "fetch": "a Client's entities are on the server already; "
     "LocalPlatform(storage_root, remote_client=client).<group>.fetch(id) copies one into a "
     "local platform",

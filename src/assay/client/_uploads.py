@@ -10,6 +10,7 @@ or ``Error``, with the reason and message — as ``LocalPlatform`` does.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -92,6 +93,28 @@ class Datasets(RemoteUploadGroup["Dataset"]):
         from assay.core.datasets import arrow_dataset_request
 
         return self.create(arrow_dataset_request(dataset_directory, account=account, name=name))
+
+    def create_from_pipeline_logs(
+        self,
+        pipeline: Any,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        *,
+        name: str | None = None,
+        valid: bool | None = None,
+    ) -> tuple[Dataset, Any]:
+        """A window ``[start, end)`` of a pipeline's logged traffic (a pipeline from
+        ``client.pipelines``) as a ``Ready`` Dataset of its inputs and a ``Complete``
+        Evaluation of its outputs, made on the server. Returns both."""
+        to_dataset = getattr(pipeline, "to_dataset", None)
+        if to_dataset is None:
+            raise errors.ValidationError(
+                f"create_from_pipeline_logs: {type(pipeline).__name__} has no inference log; "
+                "use a pipeline from client.pipelines.create(name)",
+                field="pipeline",
+            )
+        dataset, evaluation = to_dataset(start, end, name=name, valid=valid)
+        return dataset, evaluation
 
     def upload_arrow_dataset(
         self, dataset: Dataset | str, dataset_directory: str | Path

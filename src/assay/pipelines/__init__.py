@@ -1,5 +1,7 @@
 """Serving pipelines: ordered steps over InferenceServices (models, splits, shadows,
-validations), deployed as immutable versions and run in-process.
+validations), deployed as immutable versions; a deployed version is an InferenceService of
+runner kind ``pipeline`` (evaluate it like any other system), and every inference it answers
+is appended to the pipeline's inference log.
 
 ```python
 pipeline = platform.pipelines.create("sentiment")       # with its inference log
@@ -9,7 +11,8 @@ pipeline.infer({"text": "great"})
 pipeline.logs()                                           # the newest 100 logged inferences
 ```
 
-``Pipeline(platform, name)`` alone runs without a log (records go to its ``on_record`` hook).
+``Pipeline(platform, name)`` is the same pipeline without the reading side of the log (its
+``on_record`` / ``on_failure`` hooks get the records of the calls made through it).
 
 Design notes: ``docs/design/pipelines.md``.
 """

@@ -7,7 +7,7 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -19,7 +19,14 @@ from assay import errors
 from assay.pipelines._log_read import Query, columns_of
 from assay.pipelines._log_segments import segment_files
 
-__all__ = ["ExportResult", "export_segments", "parse_size"]
+__all__ = [
+    "ExportResult",
+    "export_segments",
+    "json_default",
+    "parse_size",
+    "segment_tables",
+    "write_tables",
+]
 
 logger = logging.getLogger("assay.pipelines.log")
 
@@ -89,7 +96,8 @@ class ExportResult:
     """One line saying how far it got, and how to go on."""
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """The JSON of values JSON does not have: times in ISO 8601, bytes in base64."""
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, bytes):
@@ -153,7 +161,7 @@ class _Output:
     def _write_json(self, chunk: pa.Table) -> int:
         assert self.text is not None
         lines = [
-            (json.dumps(row, default=_json_default, ensure_ascii=False) + "\n").encode()
+            (json.dumps(row, default=json_default, ensure_ascii=False) + "\n").encode()
             for row in chunk.to_pylist()
         ]
         size = rows = 0
@@ -190,33 +198,50 @@ class _Output:
         self.schema = None
 
 
-def export_segments(
+def segment_tables(
     folder: Path,
-    directory: Path,
     *,
-    prefix: str,
-    size_limit: int,
-    arrow: bool,
     query: Query,
     dataset: Sequence[str] | str | None,
     dataset_exclude: Sequence[str] | str | None,
     dataset_separator: str,
     limit: int | None,
+) -> Iterator[pa.Table]:
+    """The records of ``folder``'s segments that ``query`` selects, one table per segment
+    (records by time within one; a segment with none selected is an empty table), until
+    ``limit`` records have been given. What :func:`write_tables` writes, in its order."""
+    given = 0
+    for path in segment_files(folder):
+        data = ds.dataset(str(path), format="parquet")
+        columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
+        needed = columns if "time" in columns else ["time", *columns]
+        table = data.to_table(columns=needed, filter=query.filter(data.schema))
+        table = table.sort_by("time")
+        if limit is not None:
+            table = table.slice(0, limit - given)
+        given += table.num_rows
+        yield table
+        if limit is not None and given >= limit:
+            return
+
+
+def write_tables(
+    tables: Iterable[pa.Table],
+    directory: Path,
+    *,
+    prefix: str,
+    size_limit: int,
+    arrow: bool,
+    limit: int | None,
 ) -> ExportResult:
-    """Export the records of ``folder``'s segments that ``query`` selects, segment by segment
-    (records by time within one), into ``directory``."""
+    """Write ``tables`` (as :func:`segment_tables` gives them: a pipeline's log here, or one
+    read from a server) into ``directory`` as an export: a new file at each change of schema,
+    stopping before ``size_limit`` bytes or after ``limit`` records."""
     directory.mkdir(parents=True, exist_ok=True)
     output = _Output(directory, prefix, arrow, size_limit)
     stopped = False
     try:
-        for path in segment_files(folder):
-            data = ds.dataset(str(path), format="parquet")
-            columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
-            needed = columns if "time" in columns else ["time", *columns]
-            table = data.to_table(columns=needed, filter=query.filter(data.schema))
-            table = table.sort_by("time")
-            if limit is not None:
-                table = table.slice(0, limit - output.result.records)
+        for table in tables:
             if table.num_rows and not output.write(table):
                 stopped = True
                 break
@@ -252,3 +277,31 @@ def export_segments(
     else:
         logger.info("inference log export: %s", result.message)
     return result
+
+
+def export_segments(
+    folder: Path,
+    directory: Path,
+    *,
+    prefix: str,
+    size_limit: int,
+    arrow: bool,
+    query: Query,
+    dataset: Sequence[str] | str | None,
+    dataset_exclude: Sequence[str] | str | None,
+    dataset_separator: str,
+    limit: int | None,
+) -> ExportResult:
+    """Export the records of ``folder``'s segments that ``query`` selects, segment by segment
+    (records by time within one), into ``directory``."""
+    tables = segment_tables(
+        folder,
+        query=query,
+        dataset=dataset,
+        dataset_exclude=dataset_exclude,
+        dataset_separator=dataset_separator,
+        limit=limit,
+    )
+    return write_tables(
+        tables, directory, prefix=prefix, size_limit=size_limit, arrow=arrow, limit=limit
+    )

@@ -120,7 +120,7 @@ class LoggedPipeline(Pipeline):
                 inputs, account=self.account, name=name or f"{self.name} traffic"
             )
             dataset = core.datasets.upload_arrow_dataset(dataset, inputs)
-            evaluation = core.evaluations.import_data(outputs)
+            evaluation = core.evaluations.import_data(outputs, account=self.account)
         return dataset, evaluation
 
 

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from assay import errors
 
-__all__ = ["as_kind", "input_problem", "read_file", "rows_of"]
+__all__ = ["as_kind", "bookkeeping", "input_problem", "read_file", "rows_of"]
 
 
 def read_file(path: str | os.PathLike[str]) -> Any:
@@ -76,9 +76,16 @@ def as_kind(table: pa.Table, kind: str) -> Any:
     return rows[0] if kind == "dict" else rows
 
 
+def bookkeeping(name: str) -> bool:
+    """``_index_``, ``_replication_`` and the like: the platform's columns, which an
+    evaluation's requests carry beside the instance's fields."""
+    return len(name) > 2 and name.startswith("_") and name.endswith("_")
+
+
 def input_problem(row: dict[str, Any], schema: pa.Schema) -> str | None:
     """Why ``row`` does not fit the pipeline's input schema (None: it fits): a field it
-    lacks, a field the schema does not declare, or a value of the wrong type."""
+    lacks, a field the schema does not declare (the platform's ``_name_`` columns aside), or
+    a value of the wrong type."""
     for field in schema:
         value = row.get(field.name)
         if value is None:
@@ -95,7 +102,7 @@ def input_problem(row: dict[str, Any], schema: pa.Schema) -> str | None:
                 f"field {field.name!r} is {shown} ({type(value).__name__}); the schema "
                 f"expects {field.type}"
             )
-    extra = [k for k in row if schema.get_field_index(k) < 0]
+    extra = [k for k in row if schema.get_field_index(k) < 0 and not bookkeeping(k)]
     if extra:
         return (
             f"field {extra[0]!r} is not in the pipeline's input schema (its fields: "

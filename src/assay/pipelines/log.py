@@ -33,7 +33,7 @@ import atexit
 import datetime as dt
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +42,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assay import errors
-from assay.pipelines._log_export import ExportResult, export_segments, parse_size
+from assay.pipelines._log_export import (
+    ExportResult,
+    export_segments,
+    parse_size,
+    segment_tables,
+)
 from assay.pipelines._log_read import TIME, Query, columns_of, open_segments
 from assay.pipelines._log_segments import SegmentWriter
+from assay.pipelines.inputs import bookkeeping as _bookkeeping
 
 __all__ = ["ExportResult", "InferenceLog", "open_shared", "parse_size", "release_shared"]
 
@@ -277,6 +283,32 @@ class InferenceLog:
             limit=limit,
         )
 
+    def export_tables(
+        self,
+        start_datetime: dt.datetime | None = None,
+        end_datetime: dt.datetime | None = None,
+        valid: bool | None = None,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: str = ".",
+        limit: int | None = None,
+        failures: bool = False,
+    ) -> Iterator[pa.Table]:
+        """The tables :meth:`export` writes, in its order: one per segment (an empty one for a
+        segment with nothing selected), until ``limit`` records. A server sends these to a
+        client, whose export writes the same files (``_log_export.write_tables``)."""
+        query = Query(start_datetime, end_datetime, valid)
+        if not self._closed:
+            self.flush()
+        return segment_tables(
+            self._folder(failures),
+            query=query,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+            limit=limit,
+        )
+
     def to_dataset_files(
         self,
         directory: Path | str,
@@ -301,7 +333,9 @@ class InferenceLog:
         target = Path(directory)
         data = open_segments(self._folder(False))
         names = data.schema.names if data is not None else []
-        inputs = [n for n in names if n.startswith("in.")]
+        # the platform's own columns an evaluation's requests carried (in._index_): the new
+        # Dataset numbers its instances itself
+        inputs = [n for n in names if n.startswith("in.") and not _bookkeeping(n[3:])]
         outputs = [n for n in names if n.startswith("out.")]
         if data is None or not inputs or not outputs:
             raise errors.ValidationError(

@@ -180,7 +180,16 @@ class Pipeline(PipelineBuilder):
         data = read_file(path)
         return self.infer(data, timeout=timeout, metadata=metadata)
 
-    def _infer(self, data: Any, *, timeout: float, metadata: bool, concurrency: int) -> Any:
+    def infer_table(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        timeout: float = 15,
+        metadata: bool = False,
+        concurrency: int = 1,
+    ) -> pa.Table:
+        """As :meth:`infer` for a list of rows, giving the records as a pyarrow Table whatever
+        the input (what a server sends on, types intact)."""
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise errors.ValidationError(
                 f"timeout must be a positive number of seconds, got {timeout!r}",
@@ -188,7 +197,6 @@ class Pipeline(PipelineBuilder):
                 value=timeout,
             )
         service = self._running()
-        rows, kind = rows_of(data)
         result = service.run(rows, timeout=float(timeout), concurrency=concurrency)
         if result.failures is not None and self.on_failure is not None:
             self.on_failure(result.failures)
@@ -215,6 +223,11 @@ class Pipeline(PipelineBuilder):
         table = result.records if result.records is not None else pa.table({})
         if not metadata:
             table = table.select([c for c in table.column_names if not c.startswith("metadata.")])
+        return table
+
+    def _infer(self, data: Any, *, timeout: float, metadata: bool, concurrency: int) -> Any:
+        rows, kind = rows_of(data)
+        table = self.infer_table(rows, timeout=timeout, metadata=metadata, concurrency=concurrency)
         return as_kind(table, kind)
 
     def _running(self) -> PipelineService:

@@ -3,6 +3,7 @@ signer (:class:`ServerState`), and the FastAPI dependencies that hand them to ro
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Annotated, Any
 
@@ -93,6 +94,8 @@ class ServerState:
         self.owns_core = core is None
         self._authenticator: Authenticator | None = None
         self._urls: ArtifactURLSigner | None = None
+        self._pipelines: Any = None
+        self._pipelines_lock = threading.Lock()
 
     def open(self) -> None:
         """Open the core (unless one was given) and resume interrupted work."""
@@ -110,7 +113,12 @@ class ServerState:
 
     def close(self) -> None:
         """Close the core if this server opened it (running workflows get
-        ``shutdown_timeout`` seconds; what is left resumes at the next start)."""
+        ``shutdown_timeout`` seconds; what is left resumes at the next start). The pipelines
+        opened here are let go first (their logs flushed)."""
+        with self._pipelines_lock:
+            pipelines, self._pipelines = self._pipelines, None
+        if pipelines is not None:
+            pipelines.close()
         if self._core is not None and self.owns_core:
             _stop_workflows(self._core, self.settings.shutdown_timeout)
             self._core.close()
@@ -125,6 +133,18 @@ class ServerState:
     def core(self) -> PlatformCore:
         core: PlatformCore = self._require(self._core)
         return core
+
+    @property
+    def pipelines(self) -> Any:
+        """The server's pipelines (:class:`assay.server.routes.pipelines.ServedPipelines`),
+        opened on first use."""
+        core = self.core
+        with self._pipelines_lock:
+            if self._pipelines is None:
+                from assay.server.routes.pipelines import ServedPipelines
+
+                self._pipelines = ServedPipelines(core)
+            return self._pipelines
 
     @property
     def authenticator(self) -> Authenticator:

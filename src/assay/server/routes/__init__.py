@@ -13,6 +13,7 @@ from assay.server.resources import RESOURCE_KINDS
 from assay.server.routes.artifacts import add_artifact_routes, add_storage_routes
 from assay.server.routes.entities import add_entity_routes
 from assay.server.routes.logs import add_log_routes
+from assay.server.routes.pipelines import add_pipeline_routes
 from assay.server.routes.scores import add_score_routes
 from assay.server.routes.sessions import add_session_routes
 
@@ -27,6 +28,7 @@ def api_router() -> APIRouter:
     router = APIRouter(prefix=API_PREFIX, responses=API_ERRORS)
     add_score_routes(router)
     add_session_routes(router)
+    add_pipeline_routes(router)
     for rk in RESOURCE_KINDS:
         add_entity_routes(router, rk)
         add_artifact_routes(router, rk)
