@@ -263,8 +263,6 @@ def test_resume_restarts_a_pipeline_whose_process_was_killed(tmp_path: Path) -> 
         (old_step,) = _step_sessions(platform, session)
         assert session in platform.resume()
         assert platform.inferencesessions.get(old_step["id"]).status == Status.Terminated
-        (new_step,) = [
-            s for s in _step_sessions(platform, session) if s["status"] == Status.Ready
-        ]
+        (new_step,) = [s for s in _step_sessions(platform, session) if s["status"] == Status.Ready]
         assert new_step["id"] != old_step["id"]
         assert pipeline.infer({"text": "again"})["out.text"] == "AGAIN"
