@@ -161,3 +161,37 @@ def test_the_newest_are_found_by_time_not_by_segment_number(tmp_path: Path) -> N
         window = T0 + dt.timedelta(seconds=9), T0 + dt.timedelta(seconds=101)
         table, more = late.read(limit=None, start_datetime=window[0], end_datetime=window[1])
         assert table.column("in.x").to_pylist() == [9, 50, 51, 52, 53, 54, 100] and not more
+
+
+def test_an_export_of_interleaved_writers_is_in_time_order(tmp_path: Path) -> None:
+    """Two writers whose segments overlap in time (one with an extra column): the export is
+    in time order — so an export stopped by its limit is a prefix, and "export again from
+    the last time" misses nothing — and each file keeps one schema."""
+    import json
+
+    folder = tmp_path / "p"
+    first = InferenceLog(folder, flush_seconds=3600)
+    second = InferenceLog(folder, flush_seconds=3600)
+    try:
+        first.append(batch(range(0, 40, 2)))  # even seconds
+        first.flush()
+        odd = batch(range(1, 40, 2)).append_column("in.y", pa.array(["odd"] * 20))
+        second.append(odd)
+        second.flush()
+        first.append(batch([100, 101]))  # later, alone
+        first.flush()
+        stopped = first.export(tmp_path / "partial", limit=7)
+        full = first.export(tmp_path / "full")
+    finally:
+        first.close()
+        second.close()
+
+    def exported(result: object) -> list[int]:
+        files = sorted(getattr(result, "files"))
+        return [json.loads(line)["in.x"] for p in files for line in p.read_text().splitlines()]
+
+    assert exported(full) == [*range(40), 100, 101]
+    assert exported(stopped) == list(range(7))
+    for path in full.files:  # runs of one segment: each file has one schema
+        keys = {tuple(sorted(json.loads(line))) for line in path.read_text().splitlines()}
+        assert len(keys) == 1

@@ -6,7 +6,6 @@ deployed and run on the server. Routes: ``docs/design/pipelines.md``."""
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay.pipelines.builder import PipelineBuilder, check_name
 from assay.pipelines.definition import PipelineDefinition
+from assay.pipelines.inputs import check_call
 
 if TYPE_CHECKING:
     import httpx
@@ -250,12 +250,7 @@ class RemotePipeline(PipelineBuilder):
     ) -> Any:
         """As :meth:`infer`, with up to ``concurrency`` rows in flight at once (on the
         server)."""
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise errors.ValidationError(
-                f"concurrency must be an integer of at least 1, got {concurrency!r}",
-                field="concurrency",
-                value=concurrency,
-            )
+        check_call(timeout, concurrency)
         return self._infer(data, timeout=timeout, metadata=metadata, concurrency=concurrency)
 
     def infer_from_file(
@@ -295,12 +290,7 @@ class RemotePipeline(PipelineBuilder):
 
         from assay.pipelines._log_export import json_default
 
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise errors.ValidationError(
-                f"timeout must be a positive number of seconds, got {timeout!r}",
-                field="timeout",
-                value=timeout,
-            )
+        check_call(timeout, concurrency)
         body = {"rows": rows, "timeout": timeout, "metadata": metadata, "concurrency": concurrency}
         # values JSON does not have (times, bytes from a Table or DataFrame) as in exports
         content = json.dumps(body, default=json_default, ensure_ascii=False).encode()
@@ -338,7 +328,7 @@ class RemotePipeline(PipelineBuilder):
         first), or with a time range the first ``limit`` of ``[start, end)``; ``limit=None``:
         all. A pandas DataFrame, or a pyarrow Table with ``arrow=True``; a
         ``MoreLogRecordsWarning`` says when more records exist."""
-        from assay.pipelines.group import MoreLogRecordsWarning, _require_pandas
+        from assay.pipelines.group import _require_pandas, deliver_logs
 
         if not arrow:
             _require_pandas()
@@ -360,15 +350,8 @@ class RemotePipeline(PipelineBuilder):
         response = self._transport.send(
             "GET", self._path("logs"), params=params, kind="Pipeline", id=self.name
         )
-        table = _read_table(response.content)
-        if response.headers.get("X-Assay-More-Records") == "true":
-            warnings.warn(
-                f"pipeline {self.name!r}: {table.num_rows} log records returned and more exist; "
-                "raise limit, or give start_datetime / end_datetime",
-                MoreLogRecordsWarning,
-                stacklevel=2,
-            )
-        return table if arrow else table.to_pandas()
+        more = response.headers.get("X-Assay-More-Records") == "true"
+        return deliver_logs(self.name, _read_table(response.content), more=more, arrow=arrow)
 
     def export_logs(
         self,

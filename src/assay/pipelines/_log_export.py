@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from assay import errors
 from assay.pipelines._log_read import Query, columns_of
@@ -207,22 +210,76 @@ def segment_tables(
     dataset_separator: str,
     limit: int | None,
 ) -> Iterator[pa.Table]:
-    """The records of ``folder``'s segments that ``query`` selects, one table per segment
-    (records by time within one; a segment with none selected is an empty table), until
-    ``limit`` records have been given. What :func:`write_tables` writes, in its order."""
+    """The records of ``folder``'s segments that ``query`` selects, in time order, until
+    ``limit`` records have been given: one table per segment (a segment with none selected is
+    an empty table), except where segments written at once by several writers overlap in time
+    — their records are merged by time and given as runs, each a slice of one segment, so
+    that every table keeps its segment's schema. What :func:`write_tables` writes, in order."""
     given = 0
-    for path in segment_files(folder):
-        data = ds.dataset(str(path), format="parquet")
-        columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
-        needed = columns if "time" in columns else ["time", *columns]
-        table = data.to_table(columns=needed, filter=query.filter(data.schema))
-        table = table.sort_by("time")
-        if limit is not None:
-            table = table.slice(0, limit - given)
-        given += table.num_rows
-        yield table
-        if limit is not None and given >= limit:
-            return
+    for cluster in _overlapping(segment_files(folder)):
+        tables = []
+        for path in cluster:
+            data = ds.dataset(str(path), format="parquet")
+            columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
+            needed = columns if "time" in columns else ["time", *columns]
+            table = data.to_table(columns=needed, filter=query.filter(data.schema))
+            tables.append(table.sort_by("time"))
+        for table in _merged_runs(tables):
+            if limit is not None:
+                table = table.slice(0, limit - given)
+            given += table.num_rows
+            yield table
+            if limit is not None and given >= limit:
+                return
+
+
+def _overlapping(paths: Sequence[Path]) -> Iterator[list[Path]]:
+    """The segments in order of their first record's time, grouped where their time ranges
+    overlap (one writer's segments never do; several writers' may)."""
+    ranges = []
+    for path in paths:
+        times = pq.read_table(path, columns=["time"]).column("time")
+        low, high = pc.min(times).value, pc.max(times).value
+        if low is not None:
+            ranges.append((low, high, path))
+    ranges.sort(key=lambda r: r[0])
+    cluster: list[Path] = []
+    end = None
+    for low, high, path in ranges:
+        if cluster and end is not None and low > end:
+            yield cluster
+            cluster, end = [], None
+        cluster.append(path)
+        end = high if end is None else max(end, high)
+    if cluster:
+        yield cluster
+
+
+def _merged_runs(tables: Sequence[pa.Table]) -> Iterator[pa.Table]:
+    """The records of ``tables`` (each sorted by time) in time order, as runs of consecutive
+    records of one table."""
+    if len(tables) == 1:
+        yield tables[0]
+        return
+    keys = pa.table(
+        {
+            "time": pa.chunked_array(
+                [t.column("time").cast(pa.int64()) for t in tables], type=pa.int64()
+            ),
+            "table": pa.array(np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])),
+            "row": pa.array(np.concatenate([np.arange(t.num_rows) for t in tables])),
+        }
+    )
+    order = keys.sort_by([("time", "ascending"), ("table", "ascending"), ("row", "ascending")])
+    owners = order.column("table").to_numpy()
+    rows = order.column("row").to_numpy()
+    if owners.size == 0:
+        yield tables[0].slice(0, 0)
+        return
+    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+    stops = np.r_[starts[1:], owners.size]
+    for start, stop in zip(starts, stops, strict=True):
+        yield tables[int(owners[start])].slice(int(rows[start]), int(stop - start))
 
 
 def write_tables(

@@ -20,7 +20,7 @@ from assay.pipelines.pipeline import Pipeline
 from assay.pipelines.runner import log_directory
 from assay.pipelines.versions import VersionStore
 
-__all__ = ["LoggedPipeline", "MoreLogRecordsWarning", "Pipelines"]
+__all__ = ["LoggedPipeline", "MoreLogRecordsWarning", "Pipelines", "deliver_logs"]
 
 
 class MoreLogRecordsWarning(UserWarning):
@@ -64,14 +64,7 @@ class LoggedPipeline(Pipeline):
             dataset_separator=dataset_separator,
             failures=failures,
         )
-        if more:
-            warnings.warn(
-                f"pipeline {self.name!r}: {table.num_rows} log records returned and more exist; "
-                "raise limit, or give start_datetime / end_datetime",
-                MoreLogRecordsWarning,
-                stacklevel=2,
-            )
-        return table if arrow else table.to_pandas()
+        return deliver_logs(self.name, table, more=more, arrow=arrow)
 
     def export_logs(
         self,
@@ -182,6 +175,19 @@ class Pipelines:
             opened, self._open = list(self._open.values()), {}
         for pipeline in opened:
             release_shared(pipeline.log)
+
+
+def deliver_logs(name: str, table: Any, *, more: bool, arrow: bool) -> Any:
+    """What ``logs()`` returns: ``table`` (arrow) or a DataFrame, with a
+    :class:`MoreLogRecordsWarning` (to the caller of ``logs()``) when more records exist."""
+    if more:
+        warnings.warn(
+            f"pipeline {name!r}: {table.num_rows} log records returned and more exist; raise "
+            "limit, or give start_datetime / end_datetime",
+            MoreLogRecordsWarning,
+            stacklevel=3,
+        )
+    return table if arrow else table.to_pandas()
 
 
 def _require_pandas() -> None:

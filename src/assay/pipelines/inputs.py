@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from assay import errors
 
-__all__ = ["as_kind", "bookkeeping", "input_problem", "read_file", "rows_of"]
+__all__ = ["as_kind", "bookkeeping", "check_call", "input_problem", "read_file", "rows_of"]
 
 
 def read_file(path: str | os.PathLike[str]) -> Any:
@@ -109,3 +109,21 @@ def input_problem(row: dict[str, Any], schema: pa.Schema) -> str | None:
             f"{', '.join(schema.names)}); remove it or declare it"
         )
     return None
+
+
+def check_call(timeout: Any, concurrency: Any = 1) -> None:
+    """Refuse a ``timeout`` that is not a positive number of seconds, or a ``concurrency``
+    that is not an integer of at least 1 (``infer`` and ``parallel_infer``, here and on a
+    client)."""
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise errors.ValidationError(
+            f"timeout must be a positive number of seconds, got {timeout!r}",
+            field="timeout",
+            value=timeout,
+        )
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise errors.ValidationError(
+            f"concurrency must be an integer of at least 1, got {concurrency!r}",
+            field="concurrency",
+            value=concurrency,
+        )

@@ -16,7 +16,7 @@ from assay.pipelines.builder import PipelineBuilder, check_name
 from assay.pipelines.catalog import ANSWERING
 from assay.pipelines.definition import PipelineDefinition
 from assay.pipelines.execution import INPUT_STEP, PipelineStepError
-from assay.pipelines.inputs import as_kind, read_file, rows_of
+from assay.pipelines.inputs import as_kind, check_call, read_file, rows_of
 from assay.pipelines.runner import PipelineService
 from assay.pipelines.versions import PipelineVersion, VersionStore
 
@@ -163,12 +163,7 @@ class Pipeline(PipelineBuilder):
         self, data: Any, concurrency: int = 8, timeout: float = 15, *, metadata: bool = False
     ) -> Any:
         """As :meth:`infer`, with up to ``concurrency`` rows in flight at once."""
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise errors.ValidationError(
-                f"concurrency must be an integer of at least 1, got {concurrency!r}",
-                field="concurrency",
-                value=concurrency,
-            )
+        check_call(timeout, concurrency)
         return self._infer(data, timeout=timeout, metadata=metadata, concurrency=concurrency)
 
     def infer_from_file(
@@ -190,12 +185,7 @@ class Pipeline(PipelineBuilder):
     ) -> pa.Table:
         """As :meth:`infer` for a list of rows, giving the records as a pyarrow Table whatever
         the input (what a server sends on, types intact)."""
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise errors.ValidationError(
-                f"timeout must be a positive number of seconds, got {timeout!r}",
-                field="timeout",
-                value=timeout,
-            )
+        check_call(timeout, concurrency)
         service = self._running()
         result = service.run(rows, timeout=float(timeout), concurrency=concurrency)
         if result.failures is not None and self.on_failure is not None:
