@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assay.pipelines.log import InferenceLog
+from assay.pipelines.log import ExportResult, InferenceLog
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 TIME = pa.timestamp("us", tz="UTC")
@@ -70,7 +70,7 @@ _WRITER = textwrap.dedent(
     """
     import datetime as dt, sys, pyarrow as pa
     from pathlib import Path
-    from assay.pipelines.log import InferenceLog
+    from assay.pipelines.log import ExportResult, InferenceLog
 
     T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     first, n = int(sys.argv[2]), int(sys.argv[3])
@@ -186,8 +186,8 @@ def test_an_export_of_interleaved_writers_is_in_time_order(tmp_path: Path) -> No
         first.close()
         second.close()
 
-    def exported(result: object) -> list[int]:
-        files = sorted(getattr(result, "files"))
+    def exported(result: ExportResult) -> list[int]:
+        files = sorted(result.files)
         return [json.loads(line)["in.x"] for p in files for line in p.read_text().splitlines()]
 
     assert exported(full) == [*range(40), 100, 101]

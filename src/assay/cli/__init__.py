@@ -6,7 +6,8 @@ traceback; ``--debug`` shows it) and exit with status 2.
 
 Commands: ``demo`` (``demo.py``), ``serve`` (``serve.py``), ``token`` (``tokens.py``), and the
 everyday commands over a server's entities, ``<kind> list|get|delete|wait|download|logs`` and
-``scores list`` (``entities.py``).
+``scores list`` (``entities.py``), and ``pipelines list|get|versions|deploy|undeploy|logs|
+export|counters`` over a server's serving pipelines (``pipelines.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Assay: an open platform for auditing AI systems.",
         epilog="The entity commands talk to a server (--endpoint and --token, or "
         "ASSAY_API_ENDPOINT and ASSAY_API_TOKEN): assay <kind> list|get|delete|wait|download "
-        "ID, e.g. 'assay evaluations list --status Complete'; 'assay <kind> --help' for more.",
+        "ID, e.g. 'assay evaluations list --status Complete'; 'assay <kind> --help' for more. "
+        "Serving pipelines: assay pipelines list|get|versions|deploy|undeploy|logs|export|"
+        "counters.",
     )
     parser.add_argument("--version", action="version", version=f"assay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -35,12 +38,14 @@ def _parser() -> argparse.ArgumentParser:
 
     add_demo_arguments(sub.add_parser("demo", help=HELP, description=DESCRIPTION))
     from assay.cli.entities import add_entity_parsers
+    from assay.cli.pipelines import add_pipeline_parser
     from assay.cli.serve import add_serve_parser
     from assay.cli.tokens import add_token_parser
 
     add_serve_parser(sub)
     add_token_parser(sub)
     add_entity_parsers(sub)
+    add_pipeline_parser(sub)
     return parser
 
 
@@ -72,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from assay.cli.entities import run_entity_command
 
             return run_entity_command(args)
+        if getattr(args, "pipeline_parser", None) is not None:
+            from assay.cli.pipelines import run_pipeline_command
+
+            return run_pipeline_command(args)
         parser.print_help()
         return 0
     except errors.AssayError as exc:
