@@ -34,7 +34,14 @@ from assay import errors
 if TYPE_CHECKING:
     from assay.client import Client
 
-__all__ = ["KINDS", "LOG_KINDS", "add_entity_parsers", "run_entity_command"]
+__all__ = [
+    "KINDS",
+    "LOG_KINDS",
+    "add_entity_parsers",
+    "connection_options",
+    "positive_int",
+    "run_entity_command",
+]
 
 #: The kinds the everyday commands work on: the command name → the entity kind.
 KINDS = {
@@ -64,7 +71,7 @@ SCORE_FILTERS = {
 }
 
 
-def _connection() -> argparse.ArgumentParser:
+def connection_options() -> argparse.ArgumentParser:
     """The options every command that talks to a server takes."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("server")
@@ -87,7 +94,7 @@ def _connection() -> argparse.ArgumentParser:
     return common
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -109,7 +116,7 @@ def _seconds(text: str) -> float:
 
 def add_entity_parsers(sub: Any) -> None:
     """Add ``<kind> list|get|delete|wait|download[|logs]`` and ``scores list``."""
-    common = _connection()
+    common = connection_options()
     for command, kind in KINDS.items():
         parser = sub.add_parser(
             command,
@@ -140,7 +147,7 @@ def add_entity_parsers(sub: Any) -> None:
             help="only those with this label (repeatable; KEY alone: any value)",
         )
         listing.add_argument("--account", help="only those of this account")
-        listing.add_argument("--limit", type=_positive_int, metavar="N", help="at most N")
+        listing.add_argument("--limit", type=positive_int, metavar="N", help="at most N")
         listing.add_argument("--json", action="store_true", help="print JSON (a list)")
 
         get = actions.add_parser(

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["entity_fields", "entity_rows", "score_rows", "table", "to_json"]
+__all__ = ["cell", "entity_fields", "entity_rows", "score_rows", "table", "time_text", "to_json"]
 
 #: The columns of ``<kind> list``.
 ENTITY_COLUMNS = ("ID", "NAME", "STATUS", "REASON", "CREATED")
@@ -28,7 +28,7 @@ def to_json(value: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False)
 
 
-def _time(value: datetime | None) -> str:
+def time_text(value: datetime | None) -> str:
     """A time to the second: ``2024-05-01T12:30:05Z`` in UTC."""
     if value is None:
         return "-"
@@ -37,7 +37,7 @@ def _time(value: datetime | None) -> str:
     return value.isoformat(timespec="seconds")
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
     text = "-" if value is None or value == "" else " ".join(str(value).split())
     return text if len(text) <= CELL_WIDTH else text[: CELL_WIDTH - 1] + "…"
 
@@ -47,10 +47,10 @@ def entity_rows(entities: Iterable[Any]) -> list[tuple[str, ...]]:
     return [
         (
             e.id,
-            _cell(getattr(e, "name", None)),
-            _cell(e.status),
-            _cell(e.reason),
-            _time(e.creationTime),
+            cell(getattr(e, "name", None)),
+            cell(e.status),
+            cell(e.reason),
+            time_text(e.creationTime),
         )
         for e in entities
     ]
@@ -58,7 +58,7 @@ def entity_rows(entities: Iterable[Any]) -> list[tuple[str, ...]]:
 
 def score_rows(scores: Iterable[Any]) -> list[tuple[str, ...]]:
     """One row per score: the safety case, the name, the value, the sentence."""
-    return [(s.analysis, _cell(s.name), _cell(s.quantityString), _cell(s.text)) for s in scores]
+    return [(s.analysis, cell(s.name), cell(s.quantityString), cell(s.text)) for s in scores]
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -82,8 +82,8 @@ def entity_fields(entity: Any) -> str:
         ("status", entity.status),
         ("reason", entity.reason),
         ("message", entity.message),
-        ("created", _time(entity.creationTime)),
-        ("changed", _time(entity.lastTransitionTime)),
+        ("created", time_text(entity.creationTime)),
+        ("changed", time_text(entity.lastTransitionTime)),
         ("labels", labels or None),
     ]
     shown = [(k, v) for k, v in fields if v is not None]

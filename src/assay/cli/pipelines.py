@@ -29,7 +29,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from assay.cli.entities import _connection, _positive_int
+from assay.cli.entities import connection_options, positive_int
 
 if TYPE_CHECKING:
     from assay.client import Client
@@ -106,7 +106,7 @@ def _filters(parser: argparse.ArgumentParser) -> None:
 
 def add_pipeline_parser(sub: Any) -> None:
     """Add ``pipelines list|get|versions|deploy|undeploy|logs|export|counters``."""
-    common = _connection()
+    common = connection_options()
     named = argparse.ArgumentParser(add_help=False, parents=[common])
     named.add_argument("name", metavar="NAME", help="the pipeline's name")
     named.add_argument("--account", help="the pipeline's account (default: the token's)")
@@ -161,11 +161,11 @@ def add_pipeline_parser(sub: Any) -> None:
         "is done from Python: client.pipelines.create(name).add_model_step(...).deploy().",
     )
     deploy.add_argument(
-        "--version", type=_positive_int, required=True, metavar="N", help="the version to start"
+        "--version", type=positive_int, required=True, metavar="N", help="the version to start"
     )
     deploy.add_argument(
         "--replicas",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="R",
         help="replicas of every step's service (default: 1)",
@@ -190,7 +190,7 @@ def add_pipeline_parser(sub: Any) -> None:
     amount = logs.add_mutually_exclusive_group()
     amount.add_argument(
         "--limit",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_LIMIT,
         metavar="N",
         help=f"at most N records (default: {DEFAULT_LIMIT})",
@@ -327,8 +327,7 @@ def _get(pipeline: RemotePipeline, args: argparse.Namespace) -> int:
 
 
 def _versions(pipeline: RemotePipeline, args: argparse.Namespace) -> int:
-    from assay.cli.output import _time as time_text
-    from assay.cli.output import table
+    from assay.cli.output import table, time_text
 
     versions = pipeline.versions()
     if args.json:
@@ -366,8 +365,7 @@ def _logs(pipeline: RemotePipeline, args: argparse.Namespace) -> int:
     import json
     import warnings
 
-    from assay.cli.output import _cell, table
-    from assay.cli.output import _time as time_text
+    from assay.cli.output import cell, table, time_text
     from assay.pipelines import MoreLogRecordsWarning
     from assay.pipelines._log_export import json_default
 
@@ -398,7 +396,7 @@ def _logs(pipeline: RemotePipeline, args: argparse.Namespace) -> int:
             shown = [n for n in shown if n.split(".", 1)[0] in DEFAULT_LOG_GROUPS] or shown
         columns = (["time"] if "time" in names else []) + shown
         cells = [
-            [time_text(row[c]) if c == "time" else _cell(row[c]) for c in columns] for row in rows
+            [time_text(row[c]) if c == "time" else cell(row[c]) for c in columns] for row in rows
         ]
         print(table([c.upper() for c in columns], cells))
     else:
