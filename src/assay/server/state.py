@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
+import sqlalchemy as sa
 from fastapi import Depends, Request, Security
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 
 from assay import errors
 from assay.core.platform import CoreConfig, PlatformCore
@@ -36,12 +39,12 @@ __all__ = [
 
 DATABASE_FILE = "assay.db"
 
+T = TypeVar("T")
+
 
 def core_config(settings: ServerSettings) -> CoreConfig:
     """Where a server's core keeps its state: the layout of ``LocalPlatform(storage_root=
     settings.data_dir)`` (``assay.db``, one directory per entity, ``.assay/``)."""
-    import sqlalchemy as sa
-
     root = settings.root
     private = root / PRIVATE_DIR
     sqlite = sa.URL.create("sqlite", database=str(root / DATABASE_FILE))
@@ -96,6 +99,7 @@ class ServerState:
         self._urls: ArtifactURLSigner | None = None
         self._pipelines: Any = None
         self._pipelines_lock = threading.Lock()
+        self._inline_reads = False
 
     def open(self) -> None:
         """Open the core (unless one was given) and resume interrupted work."""
@@ -110,6 +114,12 @@ class ServerState:
             self._core.signer, RevocationList(self.settings.revoked_tokens_path)
         )
         self._urls = ArtifactURLSigner(self._core.signer, lifetime=self.settings.signed_url_seconds)
+        url = sa.make_url(self._core.store.url)
+        self._inline_reads = url.get_backend_name() == "sqlite" and url.database not in (
+            None,
+            "",
+            ":memory:",
+        )
 
     def close(self) -> None:
         """Close the core if this server opened it (running workflows get
@@ -128,6 +138,20 @@ class ServerState:
         if value is None:
             raise errors.UnavailableError("the server is starting or stopping", retry_after=1)
         return value
+
+    async def read(self, read: Callable[[], T]) -> T:
+        """``read()``, a call that only reads one or a few records by id: on the event loop
+        when the store is a SQLite file, in the thread pool otherwise.
+
+        An indexed SQLite read takes ~0.1 ms and, in WAL mode, never waits for a writer; the
+        hop to the thread pool and back costs as much again, and on a busy server the threads
+        only contend for the GIL. A database server (a network round trip) or an in-memory
+        database (one connection that writers hold) would stall the loop: those go to the
+        pool. Writes always go to the pool (they wait for the write lock).
+        """
+        if self._inline_reads:
+            return read()
+        return await anyio.to_thread.run_sync(read)
 
     @property
     def core(self) -> PlatformCore:
@@ -163,22 +187,28 @@ def server_state(request: Request) -> ServerState:
     return state
 
 
-_bearer = HTTPBearer(
-    auto_error=False,
-    description="An API token (`assay token create`), or a session token for inference calls.",
-)
+class _BearerCaller(HTTPBearer):
+    """The bearer-token security scheme (as the OpenAPI document declares it) that is also the
+    dependency verifying the caller: one dependency per request, not a scheme dependency
+    beneath the caller's."""
+
+    async def __call__(self, request: Request) -> Principal:  # type: ignore[override]
+        return caller(request)
 
 
-async def caller(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
-) -> Principal:
+def caller(request: Request) -> Principal:
     """The verified caller of ``request`` (401 without a valid token)."""
     return server_state(request).authenticator.authenticate(request.headers.get("authorization"))
 
 
+_bearer = _BearerCaller(
+    auto_error=False,
+    scheme_name="HTTPBearer",
+    description="An API token (`assay token create`), or a session token for inference calls.",
+)
+
 #: A route parameter that is the verified caller.
-Caller = Annotated[Principal, Depends(caller)]
+Caller = Annotated[Principal, Security(_bearer)]
 
 
 #: A route parameter that is the server's state.

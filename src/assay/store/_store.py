@@ -32,6 +32,11 @@ from ._query import (
 )
 from ._tables import claims, entities, entity_labels, entity_refs
 
+#: The read of one entity, built once (building the statement cost as much as running it).
+_GET = sa.select(entities.c.doc, entities.c.version, entities.c.kind).where(
+    entities.c.id == sa.bindparam("id")
+)
+
 __all__ = ["EntityStore"]
 
 Doc = dict[str, Any]
@@ -163,11 +168,7 @@ class EntityStore:
     def get(self, id: str, *, kind: str | None = None) -> Record | None:
         """The entity ``id`` (of ``kind``, if given), or None."""
         with self._db.transaction(write=False) as conn:
-            row = conn.execute(
-                sa.select(entities.c.doc, entities.c.version, entities.c.kind).where(
-                    entities.c.id == id
-                )
-            ).one_or_none()
+            row = conn.execute(_GET, {"id": id}).one_or_none()
         if row is None or (kind is not None and row.kind != kind):
             return None
         return Record(row.doc, row.version)
