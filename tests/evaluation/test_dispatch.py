@@ -282,6 +282,7 @@ class _Replica:
     def __init__(self) -> None:
         self.bodies: list[tuple[str, Any]] = []
         self._seen: set[str] = set()
+        self._hiccups = 0
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -299,6 +300,11 @@ class _Replica:
             texts = [r["text"] for r in rows]
             if "refuse" in texts:
                 return web.json_response({"detail": "refused"}, status=400)
+            if "crash" in texts:  # a bug the service has for this input
+                return web.json_response({"detail": "ZeroDivisionError: boom"}, status=500)
+            if "hiccup" in texts and self._hiccups < 2:  # fails twice, then works
+                self._hiccups += 1
+                return web.json_response({"detail": "RuntimeError: hiccup"}, status=500)
             if "flaky" in texts and "flaky" not in self._seen:
                 self._seen.add("flaky")
                 return web.json_response(
@@ -405,6 +411,66 @@ def test_a_refused_batch_is_resent_one_row_at_a_time(replica: _Replica) -> None:
     ]
     assert answers.attempts == {4: 2}  # its batch was answered 503 once
     assert answers.all_columns() is None
+
+
+def test_a_service_error_that_repeats_is_a_failed_instance_not_a_long_retry(
+    replica: _Replica,
+) -> None:
+    """HTTP 500 with the same detail again: the batch is split to find the instance, which
+    fails as a ServiceError after 3 identical answers — not after the retry limit (120 by
+    default, minutes of back-off); a 500 that goes away is retried as before."""
+    handle = ReplicaHandle(
+        index=0, style="replica", url=f"http://127.0.0.1:{replica.port}", batching=True
+    )
+    dispatcher = HTTPDispatcher(
+        [handle],
+        "echo",
+        Responder(None, pa.schema([pa.field("text", pa.string(), nullable=False)]), "test"),
+        RetryPolicy(120, 30.0),
+        concurrency=2,
+        request_timeout=10,
+        batch_size=4,
+    )
+    try:
+        future = dispatcher.submit_rows(_texts(["a", "crash", "b", "hiccup"]))
+        assert future is not None
+        answers = future.result(30)
+    finally:
+        dispatcher.close()
+    failed = answers.failed[1]
+    assert failed.kind == "ServiceError" and failed.attempts == 3
+    assert "failed 3 times in a row the same way (HTTP 500: ZeroDivisionError: boom)" in (
+        failed.error or ""
+    )
+    assert sorted(answers.failed) == [1]
+    assert [answers.responses[i] for i in (0, 2)] == [
+        [{"text": "A", "_response_index_": 0}],
+        [{"text": "B", "_response_index_": 0}],
+    ]
+    assert answers.responses[3] == [{"text": "HICCUP", "_response_index_": 0}]
+    crashes = [b for kind, b in replica.bodies if kind == "infer" and b["text"] == "crash"]
+    assert len(crashes) == 3
+
+
+def test_an_in_process_service_that_fails_the_same_way_fails_the_instance() -> None:
+    class Service:
+        calls = 0
+
+        def infer(self, endpoint: str, request: dict[str, Any]) -> list[dict[str, Any]]:
+            Service.calls += 1
+            if request["text"] == "crash":
+                raise ZeroDivisionError("boom")
+            return [{"text": request["text"].upper()}]
+
+    schema = pa.schema([pa.field("text", pa.string(), nullable=False)])
+    handle = ReplicaHandle(index=0, style="inprocess", service=Service())
+    dispatcher = InProcessDispatcher(
+        [handle], "echo", Responder(None, schema, "test"), RetryPolicy(120, 30.0)
+    )
+    answers = dispatcher.answer([{"text": "a"}, {"text": "crash"}])
+    assert answers.failed[1].kind == "ServiceError" and answers.failed[1].attempts == 3
+    assert "ZeroDivisionError: boom" in (answers.failed[1].error or "")
+    assert answers.responses[0] == [{"text": "A", "_response_index_": 0}]
 
 
 def test_rows_of_other_types_are_not_sent_by_submit_rows(replica: _Replica) -> None:

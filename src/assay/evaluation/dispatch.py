@@ -32,10 +32,12 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay.evaluation.bodies import RowBodies
 from assay.evaluation.outcomes import (
+    SERVICE_ERROR_REPEATS,
     Answers,
     BadRequest,
     FatalError,
     Outcome,
+    Repeats,
     Responder,
     RetryPolicy,
     TransientError,
@@ -138,6 +140,7 @@ class InProcessDispatcher:
 
     def _one(self, service: Any, request: JSONObject) -> Outcome:
         attempt = 0
+        repeats = Repeats()
         while True:
             attempt += 1
             try:
@@ -154,7 +157,12 @@ class InProcessDispatcher:
             except errors.AssayError as exc:
                 raise FatalError(str(exc)) from None
             except Exception as exc:  # a service bug: like an HTTP 500, worth another try
-                problem = TransientError(_text(exc))
+                problem = TransientError(_text(exc), service_error=True)
+            count = repeats.see(problem)
+            if count >= SERVICE_ERROR_REPEATS:
+                return Outcome(
+                    error=Repeats.message(count, problem), kind="ServiceError", attempts=attempt
+                )
             if attempt > self._policy.limit:
                 return Outcome(
                     error=f"gave up after {attempt} attempts: {problem}",
@@ -210,7 +218,7 @@ class _Job:
     """Some instances of a part to send: one request (``batch``: one ``/batch`` request for
     all of them), the ``attempt`` about to be made, the body once encoded."""
 
-    __slots__ = ("attempt", "batch", "body", "part", "positions")
+    __slots__ = ("attempt", "batch", "body", "part", "positions", "repeats")
 
     def __init__(self, part: _Part, positions: list[int], batch: bool) -> None:
         self.part = part
@@ -218,6 +226,7 @@ class _Job:
         self.batch = batch
         self.attempt = 1
         self.body: bytes | None = None
+        self.repeats = Repeats()
 
 
 class HTTPDispatcher:
@@ -352,8 +361,23 @@ class HTTPDispatcher:
                 job.part.fail(exc)
 
     def _later(self, job: _Job, exc: TransientError) -> None:
-        """Retry ``job`` after its back-off, or record that it gave up."""
+        """Retry ``job`` after its back-off, or record that it gave up. A request that the
+        service fails the same way again is not retried as it is: a batch is sent one
+        instance at a time (to find the one it cannot handle), and one instance counts as
+        failed after ``SERVICE_ERROR_REPEATS`` identical failures."""
         attempt = job.attempt
+        count = job.repeats.see(exc)
+        if count >= 2 and len(job.positions) > 1:
+            self._singles(job, job.positions)
+            return
+        if count >= SERVICE_ERROR_REPEATS:
+            outcome = Outcome(
+                error=Repeats.message(count, exc), kind="ServiceError", attempts=attempt
+            )
+            for i in job.positions:
+                job.part.answers.failed[i] = outcome
+            job.part.finish_job()
+            return
         if attempt > self._policy.limit:
             outcome = Outcome(
                 error=f"gave up after {attempt} attempts: {exc}",
@@ -465,7 +489,8 @@ class HTTPDispatcher:
                 if retry_after and retry_after.replace(".", "", 1).isdigit()
                 else None
             )
-            raise TransientError(f"HTTP {status}: {detail}", after)
+            # 500: the service failed (502-504: a proxy, overload or a timeout in between)
+            raise TransientError(f"HTTP {status}: {detail}", after, service_error=status == 500)
         if status in (401, 403):
             raise FatalError(f"the service refused the credentials (HTTP {status}): {detail}")
         raise BadRequest(f"HTTP {status}: {detail}")

@@ -29,11 +29,13 @@ if TYPE_CHECKING:
     from assay.schema.adapters import Adapter
 
 __all__ = [
+    "SERVICE_ERROR_REPEATS",
     "Answers",
     "BadRequest",
     "Columns",
     "FatalError",
     "Outcome",
+    "Repeats",
     "Requester",
     "Responder",
     "RetryPolicy",
@@ -43,10 +45,46 @@ __all__ = [
 JSONObject = dict[str, Any]
 
 
+#: Attempts of one instance that fail the same way (an HTTP 500, or an exception of an
+#: in-process service, with the same message) before it counts as failed ("ServiceError")
+#: rather than transient: a service bug, or an input the service cannot handle, does not go
+#: away by waiting — retrying it up to ``transientErrorRetryLimit`` times would take an hour.
+SERVICE_ERROR_REPEATS = 3
+
+
 class TransientError(Exception):
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, service_error: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.service_error = service_error
+        """The service itself failed (HTTP 500, or an exception in-process), as opposed to
+        being busy, unreachable or slow: the same failure repeated is not transient."""
+
+
+class Repeats:
+    """Counts consecutive identical service errors of one request."""
+
+    __slots__ = ("count", "last")
+
+    def __init__(self) -> None:
+        self.last: str | None = None
+        self.count = 0
+
+    def see(self, exc: TransientError) -> int:
+        """Record ``exc``; the number of consecutive identical service errors so far."""
+        text = str(exc) if exc.service_error else None
+        self.count = self.count + 1 if text is not None and text == self.last else int(bool(text))
+        self.last = text
+        return self.count
+
+    @staticmethod
+    def message(count: int, exc: TransientError) -> str:
+        return (
+            f"the service failed {count} times in a row the same way ({exc}); that is a bug "
+            "in the service or an input it cannot handle, not a transient failure"
+        )
 
 
 class BadRequest(Exception):
