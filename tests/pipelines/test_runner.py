@@ -19,6 +19,21 @@ from assay.pipelines.runner import STEP_SESSION_LABEL
 from assay.schema.status import Status
 
 
+class Shouting(mocks.TextCompletion):
+    """A TextCompletion that counts its batch calls and cannot handle the text "bad"."""
+
+    batches: list[int] = []  # shared on purpose: every instance counts here
+
+    def infer_batch(self, endpoint: str, requests: list[dict[str, Any]]) -> list[Any]:
+        Shouting.batches.append(len(requests))
+        return [self.infer(endpoint, r) for r in requests]
+
+    def answer(self, request: dict[str, Any]) -> list[dict[str, Any]]:
+        if request["text"] == "bad":
+            raise RuntimeError("cannot shout 'bad'")
+        return [{"text": request["text"].upper()}]
+
+
 def _services(platform: LocalPlatform) -> dict[str, Any]:
     create = platform.inferenceservices.create_mock
     return {
@@ -75,6 +90,29 @@ def test_a_deployed_pipeline_is_evaluated_like_any_service(
     traffic, answers = platform.datasets.create_from_pipeline_logs(pipeline)
     assert traffic.status == Status.Ready and answers.status == Status.Complete
     assert platform.datasets.open(traffic.id).to_table().num_rows == 20
+
+
+def test_rows_go_to_a_step_service_in_one_batch_and_a_failing_row_is_isolated(
+    platform: LocalPlatform,
+) -> None:
+    shouting = platform.inferenceservices.create_mock(Shouting, account=ACCOUNT, name="loud")
+    pipeline = platform.pipelines.create("batched").add_model_step(shouting)
+    pipeline.add_model_step(_services(platform)["text"])  # then a service without batches
+    pipeline.deploy()
+    Shouting.batches.clear()
+    rows = [{"text": f"t{i}"} for i in range(10)]
+    result = pipeline.infer(rows, metadata=True)
+    assert Shouting.batches == [10]  # one call for the ten rows
+    assert [r["in.text"] for r in result] == [f"t{i}" for i in range(10)]
+    assert result[3]["out.text"].startswith("T3")  # the second step read the first's output
+
+    Shouting.batches.clear()
+    with pytest.raises(PipelineStepError, match=r"failed for 1 of 4 input\(s\).*cannot shout"):
+        pipeline.infer([{"text": "a"}, {"text": "bad"}, {"text": "c"}, {"text": "d"}])
+    assert Shouting.batches == [4]  # the batch failed; then each row alone found the culprit
+    assert pipeline.logs(failures=True, arrow=True).column("in.text").to_pylist() == ["bad"]
+    logged = pipeline.logs(limit=None, arrow=True).column("in.text").to_pylist()
+    assert set(logged) == {f"t{i}" for i in range(10)} | {"a", "c", "d"}
 
 
 def test_step_sessions_start_and_stop_with_the_pipeline(platform: LocalPlatform) -> None:

@@ -55,6 +55,10 @@ INPUT_STEP = -1
 
 #: A service call: request → the service's outputs.
 Caller = Callable[[dict[str, Any]], list[dict[str, Any]]]
+#: Several calls at once: requests → each one's outputs (one batch where the service can).
+BatchCaller = Callable[[list[dict[str, Any]]], list[list[dict[str, Any]]]]
+#: What one call gave: the outputs, or what it raised.
+_Reply = list[dict[str, Any]] | BaseException
 _GROUPS = ("time", "in.", "out.", "out_", "anomaly.", "metadata.", "error.")
 
 
@@ -97,9 +101,19 @@ class Failure:
 class _Row:
     """One row's trip through the steps."""
 
+    row: dict[str, Any]
     record: dict[str, Any] = field(default_factory=dict)
     failure: Failure | None = None
     outputs: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+    elapsed: list[float] = field(default_factory=list)
+    shadows: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def current(self) -> dict[str, Any]:
+        """What a service step sends: the previous step's first output (the input row, for
+        the first step)."""
+        return self.outputs[0] if self.outputs else self.row
 
 
 @dataclass
@@ -131,6 +145,7 @@ class Runtime:
         checks: Sequence[Check],
         nullable: frozenset[str] = frozenset(),
         input_schema: pa.Schema | None = None,
+        batch_callers: Mapping[str, BatchCaller] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.version = version
@@ -140,6 +155,7 @@ class Runtime:
             i for i, s in enumerate(definition.steps) if not isinstance(s, ValidationsStep)
         ]
         self._callers = callers
+        self._batch_callers = dict(batch_callers or {})
         self._names = names
         self._checks = checks
         self._nullable = nullable
@@ -152,10 +168,13 @@ class Runtime:
         records of the others, the first failure and each row's final outputs."""
         deadline = time.monotonic() + timeout
         if concurrency > 1 and len(rows) > 1:
-            with ThreadPoolExecutor(max_workers=min(concurrency, len(rows))) as pool:
-                results = list(pool.map(lambda row: self._run_row(row, deadline), rows))
+            size = -(-len(rows) // concurrency)
+            chunks = [rows[i : i + size] for i in range(0, len(rows), size)]
+            with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+                done = pool.map(lambda chunk: self._run_rows(chunk, deadline), chunks)
+                results = [r for chunk in done for r in chunk]
         else:
-            results = [self._run_row(row, deadline) for row in rows]
+            results = self._run_rows(rows, deadline)
         passed = [r.record for r in results if r.failure is None]
         failed = [r for r in results if r.failure is not None]
         table = None
@@ -198,108 +217,166 @@ class Runtime:
             table = table.append_column(name, values)
         return table.select(_ordered(table.column_names))
 
-    def _run_row(self, row: dict[str, Any], deadline: float) -> _Row:
+    def _run_rows(self, rows: Sequence[dict[str, Any]], deadline: float) -> list[_Row]:
+        """The rows through the steps together: each step calls each of its services once
+        for all the rows that go to it (one batch where the service takes batches)."""
         started = datetime.now(UTC)
-        result = _Row(record={"time": started})
-        flatten("in", row, result.record)
-        result.record["metadata.pipeline"] = self.pipeline
-        result.record["metadata.pipeline_version"] = self.version
+        states = [self._start(row, started) for row in rows]
+        for index, step in zip(self._indices, self.steps, strict=True):
+            alive = [s for s in states if s.failure is None]
+            if not alive:
+                break
+            if time.monotonic() > deadline:
+                for state in alive:
+                    state.failure = Failure(
+                        index, step.kind, "the inference timed out before this step"
+                    )
+                break
+            begin = time.perf_counter()
+            self._step(step, index, alive)
+            took = (time.perf_counter() - begin) * 1000.0
+            for state in alive:
+                state.elapsed.append(took)
+        for state in states:
+            if state.failure is None:
+                self._finish(state)
+        return states
+
+    def _start(self, row: dict[str, Any], started: datetime) -> _Row:
+        state = _Row(row=row, record={"time": started}, outputs=[row], sources=[""])
+        flatten("in", row, state.record)
+        state.record["metadata.pipeline"] = self.pipeline
+        state.record["metadata.pipeline_version"] = self.version
         if self.input_schema is not None:
             problem = input_problem(row, self.input_schema)
             if problem is not None:
-                result.failure = Failure(INPUT_STEP, "input", problem)
-                return result
-        outputs: list[dict[str, Any]] = [row]
-        sources: list[str] = [""]
-        elapsed: list[float] = []
-        shadows: dict[str, Any] = {}
-        for index, step in zip(self._indices, self.steps, strict=True):
-            if time.monotonic() > deadline:
-                result.failure = Failure(
-                    index, step.kind, "the inference timed out before this step"
-                )
-                return result
-            begin = time.perf_counter()
-            try:
-                outputs, sources = self._step(step, row, outputs, sources, shadows)
-            except Exception as exc:  # any failure of a step is recorded, then reported
-                result.failure = Failure(index, step.kind, f"{type(exc).__name__}: {exc}", exc=exc)
-                return result
-            elapsed.append((time.perf_counter() - begin) * 1000.0)
-        result.outputs = outputs
+                state.failure = Failure(INPUT_STEP, "input", problem)
+        return state
+
+    def _finish(self, state: _Row) -> None:
+        outputs, record = state.outputs, state.record
         if outputs:
-            flatten("out", outputs[0], result.record)
+            flatten("out", outputs[0], record)
         for i, output in enumerate(outputs[1:], start=1):
-            flatten(f"out.{i}", output, result.record)
-        result.record.update(shadows)
-        answered = [s for s in sources if s]
-        result.record["metadata.answered_by"] = ",".join(dict.fromkeys(answered)) or None
-        result.record["metadata.step_elapsed_ms"] = elapsed
-        result.record["metadata.elapsed_ms"] = sum(elapsed)
-        return result
+            flatten(f"out.{i}", output, record)
+        record.update(state.shadows)
+        answered = [s for s in state.sources if s]
+        record["metadata.answered_by"] = ",".join(dict.fromkeys(answered)) or None
+        record["metadata.step_elapsed_ms"] = state.elapsed
+        record["metadata.elapsed_ms"] = sum(state.elapsed)
 
-    def _call(self, service: str, request: dict[str, Any]) -> list[dict[str, Any]]:
-        return self._callers[service](request)
-
-    def _step(
-        self,
-        step: Any,
-        row: dict[str, Any],
-        outputs: list[dict[str, Any]],
-        sources: list[str],
-        shadows: dict[str, Any],
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        current = outputs[0] if outputs else row
+    def _step(self, step: Any, index: int, rows: list[_Row]) -> None:
+        """Step ``index`` for ``rows``: their new outputs, or their failures."""
         match step:
             case ModelStep():
-                return self._answer(step.service, current)
+                self._answer(step.service, rows, index, step.kind)
             case MultiModelStep():
-                result: list[dict[str, Any]] = []
-                names: list[str] = []
+                requests = [r.current for r in rows]
+                gathered: list[tuple[list[dict[str, Any]], list[str]]] = [([], []) for _ in rows]
                 for service in step.service_ids:
-                    replies, who = self._answer(service, current)
-                    result += replies
-                    names += who
-                return result, names
+                    for got, row, reply in zip(
+                        gathered, rows, self._call_many(service, requests), strict=True
+                    ):
+                        if isinstance(reply, BaseException):
+                            self._fail(row, index, step.kind, reply)
+                        else:
+                            got[0].extend(reply)
+                            got[1].extend([self._names[service]] * len(reply))
+                for row, (outputs, sources) in zip(rows, gathered, strict=True):
+                    if row.failure is None:
+                        row.outputs, row.sources = outputs, sources
             case AuditStep():
-                return outputs[step.start : step.stop], sources[step.start : step.stop]
+                for row in rows:
+                    row.outputs = row.outputs[step.start : step.stop]
+                    row.sources = row.sources[step.start : step.stop]
             case SelectStep():
-                if not -len(outputs) <= step.index < len(outputs):
-                    raise IndexError(
-                        f"select {step.index}: the previous step gave {len(outputs)} output(s)"
-                    )
-                return [outputs[step.index]], [sources[step.index]]
-            case KeySplitStep():
-                value = canonical_json(row.get(step.meta_key))
-                chosen = next(
-                    (s for v, s in step.options if canonical_json(v) == value), step.default
-                )
-                return self._answer(chosen, current)
-            case RandomSplitStep():
-                if step.hash_key is not None and step.hash_key in row:
-                    point = hash_point(row[step.hash_key])
-                else:
-                    point = random.random()
-                return self._answer(_route(step.weighted, point), current)
-            case ShadowStep():
-                answer = self._answer(step.champion, current)
-                for challenger in step.challengers:
-                    prefix = column_prefix(self._names[challenger])
-                    try:
-                        replies = self._call(challenger, current)
-                    except Exception as exc:  # a challenger never breaks the answer
-                        shadows[f"{prefix}.error"] = f"{type(exc).__name__}: {exc}"
+                for row in rows:
+                    if not -len(row.outputs) <= step.index < len(row.outputs):
+                        error = IndexError(
+                            f"select {step.index}: the previous step gave {len(row.outputs)} "
+                            "output(s)"
+                        )
+                        self._fail(row, index, step.kind, error)
                         continue
-                    for i, reply in enumerate(replies):
-                        flatten(prefix if i == 0 else f"{prefix}.{i}", reply, shadows)
-                return answer
-        raise AssertionError(f"unknown step {step!r}")  # pragma: no cover - the union is closed
+                    row.outputs = [row.outputs[step.index]]
+                    row.sources = [row.sources[step.index]]
+            case KeySplitStep():
+                routes: dict[str, list[_Row]] = {}
+                for row in rows:
+                    value = canonical_json(row.row.get(step.meta_key))
+                    chosen = next(
+                        (s for v, s in step.options if canonical_json(v) == value), step.default
+                    )
+                    routes.setdefault(chosen, []).append(row)
+                for service, routed in routes.items():
+                    self._answer(service, routed, index, step.kind)
+            case RandomSplitStep():
+                routes = {}
+                for row in rows:
+                    if step.hash_key is not None and step.hash_key in row.row:
+                        point = hash_point(row.row[step.hash_key])
+                    else:
+                        point = random.random()
+                    routes.setdefault(_route(step.weighted, point), []).append(row)
+                for service, routed in routes.items():
+                    self._answer(service, routed, index, step.kind)
+            case ShadowStep():
+                requests = [r.current for r in rows]
+                for challenger in step.challengers:  # never breaks the answer
+                    prefix = column_prefix(self._names[challenger])
+                    for row, reply in zip(rows, self._call_many(challenger, requests), strict=True):
+                        if isinstance(reply, BaseException):
+                            row.shadows[f"{prefix}.error"] = f"{type(reply).__name__}: {reply}"
+                            continue
+                        for i, item in enumerate(reply):
+                            flatten(prefix if i == 0 else f"{prefix}.{i}", item, row.shadows)
+                self._answer(step.champion, rows, index, step.kind, requests)
+            case _:  # pragma: no cover - the union is closed
+                raise AssertionError(f"unknown step {step!r}")
 
     def _answer(
-        self, service: str, request: dict[str, Any]
-    ) -> tuple[list[dict[str, Any]], list[str]]:
-        replies = self._call(service, request)
-        return replies, [self._names[service]] * len(replies)
+        self,
+        service: str,
+        rows: list[_Row],
+        index: int,
+        kind: str,
+        requests: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """``service``'s replies become the rows' outputs."""
+        if requests is None:
+            requests = [r.current for r in rows]
+        name = self._names[service]
+        for row, reply in zip(rows, self._call_many(service, requests), strict=True):
+            if isinstance(reply, BaseException):
+                self._fail(row, index, kind, reply)
+            else:
+                row.outputs, row.sources = reply, [name] * len(reply)
+
+    def _call_many(self, service: str, requests: list[dict[str, Any]]) -> list[_Reply]:
+        """Each request's replies (or what its call raised): one batch call where the
+        service has one; if the batch fails, one call per request, to tell which failed."""
+        batch = self._batch_callers.get(service)
+        if batch is not None and len(requests) > 1:
+            try:
+                replies = batch(requests)
+            except Exception:  # find out which request the service cannot answer
+                pass
+            else:
+                if len(replies) == len(requests):
+                    return list(replies)
+        call = self._callers[service]
+        results: list[_Reply] = []
+        for request in requests:
+            try:
+                results.append(call(request))
+            except Exception as exc:  # recorded as the row's failure by the caller
+                results.append(exc)
+        return results
+
+    @staticmethod
+    def _fail(row: _Row, index: int, kind: str, exc: BaseException) -> None:
+        if row.failure is None:
+            row.failure = Failure(index, kind, f"{type(exc).__name__}: {exc}", exc=exc)
 
 
 def _route(weighted: Sequence[tuple[float, str]], point: float) -> str:

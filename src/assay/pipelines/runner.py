@@ -19,6 +19,7 @@ import contextlib
 import json
 import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,7 @@ from assay.inference.runners.base import (
     configuration,
 )
 from assay.pipelines.catalog import ServiceCatalog
-from assay.pipelines.execution import INPUT_STEP, Failure, RunResult, Runtime
+from assay.pipelines.execution import INPUT_STEP, BatchCaller, Failure, RunResult, Runtime
 from assay.pipelines.log import InferenceLog, open_shared, release_shared
 from assay.pipelines.versions import PipelineVersion, VersionStore
 
@@ -50,7 +51,7 @@ __all__ = [
 
 STEPS_ARTIFACT = ".assay/pipeline-steps.json"
 STEP_SESSION_LABEL = "assay.io/pipeline-session"
-#: Rows of one batch run at once when a step's service is not in this process.
+#: Calls in flight at once to a step service whose replicas take one request at a time.
 REMOTE_CONCURRENCY = 16
 
 
@@ -119,11 +120,16 @@ class PipelineService:
             service: sessions.client(sid, sessions.token(sid, expires=lasting))
             for service, sid in steps.items()
         }
+        self._pool: ThreadPoolExecutor | None = None
         self.runtime = Runtime(
             pipeline=self.version.pipeline,
             version=self.version.version,
             definition=definition,
             callers={service: client.infer for service, client in self._clients.items()},
+            batch_callers={
+                service: self._batch_caller(client, core.sessions.handles(steps[service]))
+                for service, client in self._clients.items()
+            },
             names=self._names,
             checks=checks,
             nullable=nullable,
@@ -132,10 +138,24 @@ class PipelineService:
         self.log: InferenceLog = open_shared(
             log_directory(core, self.version.account, self.version.pipeline)
         )
-        local = all(
-            h.style == "inprocess" for sid in steps.values() for h in core.sessions.handles(sid)
-        )
-        self.concurrency = 1 if local else REMOTE_CONCURRENCY
+
+    def _batch_caller(self, client: Any, handles: Sequence[Any]) -> BatchCaller:
+        """Several requests to one step service: one batch where its replicas take batches
+        (in-process, Assay's replicas), else concurrent single calls."""
+        if all(h.style == "inprocess" or (h.style == "replica" and h.batching) for h in handles):
+            batch: BatchCaller = client.infer_many
+            return batch
+
+        def concurrently(requests: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+            with self._lock:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        REMOTE_CONCURRENCY, thread_name_prefix="assay-pipeline"
+                    )
+                pool = self._pool
+            return list(pool.map(client.infer, requests))
+
+        return concurrently
 
     @property
     def closed(self) -> bool:
@@ -175,7 +195,7 @@ class PipelineService:
                     f"(one input row), got {type(request).__name__}",
                     field="request",
                 )
-        result = self.run(requests, timeout=3600.0, concurrency=self.concurrency)
+        result = self.run(requests, timeout=3600.0)
         if result.first is not None:
             raise self._error(result.first)
         return [outputs or [] for outputs in result.outputs]
@@ -223,6 +243,8 @@ class PipelineService:
             self._closed = True
         for client in self._clients.values():
             client.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
         if self._owner:
             for sid in self._steps.values():
                 _terminate(self._core, sid)
