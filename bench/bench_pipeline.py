@@ -9,9 +9,10 @@ per-inference work (flattening the record into an Arrow table, appending it to t
 log, the ``on_record`` hook, the timestamp) spread over the ``k`` steps, so the figure for
 ``k = 1`` is the worst case.
 
-Second table: an evaluation of ``--instances`` instances through the deployed one-step
-pipeline (its InferenceService, runner kind ``pipeline``, every instance logged) against an
-evaluation of the same mock service directly, alternating; instances/s, best of the runs.
+Then: an evaluation of ``--instances`` instances through the deployed one-step pipeline (its
+InferenceService, runner kind ``pipeline``, every instance logged) against an evaluation of the
+same service directly, alternating; instances/s, best of the runs — for the in-process mock,
+and for a ``python`` service (Assay's replica processes, over HTTP).
 
 Run: ``.venv/bin/python bench/bench_pipeline.py [--requests N] [--rounds R] [--instances N]``.
 """
@@ -93,6 +94,40 @@ def main() -> None:
         _evaluations(platform, services[0], Path(root), args.instances, args.runs)
 
 
+#: A service served by Assay's replica processes (runner kind ``python``), over HTTP.
+ECHO_SOURCE = """
+class Echo:
+    def infer(self, endpoint, request):
+        return [{"text": request["text"].upper()}]
+
+    def infer_batch(self, endpoint, requests):
+        return [self.infer(endpoint, r) for r in requests]
+"""
+
+
+def _python_service(platform: Any, root: Path) -> Any:
+    from assay.schema.dataschema import DataSchema
+
+    package = root / "echo-package"
+    (package / "benchecho").mkdir(parents=True)
+    (package / "benchecho" / "__init__.py").write_text("")
+    (package / "benchecho" / "model.py").write_text(ECHO_SOURCE)
+    module = platform.modules.create_package(package, account=ACCOUNT, name="echo")
+    module = platform.modules.upload_package(module, package)
+    schema = DataSchema.make_output_schema(pa.schema([pa.field("text", pa.string())]))
+    return platform.inferenceservices.create(
+        {
+            "account": ACCOUNT,
+            "name": "echo",
+            "runner": {
+                "kind": "python",
+                "configuration": {"module": module.id, "target": "benchecho.model:Echo"},
+            },
+            "interface": {"endpoint": "echo", "outputSchema": schema.model_dump(by_alias=True)},
+        }
+    )
+
+
 def _evaluations(platform: Any, service: Any, root: Path, n: int, runs: int) -> None:
     data = root / "data"
     data.mkdir()
@@ -107,7 +142,12 @@ def _evaluations(platform: Any, service: Any, root: Path, n: int, runs: int) -> 
     )
     dataset = platform.datasets.create_arrow_dataset(data, account=ACCOUNT, name="bench")
     dataset = platform.datasets.upload_arrow_dataset(dataset, data)
-    pipeline = platform.pipelines.create("bench-evaluated")
+    _evaluate(platform, dataset, service, "in-process mock", n, runs)
+    _evaluate(platform, dataset, _python_service(platform, root), "python service", n, runs)
+
+
+def _evaluate(platform: Any, dataset: Any, service: Any, what: str, n: int, runs: int) -> None:
+    pipeline = platform.pipelines.create(f"bench-{service.name}")
     pipeline.add_model_step(service).deploy()
     systems = {"direct": service.id, "pipeline": pipeline.inference_service.id}
     rates: dict[str, list[float]] = {name: [] for name in systems}
@@ -125,7 +165,7 @@ def _evaluations(platform: Any, service: Any, root: Path, n: int, runs: int) -> 
             assert evaluation.status == "Complete", evaluation.message
             rates[name].append(n / (time.perf_counter() - start))
     direct, piped = max(rates["direct"]), max(rates["pipeline"])
-    print(f"\nevaluation of {n:,} instances (best of {runs})")
+    print(f"\nevaluation of {n:,} instances, {what} (best of {runs})")
     print(f"  service directly:        {direct:>10,.0f} instances/s")
     print(f"  through the pipeline:    {piped:>10,.0f} instances/s  ({piped / direct:.2f}x)")
     pipeline.log.flush()
