@@ -99,9 +99,10 @@ def test_terminate_and_expiry(platform: LocalPlatform) -> None:
     terminated = platform.inferencesessions.terminate(session_id)
     assert (terminated.status, terminated.reason) == (Status.Terminated, Reason.TerminateCommand)
     assert not platform.inferencesessions.ready(session_id)
-    with pytest.raises(errors.UnavailableError) as info:
+    # an ended session is a conflict (no retry makes it answer), not "unavailable"
+    with pytest.raises(errors.ConflictError) as info:
         platform.inferencesessions.client(session_id, token).infer({"text": "x"})
-    assert "Terminated" in str(info.value)
+    assert "Terminated" in str(info.value) and "start a new one" in str(info.value)
     del client
 
     expires = datetime.now(UTC) + timedelta(seconds=1)

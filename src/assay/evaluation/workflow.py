@@ -181,7 +181,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
     try:
         try:
             handles = core.sessions.handles(session_id)
-        except errors.UnavailableError as exc:
+        except (errors.UnavailableError, errors.ConflictError) as exc:
             return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
         interface = core.inferencesessions.get(session_id).inferenceService.interface
         adapters = []

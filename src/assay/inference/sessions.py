@@ -225,10 +225,12 @@ class SessionManager:
                 if session.message and session.status != Status.Created
                 else ""
             )
-            raise errors.UnavailableError(
-                f"InferenceSession {session_id} is {state}{detail}; inference needs a Ready session",
-                retry_after=1 if session.status in (Status.Created, Status.Admitted) else None,
+            message = (
+                f"InferenceSession {session_id} is {state}{detail}; inference needs a Ready session"
             )
+            if session.status in (Status.Created, Status.Admitted):  # starting: worth a retry
+                raise errors.UnavailableError(message, retry_after=1)
+            raise errors.ConflictError(message + " (start a new one)")
         with self._lock:
             local = self._served.get(session_id) or self._attached.get(session_id)
         if local:
@@ -273,7 +275,7 @@ class SessionManager:
         """True if the session is Ready and its replicas answer."""
         try:
             handles = self.handles(session_id)
-        except errors.UnavailableError:
+        except (errors.UnavailableError, errors.ConflictError):
             return False
         return all(h.alive() for h in handles) and all(
             _answers(h) for h in handles if h.process is None
