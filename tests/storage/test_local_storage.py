@@ -445,3 +445,25 @@ def test_the_base_class_defaults_work_for_any_backend(entity: str, tmp_path: Pat
     assert memory.local_path(entity, "a.bin") is None
     with pytest.raises(errors.ValidationError, match="MemoryStorage does not keep artifacts"):
         memory.link(entity, tmp_path)
+
+
+def test_digests_are_remembered_while_the_file_is_unchanged_and_verify_reads_again(
+    storage: LocalStorage, entity: str
+) -> None:
+    storage.put_bytes(entity, "data/part-0.parquet", b"a" * 1000)
+    assert storage.md5(entity, "data/part-0.parquet") == md5_of(b"a" * 1000)
+    file = storage.local_path(entity, "data/part-0.parquet")
+    before = file.stat()
+
+    # the same size and times, other bytes (as bit rot would): the remembered digest stands...
+    with open(file, "r+b") as handle:
+        handle.write(b"b")
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert storage.md5(entity, "data/part-0.parquet") == md5_of(b"a" * 1000)
+    # ...but verify reads the bytes, and so does md5 once the file is written again
+    with pytest.raises(errors.DataIntegrityError, match="corrupt"):
+        storage.verify(entity, "data/part-0.parquet", md5_of(b"a" * 1000))
+    storage.put_bytes(entity, "data/part-0.parquet", b"c" * 1000)
+    assert storage.md5(entity, "data/part-0.parquet") == md5_of(b"c" * 1000)
+    with pytest.raises(errors.NotFoundError):
+        storage.md5(entity, "data/missing.parquet")

@@ -125,8 +125,9 @@ class ArtifactStorage(abc.ABC):
 
     def verify(self, id: str, path: str, expected_md5: str) -> None:
         """Raise DataIntegrityError unless the md5 of ``path`` of entity ``id`` is
-        ``expected_md5``."""
-        actual = self.md5(id, path)
+        ``expected_md5`` — read from the bytes every time (never a digest a backend
+        remembers)."""
+        actual = ArtifactStorage.md5(self, id, path)
         if actual != str(expected_md5).strip().lower():
             raise errors.DataIntegrityError(
                 f"artifact {path!r} of entity {id!r} is corrupt or incomplete: expected md5 "

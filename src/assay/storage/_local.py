@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import stat
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
@@ -37,9 +38,15 @@ class LocalStorage(ArtifactStorage):
     and the last rename wins.
     """
 
+    #: Digests remembered (by file: size, modification time and inode), so that listing the
+    #: downlinks of a large output again does not read every byte again.
+    DIGESTS_REMEMBERED = 4096
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self._root = Path(root).resolve()
         self._root.mkdir(parents=True, exist_ok=True)
+        self._digests: dict[Path, tuple[tuple[int, int, int], str]] = {}
+        self._digests_lock = threading.Lock()
 
     @property
     def root(self) -> Path:
@@ -123,6 +130,28 @@ class LocalStorage(ArtifactStorage):
 
     def local_dir(self, id: str) -> Path:
         return self.entity_dir(id)
+
+    def md5(self, id: str, path: str) -> str:
+        """The hex md5 of the file, remembered while its size, modification time and inode
+        stay the same (artifacts are written once, by rename). :meth:`verify` never uses what
+        was remembered."""
+        file = self._locate(id, path)
+        try:
+            info = file.stat()
+        except FileNotFoundError:
+            return super().md5(id, path)  # says which artifact is missing
+        stamp = (info.st_size, info.st_mtime_ns, info.st_ino)
+        with self._digests_lock:
+            known = self._digests.get(file)
+        if known is not None and known[0] == stamp:
+            return known[1]
+        digest = super().md5(id, path)
+        with self._digests_lock:
+            self._digests.pop(file, None)
+            self._digests[file] = (stamp, digest)
+            while len(self._digests) > self.DIGESTS_REMEMBERED:
+                del self._digests[next(iter(self._digests))]
+        return digest
 
     def local_path(self, id: str, path: str) -> Path:
         """The file of ``path`` of entity ``id`` (which may not exist yet)."""
