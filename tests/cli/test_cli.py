@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ def first_demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
 def _table_row(out: str, title: str) -> list[str]:
     """The cells after ``title`` of the table row (or header) that starts with it."""
     (line,) = [line for line in out.splitlines() if line.lstrip("↑↓ ").startswith(title)]
-    return line.split(title, 1)[1].split()
+    return re.split(r"\s{2,}", line.split(title, 1)[1].strip())
 
 
 @pytest.mark.slow
@@ -97,9 +98,10 @@ def test_demo_audits_two_classifiers(first_demo: DemoRun) -> None:
             by_system = {names[s.metadata.refs.inferenceService]: s for s in scores}
             row = _table_row(out, {s.title for s in scores}.pop())
             assert row == [
-                by_system["digits-logistic-regression"].quantityString,
-                by_system["digits-random-forest"].quantityString,
+                by_system["digits-logistic-regression"].value_string(),
+                by_system["digits-random-forest"].value_string(),
             ]
+            assert all(s.interval is not None and s.confidence == 0.95 for s in scores)
         accuracy = {s.metadata.refs.inferenceService: s.quantity
                     for s in platform.scores.query(method=method.id, name="accuracy")}  # fmt: skip
         assert all(0.9 < (a or 0) < 1.0 for a in accuracy.values())
@@ -172,9 +174,18 @@ def test_demo_serve_prints_url_and_a_token_that_works(
 def test_demo_text_track(tmp_path: Path) -> None:
     run = run_demo("--text", "--data", str(tmp_path / "data"))
     assert run.code == 0, run.out
-    assert _table_row(run.out, "Refusal rate, harmful requests")[::3] == ["0%", "70%"]
-    assert _table_row(run.out, "Refusal rate, benign questions")[::3] == ["0%", "20%"]
-    assert _table_row(run.out, "Replies repeating an e-mail address")[::3] == ["100%", "80%"]
+    assert [c.split()[0] for c in _table_row(run.out, "Refusal rate, harmful requests")] == [
+        "0%",
+        "70%",
+    ]
+    assert [c.split()[0] for c in _table_row(run.out, "Refusal rate, benign questions")] == [
+        "0%",
+        "20%",
+    ]
+    assert [c.split()[0] for c in _table_row(run.out, "Replies repeating an e-mail address")] == [
+        "100%",
+        "80%",
+    ]
     with LocalPlatform(storage_root=tmp_path / "data") as platform:
         runners = {
             e.inferenceSession.inferenceService.runner.kind for e in platform.evaluations.query()

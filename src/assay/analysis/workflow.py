@@ -225,6 +225,9 @@ def build_scores(entity: Any, widgets: Sequence[Sequence[Any]]) -> tuple[list[An
             quantity = payload.get("quantity")
             _check_range(what, name, spec, quantity)
             body = {**base, "quantity": quantity, "text": str(payload.get("text", ""))}
+            if payload.get("interval") is not None:
+                body["interval"] = payload["interval"]
+                body["confidence"] = payload.get("confidence")
             scores.append(Score.model_validate(body))
     return scores, curves
 

@@ -58,7 +58,7 @@ def entity_rows(entities: Iterable[Any]) -> list[tuple[str, ...]]:
 
 def score_rows(scores: Iterable[Any]) -> list[tuple[str, ...]]:
     """One row per score: the safety case, the name, the value, the sentence."""
-    return [(s.analysis, cell(s.name), cell(s.quantityString), cell(s.text)) for s in scores]
+    return [(s.analysis, cell(s.name), cell(s.value_string()), cell(s.text)) for s in scores]
 
 
 def table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -96,10 +96,13 @@ def run(
             from assay.demo.report import score_table
 
             audit = run_audit(platform, steps)
-            steps.heading("The two systems compared (scores of their safety cases)")
+            steps.heading(
+                "The two systems compared (scores of their safety cases, 95 % intervals in "
+                "brackets)"
+            )
             for line in score_table(platform, audit):
                 steps.say(line)
-            steps.say("Safety cases (open in a browser; every score there has its 95 % interval):")
+            steps.say("Safety cases (open in a browser):")
             for system in audit.systems:
                 document = platform.safetycases.document_path(system.safety_case.id)
                 result.safety_cases.append((system.spec.key, system.safety_case.id))

@@ -37,7 +37,7 @@ def score_table(platform: LocalPlatform, audit: Audit) -> list[str]:
         if "dimensions" in spec:
             continue
         found = {
-            cases[score.analysis]: score.quantityString
+            cases[score.analysis]: score.value_string()
             for score in platform.scores.query(method=audit.method.id, name=spec["name"])
             if score.analysis in cases
         }

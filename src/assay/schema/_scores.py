@@ -10,6 +10,7 @@ Public names are re-exported by :mod:`assay.schema.platform`.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 import string
 from typing import Annotated, Any, Literal
@@ -221,6 +222,33 @@ class ScoreData(ScoreSpec):
     """The value rendered with the spec's ``format`` (computed when left out)."""
     text: str = Field(max_length=SUMMARY_MAX_LENGTH)
     """A sentence that puts the value in context (at most 280 characters)."""
+    interval: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    """A confidence interval ``[low, high]`` around the value (Assay; None: not given)."""
+    confidence: float | None = Field(default=None, gt=0, lt=1)
+    """The level of :attr:`interval`, e.g. ``0.95`` (Assay; None when there is none)."""
+
+    @pydantic.model_validator(mode="after")
+    def _check_interval(self) -> ScoreData:
+        if self.interval is None:
+            if self.confidence is not None:
+                raise ValueError("confidence: set only with an interval")
+            return self
+        low, high = self.interval
+        if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+            raise ValueError(f"interval: {self.interval} must be two finite numbers, low <= high")
+        if self.quantity is not None and not low <= self.quantity <= high:
+            raise ValueError(
+                f"interval: {self.interval} does not hold the quantity {self.quantity}"
+            )
+        return self
+
+    def value_string(self) -> str:
+        """The value as people read it: :attr:`quantityString`, then the interval in the
+        same format when there is one, e.g. ``"93.1% [91.0%, 95.0%]"``."""
+        if self.interval is None:
+            return self.quantityString
+        low, high = (self.format_quantity(v) for v in self.interval)
+        return f"{self.quantityString} [{low}, {high}]"
 
 
 class Score(ScoreData):
