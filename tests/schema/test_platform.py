@@ -888,6 +888,32 @@ def test_score_id_and_quantity_string_are_derived() -> None:
     assert P.Score.model_validate(json.loads(json.dumps(wire))) == result
 
 
+def test_score_interval_is_kept_checked_and_rendered() -> None:
+    fields: dict[str, Any] = {
+        "name": "accuracy",
+        "title": "Accuracy",
+        "summary": "Exact match",
+        "format": "{quantity:.1%}",
+        "analysis": SAFETYCASE,
+        "quantity": 0.95,
+        "text": "t",
+        "metadata": refs(),
+    }
+    result = P.Score(**fields, interval=[0.93, 0.967], confidence=0.95)
+    assert result.value_string() == "95.0% [93.0%, 96.7%]"
+    assert P.Score.model_validate(json.loads(json.dumps(result.to_wire()))) == result
+    assert P.Score(**fields).value_string() == "95.0%"  # the reference's scores have none
+    for interval, confidence, fragment in (
+        ([0.96, 0.99], 0.95, "does not hold the quantity"),
+        ([0.99, 0.9], 0.95, "low <= high"),
+        ([0.9], 0.95, "at least 2"),
+        (None, 0.95, "only with an interval"),
+        ([0.9, 0.99], 1.5, "less than 1"),
+    ):
+        with pytest.raises(pydantic.ValidationError, match=fragment):
+            P.Score(**fields, interval=interval, confidence=confidence)
+
+
 def test_score_id_must_match() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"ids\.score_id"):
         P.Score(
