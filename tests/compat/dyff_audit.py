@@ -31,6 +31,8 @@ from dyff.schema.platform import (
     CurveSpec,
     DataSchema,
     EntityIdentifier,
+    FamilyMemberBase,
+    FamilyMemberKind,
     InferenceInterface,
     InferenceServiceRunner,
     InferenceServiceRunnerKind,
@@ -54,6 +56,7 @@ from dyff.schema.requests import (
     DocumentationEditRequest,
     EvaluationCreateRequest,
     EvaluationInferenceSessionRequest,
+    FamilyCreateRequest,
     InferenceServiceCreateRequest,
     InferenceSessionCreateRequest,
     MethodCreateRequest,
@@ -376,7 +379,35 @@ def audit(client: Client, work: Path) -> dict[str, Any]:
         ],
         "safetycases_by_input": [c.id for c in client.safetycases.query(inputs=[measurement.id])],
         "modules_by_name": [m.id for m in client.modules.query(name="audit")],
+        "methods_by_output_kind": {
+            kind: [m.id for m in client.methods.query(outputKind=kind)]
+            for kind in ("Measurement", "SafetyCase")
+        },
         "generic_get": client.get(EntityIdentifier(kind="Dataset", id=dataset.id)).id,
+    }
+
+    # a family of data sets: tags set, changed and removed; a member read back
+    family = client.families.create(
+        FamilyCreateRequest(account=ACCOUNT, memberKind=FamilyMemberKind.Dataset)
+    )
+    tagged = EntityIdentifier(kind="Dataset", id=dataset.id)
+    client.families.edit_members(
+        family.id,
+        {
+            "v1": FamilyMemberBase(entity=tagged, description="Eight prompts."),
+            "latest": FamilyMemberBase(entity=tagged),
+        },
+    )
+    client.families.edit_members(
+        family.id, {"latest": None, "v1.0": FamilyMemberBase(entity=tagged)}
+    )
+    members = client.families.get(family.id).members
+    member = client.families.get_member(family.id, "v1")
+    out["family"] = {
+        "tags": sorted(members),
+        "v1": members["v1"].model_dump(mode="json"),
+        "member": None if member is None else [member.kind, member.id],
+        "absent": client.families.get_member(family.id, "latest"),
     }
 
     # delete

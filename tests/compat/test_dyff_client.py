@@ -1,7 +1,7 @@
 """The reference client (``dyff-client``, in its own environment) runs the whole audit workflow
 against a real ``assay serve``: data set upload, a mock service, a session with inference, an
 evaluation, a module, a measurement, a safety case with its score, labels, documentation,
-queries and a delete (``dyff_audit.py`` is the script; this test checks what it saw, and
+queries, a family's members and a delete (``dyff_audit.py`` is the script; this test checks what it saw, and
 that the server answered it without a server error)."""
 
 from __future__ import annotations
@@ -97,6 +97,15 @@ def test_reference_client_runs_the_whole_audit(
     assert queries["safetycases_by_method_name"] == [case["id"]]
     assert queries["safetycases_by_input"] == [case["id"]]
     assert queries["generic_get"] == dataset
+    assert queries["methods_by_output_kind"] == {
+        "Measurement": [measurement["method"]],
+        "SafetyCase": [case["method"]],
+    }
+    family = seen["family"]
+    assert family["tags"] == ["v1", "v1.0"]
+    assert family["v1"]["entity"] == {"kind": "Dataset", "id": dataset}
+    assert family["v1"]["description"] == "Eight prompts." and family["v1"]["name"] == "v1"
+    assert family["member"] == ["Dataset", dataset] and family["absent"] is None
     assert seen["deleted"] == {"status": "Deleted", "after": "Deleted"}
 
     # Assay's own client sees the same platform: the digests the reference client declared

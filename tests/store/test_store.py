@@ -316,6 +316,37 @@ def test_update_sets_refs_and_checks_the_kind(store: EntityStore) -> None:
         store.update(doc["id"], lambda d: {**d, "id": generate_entity_id()})
 
 
+def test_update_can_derive_the_refs_from_the_new_document(store: EntityStore) -> None:
+    doc, first, second = make_doc(), generate_entity_id(), generate_entity_id()
+    store.create({**doc, "members": [first]}, refs={"members": [first]})
+
+    def refs_of(new: dict[str, Any]) -> dict[str, list[str]]:
+        return {"members": list(new["members"])}
+
+    store.update(doc["id"], lambda d: {**d, "members": [second]}, refs=refs_of)
+    assert (store.count(refs={"members": first}), store.count(refs={"members": second})) == (0, 1)
+
+
+def test_query_by_a_nested_field(store: EntityStore) -> None:
+    docs = [
+        {**make_doc(kind="Method"), "output": {"kind": kind}}
+        for kind in ("Measurement", "SafetyCase")
+    ]
+    for doc in docs:
+        store.create(doc)
+    store.create(make_doc(kind="Method"))  # no such field: never matches
+
+    def found(**filters: Any) -> set[str]:
+        return {d["id"] for d in store.query(kind="Method", **filters)}
+
+    assert found(fields={"output.kind": "SafetyCase"}) == {docs[1]["id"]}
+    assert found(fields={"output.kind": ["SafetyCase", "Measurement"]}) == {d["id"] for d in docs}
+    assert found(fields={"output.kind": "Report"}) == set()
+    assert store.count(kind="Method", fields={"output.kind": "Measurement"}) == 1
+    with pytest.raises(errors.ValidationError, match="dotted document path"):
+        found(fields={"output..kind": "x"})
+
+
 def test_delete_purges_everything(store: EntityStore) -> None:
     doc, target = make_doc(labels={"team": "red"}), generate_entity_id()
     store.create(doc, refs={"dataset": [target]})

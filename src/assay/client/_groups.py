@@ -29,12 +29,13 @@ if TYPE_CHECKING:
     from assay.schema.platform import (
         Documentation,
         Entity,
-        Family,  # noqa: F401  (the groups' type arguments, in quotes)
+        Family,
+        FamilyMemberBase,
         InferenceService,
         Method,  # noqa: F401  (the groups' type arguments, in quotes)
         Report,  # noqa: F401  (the groups' type arguments, in quotes)
     )
-    from assay.schema.requests import LabelsEditRequest
+    from assay.schema.requests import FamilyMembersEditRequest, LabelsEditRequest
 
 __all__ = [
     "LOCAL_ONLY",
@@ -295,6 +296,41 @@ class Families(RemoteGroup["Family"]):
     kind = "Family"
     resource = "families"
     request_name = "FamilyCreateRequest"
+
+    def edit_members(
+        self,
+        id: str,
+        members: Mapping[str, FamilyMemberBase | Mapping[str, Any] | None]
+        | FamilyMembersEditRequest,
+    ) -> Family:
+        """Set tagged members of the Family ``id``: each key is a tag, each value a member
+        (``{"entity": {"kind", "id"}, "description"?}``) or ``None``, which removes the tag.
+        Tags not given stay as they are. Every member must exist, be visible to the token
+        and be of the Family's ``memberKind``. Returns the Family."""
+        from assay.schema.base import validate_model
+        from assay.schema.requests import FamilyMembersEditRequest
+
+        if isinstance(members, FamilyMembersEditRequest):
+            req = members
+        else:
+            req = validate_model(
+                FamilyMembersEditRequest, {"members": dict(members)}, what=f"Family {id} members"
+            )
+        body = req.model_dump(mode="json", exclude={"schemaVersion"})
+        return self._parse(self._call("PATCH", id, "members", json=body))
+
+    def get_member(self, id: str, tag: str) -> Entity | None:
+        """The entity tagged ``tag`` in the Family ``id``; None when the Family has no such
+        tag."""
+        member = self.get(id).members.get(tag)
+        if member is None:
+            return None
+        from assay.schema.platform import Resources
+
+        kind = str(getattr(member.entity.kind, "value", member.entity.kind))
+        group = getattr(self._client, Resources.for_kind(kind).value)
+        entity: Entity = group.get(member.entity.id)
+        return entity
 
 
 class Methods(RemoteGroup["Method"]):

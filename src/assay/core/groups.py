@@ -74,6 +74,9 @@ class EntityGroup(Generic[E]):
     request_type: ClassVar[type[EntityCreateRequest] | None] = None
     #: Reference filters this kind's ``query`` accepts (besides :data:`COMMON_FILTERS`).
     ref_filters: ClassVar[tuple[str, ...]] = ()
+    #: Filters on a nested field of the document: filter name → dotted path
+    #: (``{"outputKind": "output.kind"}``).
+    field_filters: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, core: PlatformCore) -> None:
         self._core = core
@@ -102,7 +105,7 @@ class EntityGroup(Generic[E]):
         ]
 
     def _filters(self, filters: Mapping[str, Any]) -> dict[str, Any]:
-        valid = COMMON_FILTERS + self.ref_filters
+        valid = COMMON_FILTERS + self.ref_filters + tuple(self.field_filters)
         unknown = sorted(set(filters) - set(valid))
         if unknown:
             raise errors.ValidationError(
@@ -112,6 +115,7 @@ class EntityGroup(Generic[E]):
             )
         out: dict[str, Any] = {}
         refs: dict[str, Any] = {}
+        fields: dict[str, Any] = {}
         for key, value in filters.items():
             if value is None:
                 continue
@@ -142,10 +146,14 @@ class EntityGroup(Generic[E]):
                 out["limit"] = value
             elif key in self.ref_filters:
                 refs[key] = value
+            elif key in self.field_filters:
+                fields[self.field_filters[key]] = value
             else:
                 out[key] = value
         if refs:
             out["refs"] = refs
+        if fields:
+            out["fields"] = fields
         return out
 
     def _parse(self, doc: dict[str, Any]) -> E:
@@ -189,10 +197,7 @@ class EntityGroup(Generic[E]):
         """Store a new entity, already in the status its dependencies allow, and start its
         workflow when it has one to run."""
         core = self._core
-        deps = entity.dependencies()
-        refs = {k: list(v) for k, v in entity.query_refs().items() if v}
-        if deps:
-            refs["dependency"] = list(deps)
+        refs = self._stored_refs(entity)
         status, reason, message = core.engine.initial_state(entity)
         doc = entity.to_wire()
         if (status, reason, message) != (entity.status, entity.reason, entity.message):
@@ -204,6 +209,17 @@ class EntityGroup(Generic[E]):
         if runnable and core.engine.schedule(entity.id):
             return self.get(entity.id)
         return self._parse(doc)
+
+    @staticmethod
+    def _stored_refs(entity: Entity) -> dict[str, list[str]]:
+        """The references the store indexes for ``entity``: its query references and its
+        dependencies (as ``dependency``). Written on create, and again by an edit that
+        changes them (a Family's members)."""
+        refs = {k: list(v) for k, v in entity.query_refs().items() if v}
+        deps = entity.dependencies()
+        if deps:
+            refs["dependency"] = list(deps)
+        return refs
 
     def _resolve(self, kind: str, id: str, *, field: str) -> Any:
         """The entity ``id`` of ``kind``, referenced by ``field`` of a request."""
@@ -302,10 +318,7 @@ class EntityGroup(Generic[E]):
                         entity=id,
                     )
             self._import_related(entity, records)
-            deps = entity.dependencies()
-            refs = {k: list(v) for k, v in entity.query_refs().items() if v}
-            if deps:
-                refs["dependency"] = list(deps)
+            refs = self._stored_refs(entity)
             wire = entity.to_wire()
             if existing is None:
                 self._core.store.create(wire, refs=refs)

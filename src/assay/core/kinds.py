@@ -1,5 +1,5 @@
 """The groups of the kinds whose create only resolves references: services, sessions,
-evaluations, methods, measurements, safety cases, reports and families."""
+evaluations, methods, measurements, safety cases and reports (families: ``families.py``)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from assay.schema.base import validate_model
 from assay.schema.platform import (
     Curve,
     Evaluation,
-    Family,
     ForeignInferenceService,
     ForeignMethod,
     ForeignModel,
@@ -35,7 +34,6 @@ from assay.schema.platform import (
 from assay.schema.requests import (
     AnalysisCreateRequest,
     EvaluationCreateRequest,
-    FamilyCreateRequest,
     InferenceServiceCreateRequest,
     InferenceSessionCreateRequest,
     MethodCreateRequest,
@@ -52,7 +50,6 @@ DEFAULT_TOKEN_SECONDS = 24 * 3600
 
 __all__ = [
     "Evaluations",
-    "Families",
     "InferenceServices",
     "InferenceSessions",
     "Measurements",
@@ -406,6 +403,7 @@ class Methods(EntityGroup[Method]):
     kind = "Method"
     request_type = MethodCreateRequest
     ref_filters = ("modules",)
+    field_filters = {"outputKind": "output.kind"}
 
     def _build(self, request: Any) -> Method:
         modules = [
@@ -601,8 +599,3 @@ class Reports(EntityGroup[Report]):
         if service.model is not None:
             body["model"] = service.model.id
         return self._new(body)
-
-
-class Families(EntityGroup[Family]):
-    kind = "Family"
-    request_type = FamilyCreateRequest

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from assay.core.datasets import Datasets
+from assay.core.families import Families
 from assay.core.kinds import (
     Evaluations,
-    Families,
     InferenceServices,
     InferenceSessions,
     Measurements,

@@ -155,7 +155,7 @@ def parse_entity_filters(rk: ResourceKind, params: QueryParams, core: Any) -> di
             given[key] = value
     filters: dict[str, Any] = {}
     names = {name: (resource, ref) for name, resource, ref in rk.name_filters}
-    supported = set(COMMON_FILTERS) | set(group.ref_filters)
+    supported = set(COMMON_FILTERS) | set(group.ref_filters) | set(group.field_filters)
     for key, value in given.items():
         if key == "labels":
             labels = value if isinstance(value, dict) else parse_json_object(value, "labels")

@@ -13,12 +13,13 @@ The store works on plain JSON documents; it knows nothing of the entity models. 
 """
 
 from ._documents import Record, RefsArg
-from ._query import ORDERS, LabelsArg, Match, Order, RefsFilterArg
+from ._query import ORDERS, FieldsArg, LabelsArg, Match, Order, RefsFilterArg
 from ._store import EntityStore
 
 __all__ = [
     "ORDERS",
     "EntityStore",
+    "FieldsArg",
     "LabelsArg",
     "Match",
     "Order",

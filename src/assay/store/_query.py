@@ -20,6 +20,7 @@ from ._tables import entities, entity_labels, entity_refs
 
 __all__ = [
     "ORDERS",
+    "FieldsArg",
     "Filters",
     "LabelsArg",
     "Match",
@@ -36,6 +37,8 @@ Match = str | Sequence[str]
 LabelsArg = Mapping[str, str | Sequence[str] | None]
 #: Reference field → an entity id, or any of several.
 RefsFilterArg = Mapping[str, str | Sequence[str]]
+#: A document field by its dotted path (``output.kind``) → a value, or any of several.
+FieldsArg = Mapping[str, str | Sequence[str]]
 Order = Literal["ascending", "descending"]
 ORDERS: tuple[Order, ...] = ("ascending", "descending")
 
@@ -56,6 +59,7 @@ class Filters:
     columns: tuple[tuple[str, tuple[str, ...]], ...] = ()
     labels: tuple[tuple[str, tuple[str, ...] | None], ...] = ()
     refs: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    fields: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
 
     @classmethod
     def of(
@@ -69,6 +73,7 @@ class Filters:
         name: Match | None = None,
         labels: LabelsArg | None = None,
         refs: RefsFilterArg | None = None,
+        fields: FieldsArg | None = None,
     ) -> Filters:
         given = {
             "kind": kind,
@@ -90,7 +95,11 @@ class Filters:
             (field, _values(value, f"refs[{field!r}]"))
             for field, value in _mapping(refs, "refs").items()
         ]
-        return cls(columns, tuple(label_filters), tuple(ref_filters))
+        field_filters = [
+            (_path(path), _values(value, f"fields[{path!r}]"))
+            for path, value in _mapping(fields, "fields").items()
+        ]
+        return cls(columns, tuple(label_filters), tuple(ref_filters), tuple(field_filters))
 
     def conditions(self) -> list[sa.ColumnElement[bool]]:
         """The WHERE conditions over the ``entities`` table."""
@@ -105,6 +114,9 @@ class Filters:
                 entity_refs.c.field == field, _match(entity_refs.c.ref, ref_values)
             )
             where.append(entities.c.id.in_(referring))
+        for path, field_values in self.fields:
+            # not indexed: a scan of the rows the other conditions leave (one kind's, at most)
+            where.append(_match(entities.c.doc[path].as_string(), field_values))
         return where
 
 
@@ -173,6 +185,17 @@ def _values(value: object, field: str) -> tuple[str, ...]:
         field=field,
         value=value,
     )
+
+
+def _path(path: str) -> tuple[str, ...]:
+    parts = tuple(path.split(".")) if isinstance(path, str) else ()
+    if not parts or not all(parts):
+        raise errors.ValidationError(
+            f"query filter fields: {path!r} is not a dotted document path, e.g. 'output.kind'",
+            field="fields",
+            value=path,
+        )
+    return parts
 
 
 def _mapping(value: object, field: str) -> Mapping[str, Any]:

@@ -22,6 +22,7 @@ from assay import errors
 from ._database import Database
 from ._documents import Prepared, Record, RefsArg, canonical_time, label_rows, prepare, ref_rows
 from ._query import (
+    FieldsArg,
     Filters,
     LabelsArg,
     Match,
@@ -214,12 +215,14 @@ class EntityStore:
         mutate: Callable[[Doc], Doc | None],
         *,
         kind: str | None = None,
-        refs: RefsArg | None = None,
+        refs: RefsArg | Callable[[Doc], RefsArg] | None = None,
         retries: int = 20,
     ) -> Record:
         """Read-modify-write: ``mutate`` gets a copy of the document and returns the new one
         (or None for "no change": nothing is written). ``refs``, if given, replace the stored
-        references when the document is written. Returns the record as stored.
+        references when the document is written: a mapping, or a function of the new
+        document that returns one (for references that follow from the change). Returns the
+        record as stored.
 
         ``mutate`` runs inside the write transaction, with the row locked, so concurrent
         updates from threads or processes are applied one after the other and none is lost;
@@ -235,7 +238,8 @@ class EntityStore:
                     changed = mutate(copy.deepcopy(current.doc))
                     if changed is None:
                         return Record(current.doc, current.version)
-                    item = prepare(changed, refs, default_time=None)
+                    new_refs = refs(changed) if callable(refs) else refs
+                    item = prepare(changed, new_refs, default_time=None)
                     self._check_same_id(id, item)
                     self._check_same_kind(item, current.kind)
                     return Record(changed, self._write(conn, item, current.version))
@@ -268,6 +272,7 @@ class EntityStore:
         name: Match | None = None,
         labels: LabelsArg | None = None,
         refs: RefsFilterArg | None = None,
+        fields: FieldsArg | None = None,
         order: str = "ascending",
         limit: int | None = None,
         after: str | None = None,
@@ -276,8 +281,10 @@ class EntityStore:
 
         Each filter is a string (exact match) or a list of strings (any of them).
         ``labels`` maps a key to a value, a list of values, or None ("has the key");
-        ``refs`` maps a reference field to an id or a list of ids. For the next page,
-        pass the id of the last document of this page as ``after``.
+        ``refs`` maps a reference field to an id or a list of ids; ``fields`` maps a
+        document field's dotted path (``output.kind``) to a value or a list of values (not
+        indexed: use it with ``kind``). For the next page, pass the id of the last document
+        of this page as ``after``.
         """
         filters = Filters.of(
             kind=kind,
@@ -288,6 +295,7 @@ class EntityStore:
             name=name,
             labels=labels,
             refs=refs,
+            fields=fields,
         )
         checked_order = check_order(order)
         check_limit(limit)
@@ -309,6 +317,7 @@ class EntityStore:
         name: Match | None = None,
         labels: LabelsArg | None = None,
         refs: RefsFilterArg | None = None,
+        fields: FieldsArg | None = None,
         order: str = "ascending",
         page_size: int = 1000,
     ) -> Iterator[Doc]:
@@ -323,6 +332,7 @@ class EntityStore:
             name=name,
             labels=labels,
             refs=refs,
+            fields=fields,
         )
         checked_order = check_order(order)
         if check_limit(page_size, "page_size") == 0:
@@ -340,6 +350,7 @@ class EntityStore:
         name: Match | None = None,
         labels: LabelsArg | None = None,
         refs: RefsFilterArg | None = None,
+        fields: FieldsArg | None = None,
     ) -> int:
         """How many entities pass the filters (the same filters as :meth:`query`)."""
         filters = Filters.of(
@@ -351,6 +362,7 @@ class EntityStore:
             name=name,
             labels=labels,
             refs=refs,
+            fields=fields,
         )
         statement = sa.select(sa.func.count()).select_from(entities).where(*filters.conditions())
         with self._db.transaction(write=False) as conn:

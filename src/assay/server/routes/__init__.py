@@ -12,6 +12,7 @@ from assay.server.errors import API_ERRORS, STORAGE_ERRORS
 from assay.server.resources import RESOURCE_KINDS
 from assay.server.routes.artifacts import add_artifact_routes, add_storage_routes
 from assay.server.routes.entities import add_entity_routes
+from assay.server.routes.families import add_family_routes
 from assay.server.routes.logs import add_log_routes
 from assay.server.routes.pipelines import add_pipeline_routes
 from assay.server.routes.scores import add_score_routes
@@ -29,6 +30,7 @@ def api_router() -> APIRouter:
     add_score_routes(router)
     add_session_routes(router)
     add_pipeline_routes(router)
+    add_family_routes(router)
     for rk in RESOURCE_KINDS:
         add_entity_routes(router, rk)
         add_artifact_routes(router, rk)
