@@ -398,8 +398,9 @@ class RemotePipeline(PipelineBuilder):
             response.close()
 
     def log_counters(self) -> dict[str, int]:
-        """The counters of the server's log of this pipeline (``written``, ``failed``,
-        ``dropped``, ``queued``, ``segments``) since the server opened it."""
+        """The counters of this pipeline's log on the server, as ``LoggedPipeline.log_counters``
+        (``written``, ``failed``, ``segments``, ``dropped`` by any writer; ``queued`` in the
+        server's process)."""
         counters: dict[str, int] = self._json("GET", "log-counters")
         return counters
 

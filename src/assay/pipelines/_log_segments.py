@@ -18,6 +18,7 @@ returns only once every record queued before it is durable.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
@@ -33,7 +35,7 @@ import pyarrow.parquet as pq
 
 from assay import errors
 
-__all__ = ["KINDS", "SegmentWriter", "segment_files"]
+__all__ = ["DROPS_FILE", "KINDS", "SegmentWriter", "dropped_records", "segment_files"]
 
 logger = logging.getLogger("assay.pipelines.log")
 
@@ -84,6 +86,37 @@ def _remove_stale_temporaries(folder: Path) -> None:
         match = _TEMPORARY.match(path.name)
         if match is None or not _alive(int(match.group(1))):
             path.unlink(missing_ok=True)
+
+
+#: The file where every writer notes the records it dropped (one JSON line per drop), so
+#: that the counters of any process see them: a drop is never silent, wherever it happened.
+DROPS_FILE = "drops.jsonl"
+
+
+def _record_drop(directory: Path, kind: str, rows: int) -> None:
+    line = json.dumps(
+        {"time": datetime.now(UTC).isoformat(), "pid": os.getpid(), "log": kind, "records": rows}
+    )
+    try:  # one short append: whole lines even with several writers (O_APPEND)
+        with open(directory / DROPS_FILE, "a", encoding="utf-8") as file:
+            file.write(line + "\n")
+    except OSError:  # the disk refuses even this: the process's counter and warning remain
+        logger.exception("inference log %s: could not record %d dropped records", directory, rows)
+
+
+def dropped_records(directory: Path) -> int:
+    """Records dropped by every writer of the log in ``directory`` (from its drops file)."""
+    try:
+        text = (directory / DROPS_FILE).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return 0
+    total = 0
+    for line in text.splitlines():
+        try:
+            total += int(json.loads(line)["records"])
+        except (ValueError, KeyError, TypeError):  # a line a crash cut short
+            continue
+    return total
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -158,6 +191,7 @@ class SegmentWriter:
                         self.queue_limit,
                         rows,
                     )
+                _record_drop(self.directory, kind, rows)
                 return False
             first = not self._queue
             if first:

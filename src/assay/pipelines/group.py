@@ -87,8 +87,9 @@ class LoggedPipeline(Pipeline):
         )
 
     def log_counters(self) -> dict[str, int]:
-        """Records ``written``, ``failed``, ``dropped`` (queue overflow), ``queued`` and the
-        number of ``segments`` this process wrote to the log since it opened it."""
+        """What the log holds, written by any process: records ``written`` and ``failed``,
+        their ``segments``, records ``dropped`` by any writer whose queue overflowed, and
+        records ``queued`` in this process."""
         return self.log.counters()
 
     def to_dataset(

@@ -15,7 +15,8 @@ writer thread drains into a new segment whenever ``flush_rows`` records are pend
 oldest has waited ``flush_seconds``; a change of schema starts a new segment. A segment is
 written to a temporary file, fsynced and linked to its final name (never over another), so a
 ``segment-*.parquet`` file is always whole and several processes can append to one log. When the queue is full, ``append`` refuses the records and counts them in
-``counters()["dropped"]`` (with a warning the first time) — records are never lost silently.
+``counters()["dropped"]`` (with a warning the first time, and a line in the folder's
+``drops.jsonl`` that every process's counters read) — records are never lost silently.
 
 What can be lost:
 
@@ -49,7 +50,7 @@ from assay.pipelines._log_export import (
     segment_tables,
 )
 from assay.pipelines._log_read import TIME, Query, columns_of, open_segments
-from assay.pipelines._log_segments import SegmentWriter
+from assay.pipelines._log_segments import SegmentWriter, dropped_records, segment_files
 from assay.pipelines.inputs import bookkeeping as _bookkeeping
 
 __all__ = ["ExportResult", "InferenceLog", "open_shared", "parse_size", "release_shared"]
@@ -101,6 +102,31 @@ def _checked(table: pa.Table, what: str, directory: Path, *, error: bool) -> pa.
     if table.schema.field("time").type != TIME:
         table = table.set_column(names.index("time"), "time", table.column("time").cast(TIME))
     return table
+
+
+_ROWS: dict[Path, tuple[tuple[int, int], int]] = {}
+_ROWS_LOCK = threading.Lock()
+
+
+def _on_disk(folder: Path) -> tuple[int, int]:
+    """The records and the segments in ``folder`` (row counts from the Parquet footers,
+    remembered per segment: a segment never changes)."""
+    total = 0
+    paths = segment_files(folder)
+    for path in paths:
+        try:
+            info = path.stat()
+        except FileNotFoundError:  # pragma: no cover - segments are never removed
+            continue
+        stamp = (info.st_size, info.st_mtime_ns)
+        with _ROWS_LOCK:
+            known = _ROWS.get(path)
+        if known is None or known[0] != stamp:
+            known = (stamp, pq.read_metadata(path).num_rows)
+            with _ROWS_LOCK:
+                _ROWS[path] = known
+        total += known[1]
+    return total, len(paths)
 
 
 _SHARED: dict[Path, tuple[InferenceLog, int]] = {}
@@ -198,11 +224,20 @@ class InferenceLog:
         self.close()
 
     def counters(self) -> dict[str, int]:
-        """Counts since this object was opened: ``written`` and ``failed``, records it wrote
-        to whole segments of the log and of the failure log; ``dropped``, records refused
-        because the queue was full; ``queued``, records waiting to be written; ``segments``,
-        segment files it wrote."""
-        return self._writer.counters()
+        """What the log holds, whoever wrote it (this process or another): ``written`` and
+        ``failed``, records in whole segments of the log and of the failure log;
+        ``segments``, those segment files; ``dropped``, records any writer refused because
+        its queue was full (each drop is noted in the folder's ``drops.jsonl``); ``queued``,
+        records this process has yet to write."""
+        written, log_segments = _on_disk(self._folder(False))
+        failed, failure_segments = _on_disk(self._folder(True))
+        return {
+            "written": written,
+            "failed": failed,
+            "dropped": dropped_records(self.directory),
+            "segments": log_segments + failure_segments,
+            "queued": self._writer.counters()["queued"],
+        }
 
     # -- reading ------------------------------------------------------------------------------
 
