@@ -19,6 +19,7 @@ from tests.conftest import ACCOUNT
 from assay import errors
 from assay.local import LocalPlatform, mocks
 from assay.pipelines import Pipeline, PipelineStepError
+from assay.pipelines.definition import ValidationsStep
 from assay.pipelines.execution import hash_point
 from assay.pipelines.validations import parse_check
 
@@ -370,3 +371,40 @@ def test_failing_step_names_the_step_and_records_the_failure(
     with pytest.raises(PipelineStepError, match="step 0: model clf-a"):
         select.infer({"prompt": "x"})
     assert [t.num_rows for t in failures] == [2, 1, 1]
+
+
+def test_polars_validations_are_evaluated_stored_and_restored(
+    platform: LocalPlatform, services: dict[str, Any]
+) -> None:
+    pl: Any = importlib.import_module("polars")
+    pipeline = _pipeline(platform, "polars-checks").add_model_step(services["a"])
+    with pytest.raises(errors.ValidationError, match=r"unknown column 'out\.nope'"):
+        pipeline.add_validations(bad=pl.col("out.nope") > 1)
+    pipeline.add_validations(
+        negative=pl.col("out.label") == "negative",
+        long=pl.col("in.text").str.len_chars() > 10,
+        plain="out.label == 'positive'",  # the two kinds side by side
+    )
+    first = pipeline.deploy()
+    table = pipeline.infer(
+        pa.table({"text": ["awful", "a great and friendly place", "fine"]}), metadata=True
+    )
+    labels = table.column("out.label").to_pylist()
+    assert table.column("anomaly.negative").to_pylist() == [v == "negative" for v in labels]
+    assert table.column("anomaly.long").to_pylist() == [False, True, False]
+    assert table.column("anomaly.count").to_pylist() == [
+        (v == "negative") + (v == "positive") + long
+        for v, long in zip(labels, [False, True, False], strict=True)
+    ]
+    stored = pipeline.versions()[-1].definition.steps[-1]
+    assert isinstance(stored, ValidationsStep)
+    assert "polars" in stored.checks["negative"] and "polarsVersion" in stored.checks["long"]
+    assert "negative: polars expression" in pipeline.steps()[-1]
+
+    # a rollback restores the polars checks too, read back from the store
+    pipeline.replace_with_validations(1, plain="out.label == 'neutral'").deploy()
+    assert "anomaly.negative" not in pipeline.infer({"text": "awful"})
+    pipeline.deploy(version=first.version)
+    assert pipeline.infer({"text": "awful"})["anomaly.negative"] is True
+    fresh = _pipeline(platform, "polars-checks")  # another handle: the latest stored version
+    assert fresh.definition == pipeline.versions()[-1].definition

@@ -93,8 +93,11 @@ class PipelineBuilder:
         outputs are recorded as ``out_<name>.*``."""
         return self._add(self._shadow_step(champion, challengers))
 
-    def add_validations(self, **checks: str) -> Self:
-        """Named checks over the record (``anomaly.<name>`` is true where one holds)."""
+    def add_validations(self, **checks: Any) -> Self:
+        """Named checks over the record (``anomaly.<name>`` is true where one holds): each
+        an expression of the check language (``"out.score > 0.9"``, see
+        :mod:`assay.pipelines.validations`) or a polars expression
+        (``pl.col("out.score") > 0.9``, with polars installed)."""
         return self._add(self._validations_step(checks, replacing=None))
 
     def replace_with_model_step(self, index: int, service: Any) -> Self:
@@ -124,7 +127,7 @@ class PipelineBuilder:
     ) -> Self:
         return self._replace(index, self._shadow_step(champion, challengers))
 
-    def replace_with_validations(self, index: int, **checks: str) -> Self:
+    def replace_with_validations(self, index: int, **checks: Any) -> Self:
         self._index(index)
         return self._replace(index, self._validations_step(checks, replacing=index))
 
@@ -290,7 +293,7 @@ class PipelineBuilder:
         return ShadowStep(champion=self._service(champion, "champion"), challengers=ids)
 
     def _validations_step(
-        self, checks: dict[str, str], *, replacing: int | None
+        self, checks: dict[str, Any], *, replacing: int | None
     ) -> ValidationsStep:
         if not checks:
             raise errors.ValidationError(
@@ -316,4 +319,4 @@ class PipelineBuilder:
         known = self._catalog.known_columns(self._steps)
         for check in parsed:
             self._catalog.check_columns(check, known, self.definition.input_schema())
-        return ValidationsStep(checks=dict(checks))
+        return ValidationsStep(checks={check.name: check.stored for check in parsed})

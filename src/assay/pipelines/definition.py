@@ -144,8 +144,9 @@ class ValidationsStep(_StepBase):
 
     kind: Literal["validations"] = "validations"
     """Always ``validations``."""
-    checks: dict[str, str]
-    """Check name → expression (see :mod:`assay.pipelines.validations`)."""
+    checks: dict[str, str | dict[str, str]]
+    """Check name → expression (see :mod:`assay.pipelines.validations`): the language's
+    text, or a polars expression serialised (``{"polars": <JSON>, "polarsVersion": ...}``)."""
 
 
 Step = Annotated[
@@ -184,7 +185,7 @@ class PipelineDefinition(BaseModel):
         """The ids of every service the steps may call, each once, in order of appearance."""
         return list(dict.fromkeys(s for step in self.steps for s in step.services()))
 
-    def checks(self) -> dict[str, str]:
+    def checks(self) -> dict[str, str | dict[str, str]]:
         """Every validation, by name."""
         return {
             k: v
@@ -221,7 +222,10 @@ def _describe(step: Any, name_of: Callable[[str], str]) -> str:
                 f"[{', '.join(map(name_of, step.challengers))}]"
             )
         case ValidationsStep():
-            return "validations " + ", ".join(f"{k}: {v}" for k, v in step.checks.items())
+            return "validations " + ", ".join(
+                f"{k}: {v if isinstance(v, str) else 'polars expression'}"
+                for k, v in step.checks.items()
+            )
     raise AssertionError(f"unknown step {step!r}")  # pragma: no cover - the union is closed
 
 

@@ -14,7 +14,12 @@ The language (parsed with :mod:`ast` on a restricted grammar, never evaluated by
 Anything else (calls, subscripts, attribute access on a non-name, lambdas, ...) is refused
 with an error naming the check. A check is true where an anomaly is flagged; a null result
 (a null in a column it reads) is neither true nor false, and is not counted in
-``anomaly.count``. Design notes: ``docs/design/pipelines.md``.
+``anomaly.count``.
+
+A check may also be a polars expression (``pl.col("out.score") > 0.9``, with polars
+installed: ``pip install polars``), evaluated by polars over the batch; it is stored as
+polars' JSON serialisation of the expression (``{"polars": ..., "polarsVersion": ...}``).
+Design notes: ``docs/design/pipelines.md``.
 """
 
 from __future__ import annotations
@@ -55,16 +60,62 @@ _ARITHMETIC: dict[type[ast.operator], Any] = {
 
 @dataclass(frozen=True)
 class Check:
-    """A parsed validation."""
+    """A parsed validation: an expression of the language (``tree``) or a polars expression
+    (``polars``)."""
 
     name: str
     source: str
-    tree: ast.expr
+    """The expression as written (a polars expression's text), for messages."""
+    tree: ast.expr | None
     columns: frozenset[str]
+    polars: Any = None
+    """The polars expression, for a polars check."""
+    stored: Any = None
+    """What a version stores: the source text, or the polars expression serialised."""
+
+
+def _is_polars_expr(value: Any) -> bool:
+    return type(value).__module__.startswith("polars") and hasattr(value, "meta")
+
+
+def _polars_check(name: str, source: Any) -> Check:
+    """A polars check from an expression, or from its stored form."""
+    try:
+        import polars as pl
+    except ImportError:
+        raise errors.ValidationError(
+            f"validation {name!r} is a polars expression, and polars is not installed: "
+            "pip install polars",
+            field=f"validations.{name}",
+        ) from None
+    if isinstance(source, dict):
+        try:
+            expr = pl.Expr.deserialize(io.StringIO(str(source["polars"])), format="json")
+        except Exception as exc:  # another polars version may not read it back
+            raise errors.ValidationError(
+                f"validation {name!r}: the stored polars expression (written by polars "
+                f"{source.get('polarsVersion', '?')}) cannot be read by polars {pl.__version__}: "
+                f"{exc}; replace the validation with replace_with_validations",
+                field=f"validations.{name}",
+            ) from None
+    else:
+        expr = source
+    try:
+        columns = frozenset(expr.meta.root_names())
+        stored = {"polars": expr.meta.serialize(format="json"), "polarsVersion": pl.__version__}
+    except Exception as exc:
+        raise errors.ValidationError(
+            f"validation {name!r}: the polars expression {expr} cannot be stored: {exc}",
+            field=f"validations.{name}",
+        ) from None
+    return Check(
+        name=name, source=str(expr), tree=None, columns=columns, polars=expr, stored=stored
+    )
 
 
 def parse_check(name: Any, source: Any) -> Check:
-    """Parse validation ``name``; ValidationError naming it when it is not in the language."""
+    """Parse validation ``name`` (the language's text, a polars expression, or a stored
+    polars expression); ValidationError naming it when it is not valid."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise errors.ValidationError(
             f"validation name {name!r} is not an identifier; use letters, digits and '_'",
@@ -78,6 +129,8 @@ def parse_check(name: Any, source: Any) -> Check:
             field="validations",
             value=name,
         )
+    if _is_polars_expr(source) or (isinstance(source, dict) and "polars" in source):
+        return _polars_check(name, source)
     if not isinstance(source, str) or not source.strip():
         raise errors.ValidationError(
             f"validation {name!r} must be a non-empty expression string, got {source!r}, "
@@ -93,7 +146,7 @@ def parse_check(name: Any, source: Any) -> Check:
         ) from None
     columns: set[str] = set()
     _check_node(name, source, tree, columns)
-    return Check(name=name, source=source, tree=tree, columns=frozenset(columns))
+    return Check(name=name, source=source, tree=tree, columns=frozenset(columns), stored=source)
 
 
 def _rewrite(source: str) -> str:
@@ -180,6 +233,7 @@ def evaluate_checks(
     """
     results: dict[str, pa.Array] = {}
     count = pa.array([0] * table.num_rows, pa.int64())
+    frame: Any = None  # the batch as a polars DataFrame, made once for the polars checks
     for check in checks:
         missing = sorted(
             c for c in check.columns if c not in table.column_names and c not in nullable
@@ -193,14 +247,25 @@ def evaluate_checks(
                 value=check.source,
             )
         try:
-            value = _evaluate(check.tree, table)
+            if check.polars is not None:
+                if frame is None:
+                    frame = _frame(table, [c for c in nullable if c not in table.column_names])
+                value = _evaluate_polars(check, frame)
+            else:
+                assert check.tree is not None
+                value = _evaluate(check.tree, table)
             if not isinstance(value, pa.Array | pa.ChunkedArray):
                 value = pa.array([value.as_py()] * table.num_rows)
             if isinstance(value, pa.ChunkedArray):
                 value = value.combine_chunks()
             if pa.types.is_null(value.type):
                 value = value.cast(pa.bool_())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowNotImplementedError,
+            pa.ArrowTypeError,
+            _PolarsError,
+        ) as exc:
             raise errors.ValidationError(
                 f"validation {check.name!r} ({check.source!r}) cannot be evaluated on these "
                 f"records: {exc}",
@@ -217,6 +282,29 @@ def evaluate_checks(
         results[f"anomaly.{check.name}"] = value
         count = pc.add(count, pc.if_else(pc.fill_null(value, False), 1, 0))
     return {"anomaly.count": count, **results}
+
+
+class _PolarsError(Exception):
+    """Polars could not evaluate a check (its own exception, wrapped)."""
+
+
+def _frame(table: pa.Table, missing: list[str]) -> Any:
+    import polars as pl
+
+    for column in missing:  # declared columns this batch lacks read as nulls
+        table = table.append_column(column, pa.nulls(table.num_rows))
+    return pl.from_arrow(table)
+
+
+def _evaluate_polars(check: Check, frame: Any) -> Any:
+    try:
+        series = frame.select(check.polars.alias("__check__")).to_series()
+    except Exception as exc:  # polars' errors share no base class we can name cheaply
+        raise _PolarsError(f"{type(exc).__name__}: {exc}") from None
+    value = series.to_arrow()
+    if len(value) == 1 and frame.height != 1:  # a constant: one value for every row
+        value = pa.array([value[0].as_py()] * frame.height, value.type)
+    return value
 
 
 def _evaluate(node: ast.expr, table: pa.Table) -> Any:
