@@ -168,8 +168,8 @@ class PipelineService:
         self, rows: Sequence[dict[str, Any]], *, timeout: float = 15.0, concurrency: int = 1
     ) -> RunResult:
         """Run ``rows`` and log them: records to the log, failures to the failure log."""
-        if self._closed:
-            raise errors.UnavailableError(
+        if self._closed:  # no retry makes it answer (as for any ended session)
+            raise errors.ConflictError(
                 f"pipeline {self.version.pipeline!r} version {self.version.version} was stopped "
                 f"(InferenceSession {self.session_id}); deploy it again"
             )
