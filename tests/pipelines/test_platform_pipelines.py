@@ -86,3 +86,8 @@ def test_logged_pipeline_end_to_end(tmp_path: Path) -> None:
         assert len(pipeline.logs(limit=None)) == 30
         with pytest.raises(errors.NotFoundError, match="was ever deployed"):
             platform.pipelines.get("nothing")
+
+
+def test_create_from_pipeline_logs_needs_a_pipeline_with_a_log(platform: LocalPlatform) -> None:
+    with pytest.raises(errors.ValidationError, match="object has no inference log"):
+        platform.datasets.create_from_pipeline_logs(object())

@@ -106,15 +106,9 @@ class Datasets(RemoteUploadGroup["Dataset"]):
         """A window ``[start, end)`` of a pipeline's logged traffic (a pipeline from
         ``client.pipelines``) as a ``Ready`` Dataset of its inputs and a ``Complete``
         Evaluation of its outputs, made on the server. Returns both."""
-        to_dataset = getattr(pipeline, "to_dataset", None)
-        if to_dataset is None:
-            raise errors.ValidationError(
-                f"create_from_pipeline_logs: {type(pipeline).__name__} has no inference log; "
-                "use a pipeline from client.pipelines.create(name)",
-                field="pipeline",
-            )
-        dataset, evaluation = to_dataset(start, end, name=name, valid=valid)
-        return dataset, evaluation
+        from assay.core.datasets import pipeline_traffic
+
+        return pipeline_traffic(pipeline, start, end, name=name, valid=valid)
 
     def upload_arrow_dataset(
         self, dataset: Dataset | str, dataset_directory: str | Path

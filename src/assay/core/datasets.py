@@ -17,7 +17,13 @@ if TYPE_CHECKING:
     import pyarrow
     import pyarrow.dataset
 
-__all__ = ["Datasets", "arrow_dataset_request", "ingest_dataset", "open_entity_data"]
+__all__ = [
+    "Datasets",
+    "arrow_dataset_request",
+    "ingest_dataset",
+    "open_entity_data",
+    "pipeline_traffic",
+]
 
 INDEX = "_index_"
 
@@ -108,15 +114,7 @@ class Datasets(UploadGroup[Dataset]):
         """A window ``[start, end)`` of a pipeline's logged traffic (a pipeline from
         ``platform.pipelines``) as a ``Ready`` Dataset of its inputs and a ``Complete``
         Evaluation of its outputs, so that Methods can audit production traffic. Returns both."""
-        to_dataset = getattr(pipeline, "to_dataset", None)
-        if to_dataset is None:
-            raise errors.ValidationError(
-                f"create_from_pipeline_logs: {type(pipeline).__name__} has no inference log; "
-                "use a pipeline made by platform.pipelines.create(name)",
-                field="pipeline",
-            )
-        dataset, evaluation = to_dataset(start, end, name=name, valid=valid)
-        return dataset, evaluation
+        return pipeline_traffic(pipeline, start, end, name=name, valid=valid)
 
     def upload_arrow_dataset(
         self, dataset: Dataset | str, dataset_directory: str | Path
@@ -230,3 +228,24 @@ def ingest_dataset(ctx: WorkflowContext) -> WorkflowResult:
     return WorkflowResult(
         message=f"{plural(rows, 'instance')} in {plural(len(entity.artifacts), 'file')}"
     )
+
+
+def pipeline_traffic(
+    pipeline: Any,
+    start: datetime | None,
+    end: datetime | None,
+    *,
+    name: str | None,
+    valid: bool | None,
+) -> tuple[Any, Any]:
+    """``pipeline.to_dataset(...)`` for ``create_from_pipeline_logs`` (here and on a Client):
+    a clear error for anything without an inference log."""
+    to_dataset = getattr(pipeline, "to_dataset", None)
+    if to_dataset is None:
+        raise errors.ValidationError(
+            f"create_from_pipeline_logs: {type(pipeline).__name__} has no inference log; use a "
+            "pipeline from platform.pipelines.create(name) (or client.pipelines)",
+            field="pipeline",
+        )
+    dataset, evaluation = to_dataset(start, end, name=name, valid=valid)
+    return dataset, evaluation
