@@ -1,7 +1,8 @@
 """Running a pipeline version on input rows: routing, shadows, flattening into records,
 validations.
 
-Each input row goes through the steps one after another. A step's result is a list of
+Each input row goes through the steps in order, the rows of one call together: a step calls
+each of its services once for all the rows routed to it. A step's result is a list of
 *outputs* (JSON objects): a model step gives the service's reply, a multi-model step the
 replies of its services in order, an audit step a slice of them, a select step one of them.
 A model step reads the first output of the previous step (the input row, for the first).

@@ -30,7 +30,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import pyarrow as pa
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
@@ -38,7 +38,7 @@ from assay import errors
 from assay.pipelines.catalog import ServiceCatalog
 from assay.pipelines.execution import PipelineStepError
 from assay.pipelines.group import LoggedPipeline, Pipelines
-from assay.pipelines.versions import KIND, PipelineVersion, VersionStore
+from assay.pipelines.versions import PipelineVersion
 from assay.schema.base import SchemaModel
 from assay.server.access import Principal, authorize, require
 from assay.server.errors import error_response
@@ -119,19 +119,12 @@ class ServedPipelines:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
-    def exists(self, name: str, account: str) -> bool:
-        return bool(VersionStore(self.core.store, pipeline=name, account=account).list())
-
     def open(self, name: str, account: str) -> LoggedPipeline:
         return self.group.create(name, account=account)
 
     def lock(self, name: str, account: str) -> threading.Lock:
         with self._lock:
             return self._locks.setdefault((account, name), threading.Lock())
-
-    def names(self, account: str) -> list[str]:
-        docs = self.core.store.query(kind=KIND, account=account)
-        return sorted({str(doc["name"]) for doc in docs})
 
     def close(self) -> None:
         self.group.close()
@@ -182,9 +175,10 @@ def _pipeline(
     chosen = _account(principal, state, account)
     _allow(principal, name, chosen, *functions)
     served: ServedPipelines = state.pipelines
-    if not served.exists(name, chosen):
-        raise _missing(name, chosen)
-    return served.open(name, chosen)
+    try:
+        return served.group.get(name, account=chosen)
+    except errors.NotFoundError:
+        raise _missing(name, chosen) from None
 
 
 # -- answers -----------------------------------------------------------------------------------
@@ -237,7 +231,7 @@ def list_pipelines(principal: Caller, state: State, account: ACCOUNT = None) -> 
     served: ServedPipelines = state.pipelines
     names = [
         n
-        for n in served.names(chosen)
+        for n in served.group.list(account=chosen)
         if principal.allows(R, "query", account=chosen, entity_id=f"{chosen}/{n}")
     ]
     return json_response([_summary(served.open(n, chosen)) for n in names])
@@ -316,15 +310,7 @@ def infer(
     return _arrow(table)
 
 
-def logs(
-    name: NAME,
-    principal: Caller,
-    state: State,
-    account: ACCOUNT = None,
-    limit: Annotated[
-        int | None, Query(ge=0, description="The most records to return (default 100).")
-    ] = None,
-    all: Annotated[bool, Query(description="Every matching record (no limit).")] = False,
+def log_filters(
     start: Annotated[datetime | None, Query(description="Window start (ISO 8601).")] = None,
     end: Annotated[datetime | None, Query(description="Window end, exclusive.")] = None,
     valid: Annotated[bool | None, Query(description="Without (true) / with anomalies.")] = None,
@@ -334,6 +320,32 @@ def logs(
     ] = None,
     separator: Annotated[str, Query(description="Where a group's name ends.")] = ".",
     failures: Annotated[bool, Query(description="Read the failure log.")] = False,
+) -> dict[str, Any]:
+    """The record selection ``logs`` and ``export`` share, as ``InferenceLog`` arguments."""
+    return {
+        "start_datetime": start,
+        "end_datetime": end,
+        "valid": valid,
+        "dataset": _groups(dataset),
+        "dataset_exclude": _groups(datasetExclude),
+        "dataset_separator": separator,
+        "failures": failures,
+    }
+
+
+LogFilters = Annotated[dict[str, Any], Depends(log_filters)]
+
+
+def logs(
+    name: NAME,
+    principal: Caller,
+    state: State,
+    filters: LogFilters,
+    account: ACCOUNT = None,
+    limit: Annotated[
+        int | None, Query(ge=0, description="The most records to return (default 100).")
+    ] = None,
+    all: Annotated[bool, Query(description="Every matching record (no limit).")] = False,
 ) -> Response:
     if all and limit is not None:
         raise errors.ValidationError(
@@ -341,14 +353,7 @@ def logs(
         )
     pipeline = _pipeline(state, principal, name, account, "consume")
     table, more = pipeline.log.read(
-        limit=None if all else (100 if limit is None else limit),
-        start_datetime=start,
-        end_datetime=end,
-        valid=valid,
-        dataset=_groups(dataset),
-        dataset_exclude=_groups(datasetExclude),
-        dataset_separator=separator,
-        failures=failures,
+        limit=None if all else (100 if limit is None else limit), **filters
     )
     return _arrow(table, {MORE_HEADER: "true" if more else "false"})
 
@@ -357,29 +362,12 @@ def export(
     name: NAME,
     principal: Caller,
     state: State,
+    filters: LogFilters,
     account: ACCOUNT = None,
     limit: Annotated[int | None, Query(ge=0, description="The most records (default all).")] = None,
-    start: Annotated[datetime | None, Query(description="Window start (ISO 8601).")] = None,
-    end: Annotated[datetime | None, Query(description="Window end, exclusive.")] = None,
-    valid: Annotated[bool | None, Query(description="Without (true) / with anomalies.")] = None,
-    dataset: Annotated[list[str] | None, Query(description="Column groups to keep.")] = None,
-    datasetExclude: Annotated[
-        list[str] | None, Query(description="Column groups to leave out.")
-    ] = None,
-    separator: Annotated[str, Query(description="Where a group's name ends.")] = ".",
-    failures: Annotated[bool, Query(description="Read the failure log.")] = False,
 ) -> Response:
     pipeline = _pipeline(state, principal, name, account, "consume")
-    tables = pipeline.log.export_tables(
-        start_datetime=start,
-        end_datetime=end,
-        valid=valid,
-        dataset=_groups(dataset),
-        dataset_exclude=_groups(datasetExclude),
-        dataset_separator=separator,
-        limit=limit,
-        failures=failures,
-    )
+    tables = pipeline.log.export_tables(limit=limit, **filters)
     return StreamingResponse(_streams(tables), media_type=ARROW_STREAM)
 
 
