@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay._logging import logger
 from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
+from assay.engine.logs import WorkflowLog
 from assay.engine.transitions import apply_transition
 from assay.schema.status import (
     Reason,
@@ -71,6 +72,7 @@ class WorkflowResult:
 
 
 Handler = Callable[["WorkflowContext"], WorkflowResult | None]
+ProgressListener = Callable[["Entity", str, int | None, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class WorkflowContext:
     restarted: bool = False
     """True when this run resumes one that a dead process left unfinished."""
     _last_progress: float = field(default=0.0, repr=False)
+    _log: WorkflowLog | None = field(default=None, repr=False)
 
     @property
     def store(self) -> EntityStore:
@@ -112,9 +115,23 @@ class WorkflowContext:
     def storage(self) -> ArtifactStorage:
         return self.engine.storage
 
-    def progress(self, message: str, *, force: bool = False) -> None:
+    def progress(
+        self,
+        message: str,
+        *,
+        force: bool = False,
+        done: int | None = None,
+        total: int | None = None,
+    ) -> None:
         """Show progress in the entity's ``message`` (written at most every 0.5 s unless
-        ``force``)."""
+        ``force``). ``done`` and ``total`` (units of work, e.g. instances) go to the engine's
+        :attr:`Engine.progress_listener` with the message (a progress bar), every call."""
+        listener = self.engine.progress_listener
+        if listener is not None:
+            try:
+                listener(self.entity, message, done, total)
+            except Exception:  # a display must never fail the work
+                log.debug("the progress listener failed", exc_info=True)
         now = time.monotonic()
         if not force and now - self._last_progress < 0.5:
             return
@@ -133,6 +150,17 @@ class WorkflowContext:
         record = self.engine.store.get(self.entity.id)
         if record is None or record.doc.get("status") in (Status.Deleted, Status.Terminated):
             raise WorkflowCancelled(self.entity.id)
+
+    @property
+    def logbook(self) -> WorkflowLog:
+        """The entity's workflow log (see :mod:`assay.engine.logs`)."""
+        if self._log is None:
+            self._log = WorkflowLog(self.engine.storage, self.entity.id)
+        return self._log
+
+    def log(self, message: str, **labels: str) -> None:
+        """Append a timestamped line to the entity's workflow log (``logs(id)``)."""
+        self.logbook.write(message, **labels)
 
 
 def _this_host() -> str:
@@ -178,6 +206,9 @@ class Engine:
         self.owner = owner or f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """Who holds this engine's claims (``host:pid:nonce``). A worker process of the
         ``processes`` executor runs under its parent's owner: it dies with the parent."""
+        self.progress_listener: ProgressListener | None = None
+        """Called with ``(entity, message, done, total)`` on every progress report of a
+        workflow run by this engine (in the thread that runs it): e.g. a progress bar."""
         self._specs: dict[str, WorkflowSpec] = {}
         for spec in specs:
             self.register(spec)
@@ -307,6 +338,20 @@ class Engine:
         if changed and is_status_terminal(status):
             self.notify_dependents(entity_id)
         return changed
+
+    def terminate(
+        self, entity_id: str, reason: str = Reason.TerminateCommand, message: str | None = None
+    ) -> bool:
+        """Move a workflow that has not ended to ``Terminated``; returns whether it did. Its
+        handler, wherever it runs, sees it at its next :meth:`WorkflowContext.check` and stops,
+        keeping what it wrote."""
+        return self.transition(
+            entity_id,
+            Status.Terminated,
+            reason,
+            message,
+            expect=(Status.Created, Status.Schedulable, Status.Admitted),
+        )
 
     def notify_dependents(self, entity_id: str) -> None:
         """Re-schedule every entity that waits on ``entity_id``."""

@@ -75,8 +75,11 @@ class Reason:
     WaitingForModel: Final = "WaitingForModel"
     # InferenceSession
     SessionExpired: Final = "SessionExpired"
+    ReplicaFailed: Final = "ReplicaFailed"
     # any workflow whose own code failed
     WorkflowError: Final = "WorkflowError"
+    # a workflow whose outputs could not be written: the disk (or the bucket) is full
+    StorageFull: Final = "StorageFull"
 
 
 TERMINAL_STATUSES: Final = frozenset(
