@@ -20,9 +20,11 @@ import pytest
 
 from assay import errors
 from assay.inference.fake_openai import (
+    EXIT_STATUS,
     MAX_CHOICES,
     REFUSAL,
     FakeOpenAI,
+    FakeOpenAIProcess,
     FakeOpenAIServer,
     create_app,
     main,
@@ -435,3 +437,119 @@ def test_main_refuses_bad_options_with_one_line(capsys: pytest.CaptureFixture[st
         main(["--fail-every", "-2"])
     assert caught.value.code == 2
     assert "fail_every must be an integer of at least 0" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------
+# Faults of a real deployment: an admission limit, a process that dies, and the counters
+
+
+def test_max_concurrent_answers_429_at_once_beyond_the_limit() -> None:
+    app = create_app(max_concurrent=2, latency=0.5)
+
+    async def run() -> tuple[list[httpx.Response], float]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://fake") as client:
+
+            async def timed(delay: float) -> tuple[httpx.Response, float]:
+                await asyncio.sleep(delay)  # the first two are in flight before the others
+                start = time.monotonic()
+                response = await client.post(COMPLETIONS, json={"prompt": "a b c"})
+                return response, time.monotonic() - start
+
+            results = await asyncio.gather(*(timed(d) for d in (0, 0, 0.1, 0.1)))
+        slowest_429 = max(t for r, t in results if r.status_code == 429)
+        return [r for r, _ in results], slowest_429
+
+    responses, slowest_429 = asyncio.run(run())
+    assert [r.status_code for r in responses] == [200, 200, 429, 429]
+    message = assert_error(responses[2], 429, "rate_limit_exceeded")
+    assert "max_concurrent=2" in message and "Retry-After" in message
+    assert responses[2].json()["error"]["type"] == "requests"
+    assert responses[2].headers["retry-after"] == "1"
+    assert slowest_429 < 0.4  # refused at once, without the latency
+    assert responses[0].json()["usage"]["prompt_tokens"] == 3
+    stats = app.stats()
+    assert stats == {
+        "requests": 4,
+        "answered": 2,
+        "rejected_429": 2,
+        "failed_503": 0,
+        "client_errors": 0,
+        "server_errors": 0,
+        "in_flight": 0,
+        "max_in_flight": 2,
+    }
+
+
+def test_requests_within_the_limit_are_all_answered(send: Send) -> None:
+    app = create_app(max_concurrent=1, retry_after=0.25)
+    responses = send(app, [("POST", CHAT, {"json": chat_body()})] * 3)
+    assert [r.status_code for r in responses] == [200, 200, 200]  # one at a time: admitted
+
+
+def test_stats_count_each_outcome_and_are_served_over_http(send: Send) -> None:
+    app = create_app(fail_every=3, api_key="k")
+    auth = {"headers": {"Authorization": "Bearer k"}}
+    calls: list[Call] = [
+        ("POST", COMPLETIONS, {"json": {"prompt": "x"}, **auth}),
+        ("POST", COMPLETIONS, {"json": {"prompt": "x"}}),  # no key: 401
+        ("POST", COMPLETIONS, {"json": {"prompt": "x"}, **auth}),  # the third: 503
+        ("GET", "/v1/_stats", {}),  # no key needed, and not counted
+    ]
+    *_, stats = send(app, calls)
+    expected = {
+        "requests": 3,
+        "answered": 1,
+        "rejected_429": 0,
+        "failed_503": 1,
+        "client_errors": 1,
+        "server_errors": 0,
+        "in_flight": 0,
+        "max_in_flight": 1,
+    }
+    assert stats.status_code == 200 and stats.json() == expected
+    assert app.stats() == expected and app.requests == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_concurrent": -1}, "max_concurrent"),
+        ({"max_concurrent": 1.5}, "max_concurrent"),
+        ({"exit_after": -3}, "exit_after"),
+        ({"retry_after": -1}, "retry_after"),
+        ({"retry_after": "1"}, "retry_after"),
+    ],
+)
+def test_create_app_refuses_bad_fault_options(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(errors.ValidationError) as caught:
+        create_app(**options)
+    assert caught.value.field == field
+
+
+def test_exit_after_is_refused_in_this_process() -> None:
+    with pytest.raises(errors.ValidationError, match="FakeOpenAIProcess") as caught:
+        FakeOpenAIServer(exit_after=2)
+    assert caught.value.field == "exit_after"
+
+
+def test_a_server_process_exits_on_its_nth_request_and_counts_over_http() -> None:
+    with FakeOpenAIProcess(api_key="k", max_concurrent=4, exit_after=3) as server:
+        assert server.returncode is None and server.base_url == server.url + "/v1"
+        with httpx.Client(base_url=server.url, headers={"Authorization": "Bearer k"}) as client:
+            for _ in range(2):
+                reply = client.post(CHAT, json=chat_body("one two"))
+                assert reply.status_code == 200
+                assert reply.json()["usage"]["total_tokens"] > 0
+            assert server.stats()["answered"] == 2  # GET /v1/_stats: not counted
+            with pytest.raises(httpx.TransportError):  # the third request: no answer
+                client.post(CHAT, json=chat_body())
+        assert server.wait(30) == EXIT_STATUS == 3
+    assert server.returncode is None  # stopped and forgotten
+
+
+def test_main_refuses_bad_fault_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["--max-concurrent", "-1"])
+    assert caught.value.code == 2
+    assert "max_concurrent must be an integer of at least 0" in capsys.readouterr().err

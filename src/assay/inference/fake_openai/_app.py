@@ -6,13 +6,22 @@ import asyncio
 import hashlib
 import hmac
 import json
+import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 from assay import errors
 
-__all__ = ["MAX_BODY_BYTES", "MAX_CHOICES", "REFUSAL", "FakeOpenAI", "create_app"]
+__all__ = [
+    "EXIT_STATUS",
+    "MAX_BODY_BYTES",
+    "MAX_CHOICES",
+    "REFUSAL",
+    "STATS_PATH",
+    "FakeOpenAI",
+    "create_app",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,6 +33,10 @@ REFUSAL = "I can't help with that."
 #: The most choices (``n``) one request may ask for, and the largest body it may send.
 MAX_CHOICES = 128
 MAX_BODY_BYTES = 16 * 1024 * 1024
+#: The exit status of a server process that ``exit_after`` ends.
+EXIT_STATUS = 3
+#: Where the request counters are served (``GET``): not an OpenAI path, and not counted.
+STATS_PATH = "/v1/_stats"
 
 _CHAT_PREFIXES = ("You said: ", "Echo: ", "I heard you say: ", "Noted: ")
 _COMPLETION_PREFIXES = (" ...and then ", " To continue: ", " In other words, ", " Indeed, ")
@@ -65,6 +78,9 @@ class FakeOpenAI:
         latency: float,
         fail_every: int,
         refusal_triggers: Sequence[str],
+        max_concurrent: int = 0,
+        retry_after: float = 1.0,
+        exit_after: int = 0,
     ) -> None:
         self.model = model
         self.api_key = api_key
@@ -72,8 +88,27 @@ class FakeOpenAI:
         self.latency = latency
         self.fail_every = fail_every
         self.refusal_triggers = frozenset(word.lower() for word in refusal_triggers)
-        #: The number of HTTP requests received so far.
+        self.max_concurrent = max_concurrent
+        self.retry_after = retry_after
+        self.exit_after = exit_after
+        #: The number of HTTP requests received so far (``GET /v1/_stats`` not counted).
         self.requests = 0
+        self._in_flight = 0
+        self._counts = dict.fromkeys(_OUTCOMES, 0)
+        self._peak = 0
+
+    def stats(self) -> dict[str, int]:
+        """The request counters (also served at ``GET /v1/_stats``): ``requests`` received,
+        each one's outcome — ``answered`` (200), ``rejected_429`` (over ``max_concurrent``),
+        ``failed_503`` (``fail_every``), ``client_errors`` (any other 4xx),
+        ``server_errors`` (any other 5xx) — and ``in_flight``, the admitted requests being
+        answered now, and ``max_in_flight``, the most at once so far."""
+        return {
+            "requests": self.requests,
+            **self._counts,
+            "in_flight": self._in_flight,
+            "max_in_flight": self._peak,
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -81,13 +116,19 @@ class FakeOpenAI:
             return
         if scope["type"] != "http":  # websockets: not served
             return
+        if (scope["path"].rstrip("/") or "/") == STATS_PATH and scope["method"] == "GET":
+            await _send_json(send, 200, self.stats(), [])
+            return
         self.requests += 1
         number = self.requests
+        if self.exit_after and number >= self.exit_after:
+            _exit(number, self.exit_after)
         headers: list[tuple[str, str]] = []
         try:
             status, body = 200, await self._handle(scope, receive, number)
         except _HTTPError as exc:
             status, body, headers = exc.status, exc.body, exc.headers
+        self._counts[_outcome(status)] += 1
         await _send_json(send, status, body, headers)
 
     async def _handle(self, scope: Scope, receive: Receive, number: int) -> dict[str, Any]:
@@ -110,6 +151,16 @@ class FakeOpenAI:
                 headers=[("allow", allowed)],
             )
         self._authenticate(scope)
+        if self.max_concurrent and self._in_flight >= self.max_concurrent:
+            raise _HTTPError(
+                429,
+                f"Rate limit reached: {self._in_flight} requests in flight, the most this "
+                f"server admits at once (max_concurrent={self.max_concurrent}); retry after "
+                f"{self.retry_after:g} s (Retry-After), or send fewer requests at once",
+                type="requests",
+                code="rate_limit_exceeded",
+                headers=[("retry-after", f"{self.retry_after:g}")],
+            )
         if self.fail_every and number % self.fail_every == 0:
             raise _HTTPError(
                 503,
@@ -119,6 +170,15 @@ class FakeOpenAI:
                 code="service_unavailable",
                 headers=[("retry-after", "0")],
             )
+        self._in_flight += 1  # admitted
+        self._peak = max(self._peak, self._in_flight)
+        try:
+            return await self._answer(path, receive, number)
+        finally:
+            self._in_flight -= 1
+
+    async def _answer(self, path: str, receive: Receive, number: int) -> dict[str, Any]:
+        model_path = path.startswith("/v1/models/")
         if model_path:
             self._check_model(path.removeprefix("/v1/models/"))
             return self._model_card()
@@ -268,6 +328,9 @@ def create_app(
     latency: float = 0.0,
     fail_every: int = 0,
     refusal_triggers: Sequence[str] = ("forbidden",),
+    max_concurrent: int = 0,
+    retry_after: float = 1.0,
+    exit_after: int = 0,
 ) -> FakeOpenAI:
     """A fake OpenAI-compatible ASGI application (see the module docstring).
 
@@ -277,6 +340,15 @@ def create_app(
     :param latency: seconds to wait before answering a completion request.
     :param fail_every: when ``N > 0``, every Nth request gets ``503`` with ``Retry-After: 0``.
     :param refusal_triggers: words that make it answer :data:`REFUSAL` (case-insensitive).
+    :param max_concurrent: when ``N > 0``, a request that arrives while ``N`` are in flight
+        gets ``429`` (``code: "rate_limit_exceeded"``) with ``Retry-After: <retry_after>`` at
+        once, without the latency: an admission limit, as a rate-limited API or a full vLLM
+        queue.
+    :param retry_after: the seconds its ``429`` replies ask the client to wait (default 1).
+    :param exit_after: when ``N > 0``, the process that serves the app exits with status
+        :data:`EXIT_STATUS` (``os._exit``) on receiving its ``N``-th request, unanswered: a
+        service that dies. Serve it as its own process (:class:`FakeOpenAIProcess`, or
+        ``python -m assay.inference.fake_openai --exit-after N``), never in the caller's.
     """
     if not isinstance(model, str) or not model:
         raise errors.ValidationError(f"model must be a non-empty string, got {model!r}")
@@ -292,6 +364,21 @@ def create_app(
             f"fail_every must be an integer of at least 0 (0: never fail), got {fail_every!r}",
             field="fail_every",
         )
+    for name, value in (("max_concurrent", max_concurrent), ("exit_after", exit_after)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise errors.ValidationError(
+                f"{name} must be an integer of at least 0 (0: no limit), got {value!r}",
+                field=name,
+            )
+    if (
+        isinstance(retry_after, bool)
+        or not isinstance(retry_after, int | float)
+        or not 0 <= retry_after < 86_400
+    ):
+        raise errors.ValidationError(
+            f"retry_after must be a number of seconds from 0 to 86400, got {retry_after!r}",
+            field="retry_after",
+        )
     if isinstance(refusal_triggers, str):
         raise errors.ValidationError(
             f"refusal_triggers must be a list of words, got the string {refusal_triggers!r}",
@@ -304,11 +391,36 @@ def create_app(
         latency=float(latency),
         fail_every=fail_every,
         refusal_triggers=refusal_triggers,
+        max_concurrent=max_concurrent,
+        retry_after=float(retry_after),
+        exit_after=exit_after,
     )
 
 
 # ----------------------------------------------------------------------------------------------
 # Requests and replies
+
+_OUTCOMES = ("answered", "rejected_429", "failed_503", "client_errors", "server_errors")
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "answered"
+    if status == 429:
+        return "rejected_429"
+    if status == 503:
+        return "failed_503"
+    return "client_errors" if status < 500 else "server_errors"
+
+
+def _exit(number: int, exit_after: int) -> None:
+    """End the serving process at once, as a crash would (no reply, no clean-up)."""
+    os.write(
+        2,
+        f"fake OpenAI server: exiting with status {EXIT_STATUS} on request {number} "
+        f"(exit_after={exit_after})\n".encode(),
+    )
+    os._exit(EXIT_STATUS)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
