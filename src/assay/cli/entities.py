@@ -7,7 +7,7 @@
     assay <kind> delete ID
     assay <kind> wait ID [--timeout SECONDS] [--json]
     assay <kind> download ID DEST
-    assay <measurements|safetycases> logs ID
+    assay <evaluations|inferencesessions|measurements|safetycases> logs ID [--limit N] [--since T]
     assay scores list [--analysis ID] [--method ID] [--name N] ... [--json]
 
 ``<kind>`` is any of :data:`KINDS`. Each command calls one ``Client`` method (``query``,
@@ -57,8 +57,15 @@ KINDS = {
     "reports": "Report",
     "safetycases": "SafetyCase",
 }
-#: The kinds whose workflows keep a log (what their Method printed).
-LOG_KINDS = ("measurements", "safetycases")
+#: The kinds whose workflows keep a log (their workflow's lines, their Method's or replicas'
+#: output).
+LOG_KINDS = ("evaluations", "inferencesessions", "measurements", "safetycases")
+_LOG_SOURCES = {
+    "evaluations": " and what its own session's replicas printed",
+    "inferencesessions": " and what its replicas printed",
+    "measurements": " and what its Method printed",
+    "safetycases": " and what its Method printed (a failed notebook's traceback)",
+}
 #: ``scores list`` filters: option → the ``scores.query`` filter.
 SCORE_FILTERS = {
     "analysis": "analysis",
@@ -197,11 +204,25 @@ def add_entity_parsers(sub: Any) -> None:
             logs = actions.add_parser(
                 "logs",
                 parents=[common],
-                help="print what the Method printed",
-                description=f"Print the {kind}'s log: what its Method printed (so far, while "
-                "it runs).",
+                help=f"print the {kind}'s log",
+                description=f"Print the {kind}'s log (so far, while it runs), one "
+                "'TIME [stream] message' per line: what its workflow wrote"
+                + _LOG_SOURCES.get(command, "")
+                + ".",
             )
             logs.add_argument("id", metavar="ID", help=f"the {kind}'s id")
+            logs.add_argument(
+                "--limit",
+                type=positive_int,
+                metavar="N",
+                help="only the last N lines (default: all)",
+            )
+            logs.add_argument(
+                "--since",
+                metavar="T",
+                help="only lines written since T: a duration ('30m', '2h', '1d') or an "
+                "ISO 8601 time",
+            )
 
     scores = sub.add_parser(
         "scores",
@@ -339,7 +360,7 @@ def _download(client: Client, args: argparse.Namespace) -> int:
 
 
 def _logs(client: Client, args: argparse.Namespace) -> int:
-    text = _group(client, args).logs(args.id)
+    text = _group(client, args).logs(args.id, limit=args.limit, since=args.since)
     sys.stdout.write(text)
     if text and not text.endswith("\n"):
         sys.stdout.write("\n")

@@ -1,5 +1,6 @@
 """Evaluations, Measurements, SafetyCases and Scores on the server: their data (``open``),
-logs, scores, curves and documents."""
+logs (``logs``, ``log_lines``: :class:`~assay.client._groups.WorkflowLogs`), scores, curves
+and documents."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assay import errors
-from assay.client._artifacts import Link
-from assay.client._groups import RemoteGroup, parse_answer, query_params
+from assay.client._groups import RemoteGroup, WorkflowLogs, parse_answer, query_params
 from assay.client._uploads import open_cached
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class _OutputData:
         return [link.path for link in links if link.path.endswith(".parquet")]
 
 
-class Evaluations(_OutputData, RemoteGroup["Evaluation"]):
+class Evaluations(_OutputData, WorkflowLogs, RemoteGroup["Evaluation"]):
     kind = "Evaluation"
     resource = "evaluations"
     request_name = "EvaluationCreateRequest"
@@ -68,20 +68,10 @@ class Evaluations(_OutputData, RemoteGroup["Evaluation"]):
         return self.create(request).id
 
 
-class _Analyses(RemoteGroup[A]):
+class _Analyses(WorkflowLogs, RemoteGroup[A]):
     """Measurements and safety cases: both apply a Method to some inputs."""
 
     request_name = "AnalysisCreateRequest"
-
-    def logs(self, id: str) -> str:
-        """What the analysis's Method printed (stdout and stderr), so far while it runs."""
-        try:
-            link = Link(self._call("GET", id, "logs"))
-        except errors.NotFoundError:  # no log file yet: what the workflow has written so far
-            answer = self._call("GET", id, "logs", "workflow", params=[("limit", str(10**9))])
-            lines = [str(entry.get("message", "")) for entry in answer.get("logs") or []]
-            return "".join(line + "\n" for line in lines)
-        return self._artifacts.read(link).decode("utf-8", "replace")
 
 
 class Measurements(_OutputData, _Analyses["Measurement"]):

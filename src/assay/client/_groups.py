@@ -22,10 +22,12 @@ from assay import errors
 
 if TYPE_CHECKING:
     import os
+    from datetime import datetime
 
     import pydantic
 
     from assay.client._client import Client
+    from assay.engine.logs import LogLine
     from assay.schema.platform import (
         Documentation,
         Entity,
@@ -44,6 +46,7 @@ __all__ = [
     "Methods",
     "RemoteGroup",
     "Reports",
+    "WorkflowLogs",
     "parse_answer",
     "query_params",
 ]
@@ -290,6 +293,40 @@ def parse_answer(cls: type[M], data: Any, what: str) -> M:
             f"the server's answer is not a valid {what}: {where}: {first.get('msg')} "
             f"({exc.error_count()} problem(s)); is the server of another Assay version?"
         ) from None
+
+
+class WorkflowLogs:
+    """``logs(id)`` and ``log_lines(id)`` for the groups of kinds whose workflows keep a log
+    (evaluations, sessions, measurements, safety cases), from ``GET /R/{id}/logs/workflow``:
+    the same lines as ``LocalPlatform``'s."""
+
+    def log_lines(
+        self, id: str, *, limit: int | None = None, since: str | datetime | None = None
+    ) -> list[LogLine]:
+        """The lines of the entity's log, oldest first: those written at or after ``since``
+        (``'30m'``, ``'2h'``, ``'1d'``, an ISO 8601 time or a ``datetime``), the last
+        ``limit`` of them (None: all)."""
+        from assay.engine.logs import LogLine, parse_since
+
+        group: Any = self
+        params = [("limit", str(limit if limit is not None else 10**9))]
+        if since is not None:
+            what = f"{group.kind} {id}"
+            moment = parse_since(since, what=what)
+            params.append(("since", moment.isoformat().replace("+00:00", "Z")))
+        answer = group._call("GET", id, "logs", "workflow", params=params)
+        return [LogLine.from_wire(entry) for entry in answer.get("logs") or []]
+
+    def logs(
+        self, id: str, *, limit: int | None = None, since: str | datetime | None = None
+    ) -> str:
+        """The entity's log as text, one ``2026-12-05T12:00:00Z [stream] message`` per line:
+        what its workflow wrote, what its Method printed (a measurement, a safety case),
+        what its replicas printed (a session, an evaluation's own session); so far, while it
+        runs. ``limit`` and ``since`` as for :meth:`log_lines`."""
+        from assay.engine.logs import format_log
+
+        return format_log(self.log_lines(id, limit=limit, since=since))
 
 
 class Families(RemoteGroup["Family"]):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from assay import errors
-from assay.client._groups import RemoteGroup, parse_answer
+from assay.client._groups import RemoteGroup, WorkflowLogs, parse_answer
 from assay.client._transport import Transport
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class RemoteSessionService:
         )
 
 
-class InferenceSessions(RemoteGroup["InferenceSession"]):
+class InferenceSessions(WorkflowLogs, RemoteGroup["InferenceSession"]):
     kind = "InferenceSession"
     resource = "inferencesessions"
     request_name = "InferenceSessionCreateRequest"

@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay.analysis.checks import check_method
 from assay.analysis.runtime import DOCUMENT_FILE
-from assay.analysis.workflow import LOG_PATH, WORK_PATH
 from assay.core.datasets import open_entity_data
 from assay.core.groups import EntityGroup
+from assay.core.logs import WorkflowLogs
 from assay.schema import ids
 from assay.schema.base import validate_model
 from assay.schema.platform import (
@@ -168,7 +168,7 @@ class InferenceServices(EntityGroup[InferenceService]):
         return self._insert(entity)
 
 
-class InferenceSessions(EntityGroup[InferenceSession]):
+class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
     kind = "InferenceSession"
     request_type = InferenceSessionCreateRequest
     ref_filters = ("inferenceService", "model")
@@ -332,7 +332,7 @@ class _OutputData:
         ]
 
 
-class Evaluations(_OutputData, EntityGroup[Evaluation]):
+class Evaluations(_OutputData, WorkflowLogs, EntityGroup[Evaluation]):
     kind = "Evaluation"
     request_type = EvaluationCreateRequest
     ref_filters = ("dataset", "inferenceService", "model", "inferenceSession")
@@ -414,7 +414,7 @@ class Methods(EntityGroup[Method]):
         return super()._build(request)
 
 
-class _Analyses(EntityGroup[Any]):
+class _Analyses(WorkflowLogs, EntityGroup[Any]):
     """Measurements and safety cases: both apply a Method to some inputs."""
 
     request_type = AnalysisCreateRequest
@@ -505,17 +505,6 @@ class _Analyses(EntityGroup[Any]):
 
     def _output_fields(self, method: Method) -> dict[str, Any]:
         raise NotImplementedError
-
-    def logs(self, id: str) -> str:
-        """What the analysis's Method printed (stdout and stderr), so far while it runs."""
-        self.get(id)
-        storage = self._core.storage
-        if storage.exists(id, LOG_PATH):
-            return storage.read_bytes(id, LOG_PATH).decode("utf-8", "replace")
-        running = storage.local_path(id, f"{WORK_PATH}/logs.txt")
-        if running is not None and running.is_file():
-            return running.read_bytes().decode("utf-8", "replace")
-        return ""
 
 
 class Measurements(_OutputData, _Analyses):
