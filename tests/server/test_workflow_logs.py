@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nbformat
 import pyarrow as pa
 import pytest
-from tests.client.test_audit import write_dataset
+from tests.client.test_audit import MEASURE, measurement_method, write_dataset
 from tests.local.test_remote import ALICE, Server, serve
 
 from assay import errors
@@ -179,3 +180,81 @@ def test_a_python_sessions_replica_output(live: Server, client: Client, tmp_path
         assert "[replica 0] talker: answering 'hi'\n" in text
     finally:
         client.inferencesessions.terminate(session)
+
+
+@pytest.mark.slow
+def test_a_failed_safety_cases_log_and_partial_notebook_are_downloaded(
+    client: Client, tmp_path: Path
+) -> None:
+    package = tmp_path / "pkg"
+    (package / "lengthaudit").mkdir(parents=True)
+    (package / "lengthaudit" / "__init__.py").write_text(MEASURE)
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell("# Fails"),
+        nbformat.v4.new_code_cell('print("before the failure")'),
+        nbformat.v4.new_code_cell("{}['missing']"),
+    ]
+    nbformat.write(nb, package / "fails.ipynb")
+    module = client.modules.create_package(package, account=ALICE, name="lengthaudit")
+    module = client.modules.upload_package(module, package)
+    directory = write_dataset(tmp_path / "data")
+    dataset = client.datasets.create_arrow_dataset(directory, account=ALICE, name="prompts")
+    dataset = client.datasets.upload_arrow_dataset(dataset, directory)
+    service = client.inferenceservices.create_mock(mocks.TextCompletion, account=ALICE)
+    evaluation = client.evaluations.create(
+        {
+            "account": ALICE,
+            "dataset": dataset.id,
+            "inferenceSession": {"inferenceService": service.id},
+        }
+    ).id
+    method = client.methods.create(measurement_method(module.id)).id
+    scope = {"evaluation": evaluation}
+    measurement = client.measurements.create(
+        {
+            "account": ALICE,
+            "method": method,
+            "scope": scope,
+            "inputs": [{"keyword": "evaluation", "entity": evaluation}],
+        }
+    ).id
+    notebook = client.methods.create(
+        {
+            "account": ALICE,
+            "name": "fails",
+            "scope": "Evaluation",
+            "implementation": {
+                "kind": "JupyterNotebook",
+                "jupyterNotebook": {"notebookModule": module.id, "notebookPath": "fails.ipynb"},
+            },
+            "inputs": [{"kind": "Measurement", "keyword": "lengths"}],
+            "output": {"kind": "SafetyCase", "safetyCase": {"name": "Fails"}},
+            "modules": [module.id],
+        }
+    ).id
+    case = client.safetycases.create(
+        {
+            "account": ALICE,
+            "method": notebook,
+            "scope": scope,
+            "inputs": [{"keyword": "lengths", "entity": measurement}],
+        }
+    ).id
+    failed = client.safetycases.wait(case, timeout=120)
+    assert failed.status == "Failed"
+    assert "cell 3 (code cell 2) raised KeyError: 'missing'" in (failed.message or "")
+    assert f"assay safetycases logs {case}" in (failed.message or "")
+
+    text = client.safetycases.logs(case)
+    assert "[method] [cell 2] before the failure\n" in text
+    assert "[method]     1 | {}['missing']\n" in text
+    assert "KeyError: 'missing'" in text
+    method_lines = [ln for ln in client.safetycases.log_lines(case) if ln.stream == "method"]
+    assert method_lines and all(ln.labels == {"stream": "method"} for ln in method_lines)
+
+    files = client.safetycases.download(case, tmp_path / "failed")
+    assert [f.relative_to(tmp_path / "failed").as_posix() for f in files] == ["notebook.ipynb"]
+    partial = nbformat.read(files[0], as_version=4)
+    assert partial.cells[1].outputs[0].text == "before the failure\n"
+    assert partial.cells[2].outputs[0].ename == "KeyError"

@@ -111,6 +111,9 @@ class NotebookCellError(NotebookError):
     :attr:`evalue` are the exception's type name and message (``TimeoutError`` for a timeout,
     ``DeadKernelError`` for a dead kernel); :attr:`traceback_text` is its traceback without
     terminal colour codes; :attr:`timeout` is set (in seconds) when the cell timed out.
+    :attr:`notebook` is the notebook as far as it ran (the outputs of the cells that ran, the
+    failing cell's error output), set by :func:`execute_notebook`; :meth:`report` is the
+    failure as a log shows it.
     """
 
     def __init__(
@@ -130,6 +133,7 @@ class NotebookCellError(NotebookError):
         self.traceback_text = traceback_text
         self.code_cell_number = code_cell_number
         self.timeout = timeout
+        self.notebook: NotebookNode | None = None
         cell = f"cell {cell_number}"
         if code_cell_number is not None:
             cell += f" (code cell {code_cell_number})"
@@ -151,6 +155,20 @@ class NotebookCellError(NotebookError):
             self.code_cell_number,
             self.timeout,
         )
+
+    def report(self, *, excerpt_lines: int = 20) -> str:
+        """The failure for a log: what the cell raised, the cell's source (numbered; its
+        first ``excerpt_lines`` lines) and the traceback (IPython's, colour codes removed)."""
+        source = self.cell_source.splitlines() or [""]
+        width = len(str(min(len(source), excerpt_lines)))
+        parts = [str(self), f"  source of cell {self.cell_number}:"]
+        parts += [f"    {i:>{width}} | {line}" for i, line in enumerate(source[:excerpt_lines], 1)]
+        if len(source) > excerpt_lines:
+            parts.append(f"    ... ({len(source) - excerpt_lines} more lines)")
+        if self.traceback_text.strip():
+            parts.append("  traceback:")
+            parts += [f"    {line}" for line in self.traceback_text.rstrip().splitlines()]
+        return "\n".join(parts)
 
 
 class NotebookKernelError(NotebookError):
@@ -241,7 +259,8 @@ def execute_notebook(
     returns or raises.
 
     Raises :class:`NotebookFormatError` (the file), :class:`NotebookCellError` (a cell failed
-    or timed out; the cell is named) or :class:`NotebookKernelError` (the kernel did not start).
+    or timed out; the cell is named; its ``notebook`` is the notebook as far as it ran) or
+    :class:`NotebookKernelError` (the kernel did not start).
     """
     nb = read_notebook(path)
     cwd = Path(cwd)
@@ -250,7 +269,11 @@ def execute_notebook(
             f"cannot run notebook {path}: the working directory {cwd} does not exist"
         )
     with _signal_handlers_kept():
-        _run_coroutine(lambda: _execute(nb, cwd, dict(env), timeout, kernel_timeout))
+        try:
+            _run_coroutine(lambda: _execute(nb, cwd, dict(env), timeout, kernel_timeout))
+        except NotebookCellError as exc:
+            exc.notebook = nb  # nbclient fills the cells in place: the outputs so far
+            raise
     return nb
 
 

@@ -5,8 +5,11 @@ interpreter, so that user code runs apart from the platform. It adds the Method'
 directories in front of the import path, runs the Method, checks and writes its output to the
 configuration's ``output`` directory, and leaves one file in the ``work`` directory:
 ``result.json`` (``{"rows": N}`` for a measurement, ``{"widgets": [[mime, payload], ...]}``
-for a safety case) on success, ``error.json`` (``{"message": "..."}``) on failure. Whatever the
-Method prints goes to the analysis's log.
+for a safety case) on success, ``error.json`` on failure: ``{"message": "...", "traceback":
+true}`` when the traceback was printed to the log, ``"notebook": "notebook.ipynb"`` when a
+failed notebook left its partly executed self in the output directory. Whatever the Method
+prints goes to the analysis's log, and so do a failure's traceback (a function's; a
+notebook's failing cell, numbered, with its source) and what a notebook's cells printed.
 
 Only what a Python-function measurement needs is imported up front (``json``, ``pyarrow``),
 which keeps an analysis's fixed cost to a process start and those imports.
@@ -41,7 +44,14 @@ NOTEBOOK_FILE = "notebook.ipynb"
 
 
 class MethodFailure(Exception):
-    """The Method failed in a way the analysis reports as its message."""
+    """The Method failed in a way the analysis reports as its message. ``traceback``: the
+    details were printed to the log; ``notebook``: the partly executed notebook was written
+    (its path in the output directory)."""
+
+    def __init__(self, message: str, *, traceback: bool = False, notebook: str | None = None):
+        super().__init__(message)
+        self.traceback = traceback
+        self.notebook = notebook
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,12 +69,18 @@ def main(argv: list[str] | None = None) -> int:
         else:
             result = run_function(config)
     except MethodFailure as exc:
-        _write(work / ERROR_FILE, {"message": str(exc)})
-        print(f"analysis failed: {exc}", file=sys.stderr)
+        sys.stdout.flush()  # what the Method printed comes before the failure in the log
+        print(f"analysis failed: {exc}", file=sys.stderr, flush=True)
+        error: dict[str, Any] = {"message": str(exc), "traceback": exc.traceback}
+        if exc.notebook:
+            error["notebook"] = exc.notebook
+        _write(work / ERROR_FILE, error)
         return 1
     except BaseException as exc:
+        sys.stdout.flush()
         traceback.print_exc()
-        _write(work / ERROR_FILE, {"message": describe_exception(config, exc)})
+        sys.stderr.flush()
+        _write(work / ERROR_FILE, {"message": describe_exception(config, exc), "traceback": True})
         return 1
     _write(work / RESULT_FILE, result)
     return 0
@@ -106,9 +122,11 @@ def resolve_function(config: Mapping[str, Any]) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        traceback.print_exc()  # an import inside the Module may be what failed
         raise MethodFailure(
             f"{what}: cannot import the module {module_name!r} of {name!r} ({exc}); the "
-            f"import path starts with the Modules {config.get('paths') or 'none'}"
+            f"import path starts with the Modules {config.get('paths') or 'none'}",
+            traceback=True,
         ) from None
     try:
         return getattr(module, attribute)
@@ -289,14 +307,37 @@ def run_notebook(config: Mapping[str, Any], config_path: Path) -> dict[str, Any]
     try:
         executed = notebook.execute_notebook(path, cwd=scratch, env=env, timeout=None)
     except notebook.NotebookCellError as exc:
-        raise MethodFailure(f"{what}: notebook {spec['notebookPath']!r}: {exc}") from None
+        written = None
+        if exc.notebook is not None:
+            _print_streams(exc.notebook)
+            notebook.write_notebook(exc.notebook, output / NOTEBOOK_FILE)
+            written = NOTEBOOK_FILE
+        print(f"notebook {spec['notebookPath']!r}: {exc.report()}", file=sys.stderr, flush=True)
+        raise MethodFailure(
+            f"{what}: notebook {spec['notebookPath']!r}: {exc}", traceback=True, notebook=written
+        ) from None
     except notebook.NotebookError as exc:
         raise MethodFailure(f"{what}: {exc}") from None
+    _print_streams(executed)
     title = analysis.get("name") or analysis["method"].get("name") or "Safety case"
     html = notebook.render_html(executed, title=title)
     (output / DOCUMENT_FILE).write_text(html, encoding="utf-8")
     notebook.write_notebook(executed, output / NOTEBOOK_FILE)
     return {"widgets": [[mime, payload] for mime, payload in notebook.collect(executed)]}
+
+
+def _print_streams(nb: Any) -> None:
+    """What the notebook's cells printed (their stream outputs), into the log: each line
+    after ``[cell N]`` (N counts all cells from 1, as :class:`NotebookCellError` does)."""
+    for number, cell in enumerate(nb.cells, 1):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if output.get("output_type") != "stream":
+                continue
+            text = output.get("text", "")
+            text = "".join(text) if isinstance(text, list) else str(text)
+            for line in text.splitlines():
+                print(f"[cell {number}] {line}")
+    sys.stdout.flush()
 
 
 if __name__ == "__main__":

@@ -9,7 +9,11 @@
 3. On success the output files are stored (``data.parquet`` for a measurement;
    ``index.html`` and ``notebook.ipynb`` for a safety case) and a safety case's scores and
    curves are checked against the Method's specs and recorded. On failure the entity is
-   ``Failed`` with the Method's own summary of what went wrong.
+   ``Failed`` with the Method's own summary of what went wrong, pointing to the log (where the
+   traceback is) and, for a notebook that failed in a cell, to ``notebook.ipynb``: the
+   notebook as far as it ran, stored as an artifact (``docs/design/analysis.md``).
+
+The workflow log (``assay.engine.logs``) says when the analysis process started and ended.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from assay import errors
 from assay.analysis import launcher
 from assay.analysis.context import write_config
-from assay.analysis.runtime import ERROR_FILE, RESULT_FILE
+from assay.analysis.runtime import ERROR_FILE, NOTEBOOK_FILE, RESULT_FILE
 from assay.engine import WorkflowContext, WorkflowResult
 
 __all__ = ["LOG_PATH", "build_scores", "run_analysis"]
@@ -69,14 +73,23 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
         )
     config_path = write_config(work / "config.json", config)
     ctx.progress(f"running {entity.method.name!r}", force=True)
+    method = entity.method
+    ctx.log(f"running Method {method.name!r} ({method.id}) in an analysis process")
+    started = time.monotonic()
     code = _run_process(ctx, config_path, work)
+    took = f"after {time.monotonic() - started:.1f} s"
     log_file = work / "logs.txt"
     if log_file.is_file():
         storage.put_file(entity.id, LOG_PATH, log_file)
     if code != 0:
-        message = _failure(work, code, log_file)
+        reason, message, partial = _failure(entity, work, code, log_file)
+        if partial is not None:
+            storage.put_file(entity.id, NOTEBOOK_FILE, partial)
+            ctx.log(f"stored the notebook as far as it ran as {NOTEBOOK_FILE}")
+        ctx.log(f"the analysis failed {took}: {reason}")
         shutil.rmtree(work, ignore_errors=True)
         raise errors.WorkflowFailedError(message)
+    ctx.log(f"the analysis process ended {took}")
     result = json.loads((work / RESULT_FILE).read_text(encoding="utf-8"))
     if entity.kind == "SafetyCase":
         scores, curves = build_scores(entity, result.get("widgets") or [])
@@ -152,15 +165,36 @@ def _run_process(ctx: WorkflowContext, config_path: Path, work: Path) -> int:
         raise
 
 
-def _failure(work: Path, code: int, log_file: Path) -> str:
+def _failure(entity: Any, work: Path, code: int, log_file: Path) -> tuple[str, str, Path | None]:
+    """What went wrong; the failed entity's message (that, and where to find more); the
+    partly executed notebook to store (or None)."""
+    from assay.schema.platform import Resources
+
+    group = Resources.for_kind(entity.kind).value
+    log = f"its log ({group}.logs({entity.id!r}); assay {group} logs {entity.id})"
     error_file = work / ERROR_FILE
     if error_file.is_file():
-        return str(json.loads(error_file.read_text(encoding="utf-8"))["message"])
+        error = json.loads(error_file.read_text(encoding="utf-8"))
+        reason = str(error["message"])
+        message = reason
+        partial: Path | None = None
+        if error.get("notebook") and (work / "output" / str(error["notebook"])).is_file():
+            partial = work / "output" / str(error["notebook"])
+        if error.get("traceback"):
+            message += f"; the traceback is in {log}"
+        if partial is not None:
+            message += (
+                f"; the notebook as far as it ran (outputs, the error) is its artifact "
+                f"{NOTEBOOK_FILE}"
+            )
+        return reason, message, partial
     tail = ""
     if log_file.is_file():
         tail = log_file.read_bytes()[-_LOG_TAIL:].decode("utf-8", "replace").strip()
     how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-    return f"the analysis process {how}" + (f"; its log ends: {tail}" if tail else "")
+    reason = f"the analysis process {how}"
+    message = reason + (f"; its log ends: {tail}" if tail else "") + f" (the whole log: {log})"
+    return reason, message, None
 
 
 # -- scores -------------------------------------------------------------------------------------

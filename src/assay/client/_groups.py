@@ -167,9 +167,10 @@ class RemoteGroup(Generic[E]):
         return parse_answer(Documentation, self._call("GET", id, "documentation"), "Documentation")
 
     def download(self, id: str, dest: str | os.PathLike[str]) -> list[Path]:
-        """Download every artifact of the entity (it must be ``Ready`` or ``Complete``) into
-        the directory ``dest``, each at its artifact path. Each file is checked against the
-        md5 the server declares and moved into place only then. Returns the files."""
+        """Download every artifact of the entity (it must be ``Ready`` or ``Complete``, or
+        ``Failed``: what its workflow left, e.g. a failed notebook) into the directory
+        ``dest``, each at its artifact path. Each file is checked against the md5 the
+        server declares and moved into place only then. Returns the files."""
         return self._artifacts.download(self.resource, self.kind, id, Path(dest))
 
     # -- creating ------------------------------------------------------------------------

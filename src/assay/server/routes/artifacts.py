@@ -127,10 +127,11 @@ def add_artifact_routes(router: APIRouter, rk: ResourceKind) -> None:
 
     def downlinks(id: ENTITY_ID, request: Request, principal: Caller, state: State) -> Response:
         entity = checked(state, principal, id, "download")
-        if not is_status_success(entity.status):
+        # A Failed workflow has ended too: it lists what it left (e.g. a failed notebook).
+        if not is_status_success(entity.status) and entity.status != Status.Failed:
             raise errors.ConflictError(
                 f"{kind} {id} is {entity.status}; its artifacts can be downloaded once it is "
-                "Ready or Complete (wait for it)"
+                "Ready or Complete, or Failed (what it left), so wait for it"
             )
         storage = state.core.storage
         known = {
@@ -158,7 +159,9 @@ def add_artifact_routes(router: APIRouter, rk: ResourceKind) -> None:
         methods=["GET"],
         operation_id=f"{R}_downlinks",
         summary=f"{kind} downlinks",
-        description="Signed GET URLs of the entity's artifacts, with their md5 digests.",
+        description="Signed GET URLs of the entity's artifacts, with their md5 digests (of a "
+        "Ready or Complete entity, or of a Failed one: what its workflow left, e.g. the partly "
+        "executed notebook of a failed safety case).",
         tags=tags,
         responses={200: {"model": list_of(ArtifactURL), "description": "The artifacts."}},
     )
