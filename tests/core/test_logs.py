@@ -55,21 +55,25 @@ def test_text_lines_keep_file_order_after_the_workflow_lines_before_them(
 ) -> None:
     storage = platform.core.storage
     log = WorkflowLog(storage, ENTITY)
-    log.write("replica 0 starting")
+    log.write("replica 0 starting", replica="0")
+    log.write("replica 0 ready")
+    written = workflow_log_lines(storage, ENTITY)
+    assert [(ln.message, ln.labels) for ln in written] == [
+        ("replica 0 starting", {"stream": "workflow", "replica": "0"}),
+        ("replica 0 ready", {"stream": "workflow"}),
+    ]
+    assert written[0].timestamp <= written[1].timestamp <= datetime.now(UTC)
+    # the same lines at known times, a second apart, and the file written in between
+    workflow = [_line(0, "replica 0 starting"), _line(2, "replica 0 ready")]
     path = ".assay/logs/replica-0.log"
     storage.put_bytes(ENTITY, path, b"loading\nlistening on 8000\r\nno newline at the end")
-    log.write("replica 0 ready")
-    workflow = workflow_log_lines(storage, ENTITY)
-    assert [ln.message for ln in workflow] == ["replica 0 starting", "replica 0 ready"]
     local = storage.local_path(ENTITY, path)
     assert local is not None
-    between = (
-        workflow[0].timestamp + (workflow[1].timestamp - workflow[0].timestamp) / 2
-    ).timestamp()
+    between = (T0 + timedelta(seconds=1)).timestamp()
     os.utime(local, (between, between))
     text = read_text_log(storage, ENTITY, path, labels={"stream": "replica"}, written=T0)
     assert [ln.message for ln in text] == ["loading", "listening on 8000", "no newline at the end"]
-    assert {ln.timestamp for ln in text} == {datetime.fromtimestamp(between, UTC)}
+    assert {ln.timestamp for ln in text} == {T0 + timedelta(seconds=1)}
     merged = merge_logs(workflow, text)
     assert [ln.message for ln in merged] == [
         "replica 0 starting",
@@ -78,6 +82,11 @@ def test_text_lines_keep_file_order_after_the_workflow_lines_before_them(
         "no newline at the end",
         "replica 0 ready",
     ]
+    os.utime(local, (T0.timestamp(), T0.timestamp()))  # the same time: after the workflow's
+    assert [
+        ln.message
+        for ln in merge_logs(workflow, read_text_log(storage, ENTITY, path, labels={}, written=T0))
+    ][:2] == ["replica 0 starting", "loading"]
     assert read_text_log(storage, ENTITY, "missing.log", labels={}, written=T0) == []
 
 
