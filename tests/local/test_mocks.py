@@ -8,14 +8,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.conftest import ACCOUNT
 
 from assay import errors
 from assay.inference.protocol import ServiceProtocol, endpoints_of
-from assay.local import mocks
+from assay.local import LocalPlatform, mocks
 from assay.schema.dataset import arrow
+from assay.schema.requests import InferenceSessionCreateRequest
+from assay.schema.status import Status
 
 TEXTS = [
     "Open the pod bay doors, Hal!",
@@ -378,7 +382,13 @@ def test_faulty_with_no_arguments_is_a_fault_free_text_completion() -> None:
     assert service.schema == service.service.schema
     for i in range(200):
         assert len(service.infer("generate", {"text": f"x{i}"})) == 2
-    assert service.counts == {"calls": 200, "errors": 0, "timeouts": 0, "malformed": 0}
+    assert service.counts == {
+        "calls": 200,
+        "errors": 0,
+        "timeouts": 0,
+        "malformed": 0,
+        "rejected": 0,
+    }
 
 
 def test_faulty_wraps_any_mock() -> None:
@@ -439,6 +449,7 @@ def test_faulty_rates_are_observed_within_tolerance_and_repeat_with_the_seed() -
         "errors": seen["errors"],
         "timeouts": seen["timeouts"],
         "malformed": seen["malformed"],
+        "rejected": 0,
     }
     assert observe(make(), 1000) == seen
 
@@ -486,3 +497,184 @@ def test_close_interrupts_a_simulated_hang() -> None:
     # Once closed, a hang ends at once.
     with pytest.raises(mocks.TransientServiceError):
         service.infer("generate", {"text": "y"})
+
+
+def hang_in_threads(service: mocks.Faulty, calls: int) -> list[threading.Thread]:
+    """Start ``calls`` calls that hang (``timeout_rate=1``) until ``service.close()``."""
+
+    def call() -> None:
+        with pytest.raises(mocks.TransientServiceError):
+            service.infer("generate", {"text": "x"})
+
+    threads = [threading.Thread(target=call, daemon=True) for _ in range(calls)]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while service.counts["timeouts"] < calls:  # every call is in its hang
+        assert time.monotonic() < deadline, service.counts
+        threads[0].join(0.01)
+    return threads
+
+
+def test_faulty_max_concurrent_refuses_calls_beyond_the_limit_at_once() -> None:
+    # (a finite hang, so that a call wrongly admitted fails the test instead of hanging it)
+    service = mocks.Faulty(timeout_rate=1.0, timeout_seconds=10, max_concurrent=2, retry_after=0.5)
+    hanging = hang_in_threads(service, 2)
+    start = time.monotonic()
+    with pytest.raises(mocks.TransientServiceError) as caught:
+        service.infer("generate", {"text": "one too many"})
+    with pytest.raises(errors.UnavailableError):
+        service.infer_batch("generate", [{"text": "a"}, {"text": "b"}])
+    assert time.monotonic() - start < 1.0  # at once, without waiting for a slot
+    assert caught.value.retry_after == 0.5
+    assert "2 calls in progress" in str(caught.value)
+    assert "max_concurrent=2" in str(caught.value)
+    assert service.counts["rejected"] == 2 and service.counts["calls"] == 4
+    service.close()  # the hangs end: their slots are free again
+    for thread in hanging:
+        thread.join(10)
+    with pytest.raises(mocks.TransientServiceError, match="hung for less than"):
+        service.infer("generate", {"text": "admitted"})  # a hang again, not a refusal
+    assert service.counts["rejected"] == 2
+
+
+def test_faulty_max_concurrent_admits_calls_one_after_the_other() -> None:
+    service = mocks.Faulty(max_concurrent=1)
+    for i in range(5):
+        assert len(service.infer("generate", {"text": f"x{i}"})) == 2
+    assert service.counts["rejected"] == 0
+
+
+def test_faulty_exit_after_ends_the_process_on_the_nth_call() -> None:
+    code = (
+        "from assay.local.mocks import Faulty\n"
+        "service = Faulty(exit_after=3, exit_code=7)\n"
+        "for i in range(5):\n"
+        "    service.infer('generate', {'text': 'x'})\n"
+        "    print('answered', i + 1, flush=True)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 7, done.stderr
+    assert done.stdout.split("\n")[:-1] == ["answered 1", "answered 2"]
+    assert "call 3 ends process" in done.stderr and "exit_after=3" in done.stderr
+    default = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from assay.local import mocks; mocks.Faulty(exit_after=1).infer("
+            "'generate', {'text': 'x'})",
+        ],
+        capture_output=True,
+        timeout=60,
+    )
+    assert default.returncode == 3
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_concurrent": 0}, "max_concurrent"),
+        ({"max_concurrent": True}, "max_concurrent"),
+        ({"exit_after": 0}, "exit_after"),
+        ({"exit_code": 256}, "exit_code"),
+        ({"retry_after": -1}, "retry_after"),
+    ],
+)
+def test_faulty_refuses_bad_limits_naming_the_option(options: dict[str, Any], field: str) -> None:
+    with pytest.raises(errors.ValidationError) as caught:
+        mocks.Faulty(**options)
+    assert caught.value.field == field
+
+
+# ----------------------------------------------------------------------------------------------
+# Slow
+
+
+def test_slow_answers_as_its_mock_one_call_at_a_time() -> None:
+    service = mocks.Slow(mocks.TextCompletion(seed=3), latency=0.05)
+    assert not hasattr(service, "infer_batch")  # a replica answers a batch call by call
+    assert isinstance(service, ServiceProtocol)
+    assert service.interface == mocks.TextCompletion().interface
+    assert endpoints_of(service) == ["generate"]
+    answers: list[list[dict[str, Any]]] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(service.infer("generate", {"text": "a"})))
+        for _ in range(3)
+    ]
+    start = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert time.monotonic() - start >= 0.15  # three calls at once take three latencies
+    assert service.calls == 3
+    expected = mocks.TextCompletion(seed=3).infer("generate", {"text": "a"})
+    assert answers == [expected] * 3
+    with pytest.raises(errors.ValidationError, match="no endpoint"):
+        service.infer("nope", {"text": "a"})
+    with pytest.raises(errors.ValidationError) as caught:
+        mocks.Slow(latency=-1)
+    assert caught.value.field == "latency"
+
+
+# ----------------------------------------------------------------------------------------------
+# Served by python-runner replica processes
+
+SERVED = """
+from assay.local.mocks import Faulty, Slow
+"""
+
+
+@pytest.mark.slow
+def test_faulty_and_slow_served_by_replica_processes(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "served.py").write_text(SERVED)
+    module = platform.modules.upload_package(
+        platform.modules.create_package(package, account=ACCOUNT, name="served"), package
+    )
+
+    def start(target: str, kwargs: dict[str, Any]) -> tuple[str, Any]:
+        service = platform.inferenceservices.create(
+            {
+                "account": ACCOUNT,
+                "name": target.lower(),
+                "runner": {
+                    "kind": "python",
+                    "configuration": {
+                        "module": module.id,
+                        "target": f"served:{target}",
+                        "kwargs": kwargs,
+                    },
+                },
+                "interface": mocks.TextCompletion().interface.model_dump(by_alias=True),
+            }
+        )
+        created = platform.inferencesessions.create(
+            InferenceSessionCreateRequest(account=ACCOUNT, inferenceService=service.id)
+        )
+        session = created.inferencesession.id
+        assert platform.inferencesessions.get(session).status == Status.Ready
+        return session, platform.inferencesessions.client(session, created.token)
+
+    session, client = start("Slow", {"latency": 0.01})
+    batch = client.infer_many([{"text": f"t{i}"} for i in range(4)])
+    assert [len(answer) for answer in batch] == [2] * 4
+    client.close()
+    platform.inferencesessions.terminate(session)
+
+    session, client = start("Faulty", {"exit_after": 3})
+    for _ in range(2):
+        assert len(client.infer({"text": "x"})) == 2
+    with pytest.raises(errors.AssayError):
+        client.infer({"text": "the third call kills the replica"})
+    deadline = time.monotonic() + 30
+    while platform.inferencesessions.get(session).status == Status.Ready:
+        assert time.monotonic() < deadline, "the session did not see its replica die"
+        time.sleep(0.05)
+    died = platform.inferencesessions.get(session)
+    assert (died.status, died.reason) == (Status.Error, "ReplicaFailed")
+    assert "exited with code 3" in (died.message or ""), died.message
+    client.close()

@@ -17,7 +17,11 @@ arguments, and takes keyword-only options, among them ``seed``:
 - :class:`ChatModel`: ``chat``, ``{"messages": [...]}`` → ``{"role": "assistant",
   "content": str}``;
 - :class:`Faulty`: the endpoints of the mock it wraps, with injected latency, errors
-  (:class:`TransientServiceError`), hangs and malformed replies.
+  (:class:`TransientServiceError`), hangs and malformed replies, an admission limit
+  (``max_concurrent``: calls beyond it are refused with ``retry_after``) and a process that
+  dies (``exit_after``: the Nth call does ``os._exit``; for replica processes);
+- :class:`Slow`: the mock it wraps, one call at a time, ``latency`` seconds each, with
+  ``infer`` only (no ``infer_batch``): a model that generates one reply at a time.
 
 With a ``seed``, a mock's reply depends on the seed and the request alone, whatever the order
 of the calls, their concurrency or the number of replicas (:class:`Faulty` draws its faults
@@ -32,6 +36,7 @@ from assay.local.mocks._chat import ChatMessage, ChatModel
 from assay.local.mocks._classifier import Classifier, ClassifierOutput, LabelScore
 from assay.local.mocks._embedder import Embedder
 from assay.local.mocks._faulty import Faulty, TransientServiceError
+from assay.local.mocks._slow import Slow
 from assay.local.mocks._text import TextCompletion
 
 __all__ = [
@@ -43,6 +48,7 @@ __all__ = [
     "Faulty",
     "InferenceServiceMock",
     "LabelScore",
+    "Slow",
     "TextCompletion",
     "TransientServiceError",
 ]

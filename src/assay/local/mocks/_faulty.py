@@ -1,15 +1,16 @@
-"""A wrapper that makes any mock slow, flaky, hanging or malformed, for testing audits and
-the evaluation engine against failing services."""
+"""A wrapper that makes any mock slow, flaky, hanging, malformed, overloaded or mortal, for
+testing audits and the evaluation engine against failing services."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 from collections.abc import Sequence
 from typing import Any, cast
 
 from assay import errors
-from assay.local.mocks._base import InferenceServiceMock, check_rate, check_seed
+from assay.local.mocks._base import InferenceServiceMock, check_count, check_rate, check_seed
 from assay.local.mocks._text import TextCompletion
 from assay.schema.dataschema import DataSchema
 from assay.schema.platform import InferenceInterface
@@ -39,6 +40,21 @@ class Faulty(InferenceServiceMock):
       output fields, or a list holding a value that is not an object;
     - otherwise: returns what the wrapped service returns.
 
+    Two faults do not depend on chance:
+
+    - ``max_concurrent``: an admission limit. A call made while ``max_concurrent`` calls are
+      in progress raises :class:`TransientServiceError` (an
+      :class:`assay.errors.UnavailableError`) with ``retry_after`` (default 1 s) at once,
+      without the latency, as a server answering ``429``/``503`` does;
+    - ``exit_after``: the ``exit_after``-th call ends the process with
+      ``os._exit(exit_code)`` (default 3), unanswered. It is meant for a Faulty served by a
+      ``python``-runner replica process, where it kills the replica: a service that dies.
+      In-process (the ``mock`` runner, or a direct call) it ends the *calling* process.
+
+    To serve a Faulty from replica processes, give the ``python`` runner a Module whose code
+    imports it (``from assay.local.mocks import Faulty``, target ``yourmodule:Faulty``) or
+    subclasses it.
+
     An unknown endpoint is refused before any fault. The faults are drawn from one generator
     (seeded with ``seed``; the same seed gives the same sequence of faults). :attr:`counts`
     says how many calls and faults there have been.
@@ -54,6 +70,10 @@ class Faulty(InferenceServiceMock):
         malformed_rate: float = 0.0,
         timeout_seconds: float = 3600.0,
         seed: int | None = None,
+        max_concurrent: int | None = None,
+        retry_after: float = 1.0,
+        exit_after: int | None = None,
+        exit_code: int = 3,
     ) -> None:
         self.service = TextCompletion() if service is None else service
         if not isinstance(self.service, InferenceServiceMock):
@@ -82,10 +102,37 @@ class Faulty(InferenceServiceMock):
                 field="timeout_seconds",
             )
         self.timeout_seconds = float(timeout_seconds)
+        self.max_concurrent = (
+            None if max_concurrent is None else check_count("max_concurrent", max_concurrent)
+        )
+        if (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or retry_after < 0
+        ):
+            raise errors.ValidationError(
+                f"retry_after must be a number of seconds of at least 0, got {retry_after!r}",
+                field="retry_after",
+                value=retry_after,
+            )
+        self.retry_after = float(retry_after)
+        self.exit_after = None if exit_after is None else check_count("exit_after", exit_after)
+        if (
+            isinstance(exit_code, bool)
+            or not isinstance(exit_code, int)
+            or not 0 <= exit_code < 256
+        ):
+            raise errors.ValidationError(
+                f"exit_code must be an integer from 0 to 255, got {exit_code!r}",
+                field="exit_code",
+                value=exit_code,
+            )
+        self.exit_code = exit_code
         self._rng = random.Random(check_seed(seed))
         self._lock = threading.Lock()
         self._closed = threading.Event()
-        self._counts = {"calls": 0, "errors": 0, "timeouts": 0, "malformed": 0}
+        self._counts = {"calls": 0, "errors": 0, "timeouts": 0, "malformed": 0, "rejected": 0}
+        self._in_flight = 0
 
     @property
     def interface(self) -> InferenceInterface:
@@ -102,31 +149,65 @@ class Faulty(InferenceServiceMock):
     @property
     def counts(self) -> dict[str, int]:
         """How many ``calls`` there have been, and how many ended in each fault
-        (``errors``, ``timeouts``, ``malformed``)."""
+        (``errors``, ``timeouts``, ``malformed``, and ``rejected`` over ``max_concurrent``)."""
         with self._lock:
             return dict(self._counts)
 
     def infer(self, endpoint: str, request: dict[str, Any]) -> list[dict[str, Any]]:
         self.check_endpoint(endpoint)
-        malformed = self._fault()
-        if malformed is not None:
-            return [malformed]
-        return self.service.infer(endpoint, request)
+        self._admit()
+        try:
+            malformed = self._fault()
+            if malformed is not None:
+                return [malformed]
+            return self.service.infer(endpoint, request)
+        finally:
+            self._leave()
 
     def infer_batch(
         self, endpoint: str, requests: Sequence[dict[str, Any]]
     ) -> list[list[dict[str, Any]]]:
         self.check_endpoint(endpoint)
-        malformed = self._fault()
-        if malformed is not None:
-            return [[malformed] for _ in requests]
-        return self.service.infer_batch(endpoint, requests)
+        self._admit()
+        try:
+            malformed = self._fault()
+            if malformed is not None:
+                return [[malformed] for _ in requests]
+            return self.service.infer_batch(endpoint, requests)
+        finally:
+            self._leave()
 
     def close(self) -> None:
         """End the simulated hangs in progress (they raise :class:`TransientServiceError`),
         make later ones end at once, and close the wrapped service."""
         self._closed.set()
         self.service.close()
+
+    def _admit(self) -> None:
+        """Count the call; exit on the ``exit_after``-th; refuse it over ``max_concurrent``."""
+        with self._lock:
+            self._counts["calls"] += 1
+            number = self._counts["calls"]
+            if self.exit_after is not None and number >= self.exit_after:
+                os.write(
+                    2,
+                    f"Faulty: call {number} ends process {os.getpid()} with os._exit"
+                    f"({self.exit_code}) (exit_after={self.exit_after})\n".encode(),
+                )
+                os._exit(self.exit_code)
+            if self.max_concurrent is not None and self._in_flight >= self.max_concurrent:
+                self._counts["rejected"] += 1
+                raise TransientServiceError(
+                    f"simulated overload: {self._in_flight} calls in progress, the most this "
+                    f"service takes at once (Faulty max_concurrent={self.max_concurrent}); "
+                    f"retry after {self.retry_after:g} s, or make fewer calls at once",
+                    retry_after=self.retry_after,
+                )
+            self._in_flight += 1
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _fault(self) -> dict[str, Any] | None:
         """Wait out the latency, draw this call's fault and act on it: raise, hang, return
@@ -135,7 +216,6 @@ class Faulty(InferenceServiceMock):
             low, high = self.latency
             delay = low if low == high else self._rng.uniform(low, high)
             draw = self._rng.random()
-            self._counts["calls"] += 1
             fault: str | None = None
             if draw < self.error_rate:
                 fault = "errors"
