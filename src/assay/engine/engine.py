@@ -15,6 +15,11 @@ How a workflow moves (see ``docs/design/workflows.md``):
 4. ``resume()`` picks up what a killed process left: ``Admitted`` workflows whose claim holder
    is dead (or whose lease expired) run again (``reason = Restarted``), and waiting ``Created``
    entities are re-checked.
+
+A run never returns leaving its entity ``Admitted``: a handler that fails on a full disk
+ends ``StorageFull`` (``failures.py``), the final status write is retried until it lands, and
+a Ctrl-C in the thread that runs it ends it ``Terminated`` (``Interrupted``) before the
+``KeyboardInterrupt`` goes on.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay._logging import logger
 from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
+from assay.engine.failures import retryable, storage_full, storage_full_message
 from assay.engine.logs import WorkflowLog
 from assay.engine.transitions import apply_transition
 from assay.schema.status import (
@@ -206,6 +212,9 @@ class Engine:
         self.owner = owner or f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """Who holds this engine's claims (``host:pid:nonce``). A worker process of the
         ``processes`` executor runs under its parent's owner: it dies with the parent."""
+        self.record_retry: tuple[float, float] = (0.5, 5.0)
+        """The first and the longest wait (seconds) between tries of a workflow's final
+        status write that failed (a full disk, a busy database): it is tried until it lands."""
         self.progress_listener: ProgressListener | None = None
         """Called with ``(entity, message, done, total)`` on every progress report of a
         workflow run by this engine (in the thread that runs it): e.g. a progress bar."""
@@ -312,6 +321,21 @@ class Engine:
     ) -> bool:
         """Transition the entity if its status is still ``expect``; returns whether it did.
         A move into a terminal status re-schedules the entities that wait on this one."""
+        changed = self._write_transition(entity_id, status, reason, message, expect=expect)
+        if changed and is_status_terminal(status):
+            self.notify_dependents(entity_id)
+        return changed
+
+    def _write_transition(
+        self,
+        entity_id: str,
+        status: str,
+        reason: str | None,
+        message: str | None,
+        *,
+        expect: str | tuple[str, ...],
+    ) -> bool:
+        """The store write of :meth:`transition`, without re-scheduling the dependents."""
         expected = (expect,) if isinstance(expect, str) else expect
         changed = False
 
@@ -335,8 +359,6 @@ class Engine:
             self.store.update(entity_id, mutate)
         except errors.NotFoundError:
             return False
-        if changed and is_status_terminal(status):
-            self.notify_dependents(entity_id)
         return changed
 
     def terminate(
@@ -385,33 +407,117 @@ class Engine:
         )
         beat.start()
         try:
-            result = spec.handler(ctx) or WorkflowResult()
-        except WorkflowCancelled:
-            log.info("workflow %s %s was cancelled", job.kind, job.entity_id)
-        except Exception as exc:
-            message = _failure_message(exc)
-            log.warning(
-                "workflow %s %s failed: %s",
-                job.kind,
-                job.entity_id,
-                message,
-                exc_info=not isinstance(exc, errors.AssayError),
-            )
-            self.transition(
-                job.entity_id, spec.failure, spec.failure_reason, message, expect=Status.Admitted
-            )
-        else:
-            self.transition(
-                job.entity_id,
-                result.status or spec.success,
-                result.reason,
-                result.message,
-                expect=Status.Admitted,
-            )
+            final = self._call(spec, ctx)
+            if final is not None:
+                self._record(job, *final)
+        except KeyboardInterrupt:
+            self.interrupt(job.entity_id)
+            raise
         finally:
             stop.set()
             beat.join()
             self.store.release(job.entity_id, self.owner)
+
+    def _call(
+        self, spec: WorkflowSpec, ctx: WorkflowContext
+    ) -> tuple[str, str | None, str | None] | None:
+        """Run the handler; the ``(status, reason, message)`` it ends with (None: cancelled)."""
+        entity, handler = ctx.entity, spec.handler
+        assert handler is not None  # run() finishes handler-less kinds itself
+        try:
+            result = handler(ctx) or WorkflowResult()
+        except WorkflowCancelled:
+            log.info("workflow %s %s was cancelled", entity.kind, entity.id)
+            return None
+        except Exception as exc:
+            full = storage_full(exc)
+            if full is not None:
+                message = storage_full_message(
+                    entity.kind,
+                    entity.id,
+                    full,
+                    storage_root=getattr(self.storage, "root", None),
+                    database=self.store.url,
+                )
+                log.error("%s", message)
+                return spec.failure, Reason.StorageFull, message
+            message = _failure_message(exc)
+            log.warning(
+                "workflow %s %s failed: %s",
+                entity.kind,
+                entity.id,
+                message,
+                exc_info=not isinstance(exc, errors.AssayError),
+            )
+            return spec.failure, spec.failure_reason, message
+        return result.status or spec.success, result.reason, result.message
+
+    def _record(
+        self, job: WorkflowJob, status: str, reason: str | None, message: str | None
+    ) -> None:
+        """Write a workflow's final status, trying again (with back-off, while the claim's
+        heartbeat goes on) until it lands: a full disk or a busy database must not leave the
+        entity ``Admitted``. Then re-schedule its dependents."""
+        delay, longest = self.record_retry
+        tries = 0
+        while True:
+            try:
+                changed = self._write_transition(
+                    job.entity_id, status, reason, message, expect=Status.Admitted
+                )
+                break
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                tries += 1
+                if tries == 1 or tries % 20 == 0:
+                    log.warning(
+                        "could not record that %s %s is %s%s (%s); trying again every %g s "
+                        "until it lands (free space where the store is, if it is full)",
+                        job.kind,
+                        job.entity_id,
+                        status,
+                        f" ({reason})" if reason else "",
+                        _failure_message(exc),
+                        longest,
+                    )
+            time.sleep(delay)
+            delay = min(delay * 2, longest)
+        if tries:
+            log.warning(
+                "recorded %s %s as %s after %d tries", job.kind, job.entity_id, status, tries + 1
+            )
+        if changed and is_status_terminal(status):
+            try:
+                self.notify_dependents(job.entity_id)
+            except Exception:  # resume() re-checks every waiting entity
+                log.warning(
+                    "could not schedule what waits on %s %s; resume() will",
+                    job.kind,
+                    job.entity_id,
+                    exc_info=True,
+                )
+
+    def interrupt(self, entity_id: str, *, started: bool = True) -> bool:
+        """End a workflow that a Ctrl-C stopped in this process: ``Terminated``, reason
+        ``Interrupted``, saying what was kept. Tried once (the process is on its way out; if
+        the write fails, the entity stays ``Admitted`` and ``resume()`` runs it again)."""
+        record = self.store.get(entity_id)
+        kind = record.doc.get("kind", "Entity") if record is not None else "Entity"
+        if started:
+            message = (
+                f"interrupted (Ctrl-C) while running; what {kind} {entity_id} wrote is kept; "
+                f"create it again to run it to the end"
+            )
+        else:
+            message = f"interrupted (Ctrl-C) before it started; create the {kind} again to run it"
+        try:
+            return self.transition(
+                entity_id, Status.Terminated, Reason.Interrupted, message, expect=Status.Admitted
+            )
+        except Exception:
+            log.warning("could not record that %s was interrupted", entity_id, exc_info=True)
+            return False
 
     def _heartbeat(self, entity_id: str, stop: threading.Event) -> None:
         interval = max(self.claim_ttl / 3, 0.05)
