@@ -31,6 +31,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
@@ -505,9 +506,11 @@ class Engine:
         record = self.store.get(entity_id)
         kind = record.doc.get("kind", "Entity") if record is not None else "Entity"
         if started:
+            root = getattr(self.storage, "root", None)
+            where = f" in {root / entity_id}" if isinstance(root, Path) else ""
             message = (
-                f"interrupted (Ctrl-C) while running; what {kind} {entity_id} wrote is kept; "
-                f"create it again to run it to the end"
+                f"interrupted (Ctrl-C) while running; what it wrote so far is kept{where}; "
+                f"create the {kind} again to run it to the end"
             )
         else:
             message = f"interrupted (Ctrl-C) before it started; create the {kind} again to run it"
@@ -526,6 +529,24 @@ class Engine:
                 self.store.renew(entity_id, self.owner, self.claim_ttl)
             except Exception:  # the store is briefly busy: try again next beat
                 log.debug("could not renew the claim on %s", entity_id, exc_info=True)
+
+    def orphans(self) -> list[dict[str, Any]]:
+        """The documents of the ``Admitted`` workflows that no live process runs: their claim
+        is gone, expired, or held by a dead process on this host (and this engine's executor
+        does not hold them). :meth:`resume` runs them again."""
+        found: list[dict[str, Any]] = []
+        now = time.time()
+        for doc in self.store.iter_query(status=Status.Admitted):
+            if self.executor.holds(doc["id"]) or doc.get("kind") not in self._specs:
+                continue
+            holder = self.store.claim_owner(doc["id"])
+            if (
+                holder is None
+                or holder[1] <= now
+                or (holder[0] != self.owner and owner_is_dead(holder[0]))
+            ):
+                found.append(doc)
+        return found
 
     def resume(self) -> list[str]:
         """Continue every workflow that a killed process left unfinished; re-check every
@@ -594,6 +615,23 @@ class Engine:
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
+
+
+def orphans_text(docs: list[dict[str, Any]], limit: int = 5) -> str:
+    """``1 interrupted Evaluation <id> (41 / 60 instances when it stopped)``, for up to
+    ``limit`` workflows (then ``and N more``)."""
+    import re
+
+    kinds = sorted({str(doc.get("kind", "workflow")) for doc in docs})
+    single = len(kinds) == 1
+    noun = f"{kinds[0]}{'s' if len(docs) > 1 else ''}" if single else "workflows"
+    items: list[str] = []
+    for doc in docs[:limit]:
+        counted = re.match(r"[\d,]+ / [\d,]+ \w+", doc.get("message") or "")
+        when = f" ({counted.group(0)} when it stopped)" if counted else ""
+        items.append(f"{'' if single else doc.get('kind', 'workflow') + ' '}{doc['id']}{when}")
+    more = f" and {len(docs) - limit} more" if len(docs) > limit else ""
+    return f"{len(docs)} interrupted {noun} {', '.join(items)}{more}"
 
 
 def _failure_message(exc: BaseException) -> str:

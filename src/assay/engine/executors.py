@@ -62,6 +62,9 @@ class InlineExecutor(Executor):
     Jobs submitted while a job is running (a workflow whose completion unblocks others) are
     queued and run in order by the outermost call, so the stack does not grow with the length
     of a dependency chain.
+
+    A Ctrl-C (``KeyboardInterrupt``) ends the running workflow and those queued behind it
+    ``Terminated`` (reason ``Interrupted``), releases their claims, and is raised again.
     """
 
     name = "inline"
@@ -89,5 +92,14 @@ class InlineExecutor(Executor):
         try:
             while queue:
                 self._run(queue.pop(0))
+        except KeyboardInterrupt:
+            # The running workflow has ended Terminated (Interrupted) in Engine.run; so do
+            # those queued behind it. Then a fresh KeyboardInterrupt, so that the traceback
+            # Python prints shows the caller's line and a few of ours, not the handler's
+            # depths (see docs/design/workflows.md, "Ctrl-C").
+            for left in queue:
+                self._engine.interrupt(left.entity_id, started=False)
+                self._engine.store.release(left.entity_id, self._engine.owner)
+            raise KeyboardInterrupt from None
         finally:
             self._local.queue = None

@@ -227,6 +227,19 @@ class ProcessExecutor(Executor):
         if self._renewer is not None:
             self._renewer.join(timeout=10)
 
+    def interrupt(self) -> list[str]:
+        """A Ctrl-C in the parent: kill the workers at once, and end every workflow the pool
+        held ``Terminated`` (reason ``Interrupted``), as the inline executor does. Returns
+        their ids. (``LocalPlatform`` calls it when a ``KeyboardInterrupt`` leaves its
+        ``with`` block.)"""
+        with self._cond:
+            held = {entity_id: p.worker is not None for entity_id, p in self._jobs.items()}
+        self.shutdown(wait=False)
+        for entity_id, started in held.items():
+            self._engine.interrupt(entity_id, started=started)
+            self._engine.store.release(entity_id, self._engine.owner)
+        return list(held)
+
     # -- looking at the pool -------------------------------------------------------------
 
     def running(self) -> dict[str, int]:

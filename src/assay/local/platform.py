@@ -13,11 +13,13 @@ set to a session running there (:mod:`assay.local.remote`; ``docs/design/client.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from assay import errors
+from assay._logging import logger
 from assay.core import PlatformCore
 from assay.core.platform import CoreConfig
 from assay.core.secrets import SecretStore
@@ -50,9 +52,13 @@ class LocalPlatform:
     - ``"processes"`` runs them in a pool of ``workers`` worker processes (default: one per
       CPU, at most 8): ``create()`` returns at once with the entity ``Admitted`` (or
       ``Created`` while it waits for a dependency), and ``<group>.wait(id)`` blocks until it
-      is done. Workflows left unfinished by a killed process run again on ``resume()``. See
-      :class:`assay.engine.processes.ProcessExecutor`;
+      is done. See :class:`assay.engine.processes.ProcessExecutor`;
     - an :class:`~assay.engine.Executor` instance is used as it is.
+
+    Opening a platform where a process that stopped (killed, or its machine restarted) left
+    work unfinished says so on stderr; with ``"processes"`` it resumes that work at once, with
+    ``"inline"`` :meth:`resume` runs it. A Ctrl-C ends the running work ``Terminated``
+    (``Interrupted``), keeping what it wrote.
 
     ``remote_client`` (an :class:`assay.client.Client`) is the server that ``fetch(id)``
     downloads entities from and whose sessions ``evaluations.local_evaluation`` uses; the
@@ -119,6 +125,29 @@ class LocalPlatform:
             source = ClientSource(self, remote_client)
             for group in self._groups():
                 group.remote_source = source
+        self._announce_interrupted()
+
+    def _announce_interrupted(self) -> None:
+        """Say (log and stderr) what a process that stopped left unfinished here. The
+        ``processes`` executor resumes it now; others would run it in this constructor, so
+        the line says to call :meth:`resume` (``docs/design/workflows.md``, "Reopening")."""
+        from assay.engine.engine import orphans_text
+        from assay.engine.processes import ProcessExecutor
+
+        orphans = self._core.engine.orphans()
+        if not orphans:
+            return
+        if isinstance(self._core.engine.executor, ProcessExecutor):
+            line = f"resuming {orphans_text(orphans)}..."
+        else:
+            line = (
+                f"{orphans_text(orphans)} left unfinished by a process that stopped; call "
+                f"platform.resume() to continue {'it' if len(orphans) == 1 else 'them'}"
+            )
+        logger("assay.local").warning("%s", line)
+        print(f"assay: {line}", file=sys.stderr, flush=True)
+        if isinstance(self._core.engine.executor, ProcessExecutor):
+            self.resume()
 
     def _groups(self) -> list[Any]:
         """The groups of entity kinds (every group but ``scores``)."""
@@ -186,7 +215,8 @@ class LocalPlatform:
 
     def resume(self) -> list[str]:
         """Continue every workflow that a killed process left unfinished; returns their ids.
-        (With ``executor="processes"`` they are handed to the pool: wait for them.)"""
+        (With ``executor="processes"`` they are handed to the pool: wait for them.) Opening a
+        platform says what there is to resume; with ``processes`` it resumes it at once."""
         return self._core.resume()
 
     def close(self) -> None:
@@ -218,6 +248,9 @@ class LocalPlatform:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        interrupt = getattr(self._core.engine.executor, "interrupt", None)
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt) and interrupt:
+            interrupt()  # Ctrl-C: stop the pool's work now rather than wait for it in close()
         self.close()
 
     def __repr__(self) -> str:
