@@ -199,3 +199,19 @@ def test_wait_times_out_with_state_in_message(platform: LocalPlatform, tmp_path:
 def test_wait_returns_terminal_entity(platform: LocalPlatform, tmp_path: Path) -> None:
     dataset_id = ready_dataset(platform, tmp_path / "data")
     assert platform.datasets.wait(dataset_id, timeout=5).status == Status.Ready
+
+
+def test_wait_on_work_no_process_runs_says_to_resume_it(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    platform.core.register_workflow(WorkflowSpec("Evaluation", lambda ctx: None))
+    evaluation = platform.evaluations.create(_evaluation(platform, tmp_path))
+    # as a process killed while running it leaves it: Admitted, with no live claim
+    platform.core.store.update(evaluation.id, lambda doc: {**doc, "status": Status.Admitted})
+    assert [doc["id"] for doc in platform.core.engine.orphans()] == [evaluation.id]
+    with pytest.raises(errors.WaitTimeoutError) as waited:
+        platform.evaluations.wait(evaluation.id, timeout=0.01)
+    assert str(waited.value).endswith("no live process runs it: call resume() to continue it")
+    assert platform.resume() == [evaluation.id]
+    assert platform.evaluations.get(evaluation.id).status == Status.Complete
+    assert platform.core.engine.orphans() == []

@@ -3,6 +3,7 @@ worker and of the platform's own process."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -450,3 +451,75 @@ def test_a_script_without_a_main_guard_can_use_the_pool(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "Complete", done.stderr
     assert runs.read_text() == "ran\n"
+
+
+# -- waiting for a worker ---------------------------------------------------------------------
+
+
+GATED = """
+import os
+import time
+
+from assay.local.mocks import TextCompletion
+
+
+class Gated(TextCompletion):
+    '''Answers once the file ``gate`` exists.'''
+
+    def __init__(self, gate):
+        super().__init__()
+        self.gate = gate
+
+    def infer(self, endpoint, request):
+        while not os.path.exists(self.gate):
+            time.sleep(0.01)
+        return super().infer(endpoint, request)
+
+    def infer_batch(self, endpoint, requests):
+        return [self.infer(endpoint, request) for request in requests]
+"""
+
+
+def test_work_waiting_for_a_worker_says_so_until_one_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "gated_mock.py").write_text(GATED)
+    monkeypatch.syspath_prepend(str(tmp_path / "mods"))  # workers get the parent's sys.path
+    gated_mock = importlib.import_module("gated_mock")
+    gate = tmp_path / "gate"
+    with (
+        LocalPlatform(
+            tmp_path / "platform", account=ACCOUNT, executor="processes", workers=1
+        ) as platform,
+        contextlib.ExitStack() as opened,
+    ):
+        opened.callback(gate.touch)  # also when the test fails: close() waits for the work
+        dataset = ready_dataset(platform, tmp_path / "data", rows=20)
+        platform.datasets.wait(dataset, timeout=60)
+        held = platform.inferenceservices.create_mock(
+            gated_mock.Gated, account=ACCOUNT, kwargs={"gate": str(gate)}
+        )
+        first = platform.evaluations.create(_evaluation(dataset, held.id)).id
+        _wait_for(lambda: first in _executor(platform).running(), what="the first one running")
+        second = platform.evaluations.create(_evaluation(dataset, _slow_service(platform, 0))).id
+        expected = (
+            f"queued: 1 of 1 workers busy (running Evaluation {first}); it starts when one is free"
+        )
+        _wait_for(
+            lambda: platform.evaluations.get(second).message == expected,
+            what="the queued message",
+        )
+        with pytest.raises(errors.WaitTimeoutError) as waited:
+            platform.evaluations.wait(second, timeout=0.01)
+        assert str(waited.value) == (
+            f"Evaluation {second} is still Admitted after 0.01 s: {expected}; all workers are "
+            "busy: wait longer, give the platform more workers, or terminate what runs"
+        )
+        with pytest.raises(errors.WaitTimeoutError, match="it is running: wait longer, or "):
+            platform.evaluations.wait(first, timeout=0.01)
+        gate.touch()  # the first ends; the worker takes the second
+        for evaluation in (first, second):
+            done = platform.evaluations.wait(evaluation, timeout=120)
+            assert done.status == Status.Complete, done.message
+            assert not (done.message or "").startswith("queued:")

@@ -605,13 +605,28 @@ class Engine:
                 raise errors.WaitTimeoutError(
                     f"{doc.get('kind', kind or 'Entity')} {entity_id} is still {doc.get('status')}"
                     f"{' (' + doc['reason'] + ')' if doc.get('reason') else ''} after {timeout} s"
-                    f"{': ' + doc['message'] if doc.get('message') else ''}; wait longer or check "
-                    "its dependencies"
+                    f"{': ' + doc['message'] if doc.get('message') else ''}; {self._hint(doc)}"
                 )
             time.sleep(
                 delay if deadline is None else min(delay, max(deadline - time.monotonic(), 0))
             )
             delay = min(delay * 2, 0.25)
+
+    def _hint(self, doc: dict[str, Any]) -> str:
+        """What to do about an entity that is taking long, from its state."""
+        status, reason = doc.get("status"), doc.get("reason")
+        if status == Status.Admitted:
+            if (doc.get("message") or "").startswith("queued:"):
+                return (
+                    "all workers are busy: wait longer, give the platform more workers, or "
+                    "terminate what runs"
+                )
+            if any(orphan["id"] == doc["id"] for orphan in self.orphans()):
+                return "no live process runs it: call resume() to continue it"
+            return "it is running: wait longer, or terminate it"
+        if reason == Reason.WaitingForUpload:
+            return "upload its files (and finalize the upload)"
+        return "wait longer, or check its dependencies"
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)

@@ -97,6 +97,8 @@ class _Pending:
     attempts: int = 0
     """How many workers died running it."""
     worker: _Worker | None = None
+    noted: bool = False
+    """Whether its entity's message says it is queued."""
 
 
 class _Worker:
@@ -163,6 +165,8 @@ class ProcessExecutor(Executor):
         self._state = "open"  # → "draining" → "closed", or → "killed"
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._notes: queue.Queue[tuple[str, str | None] | None] = queue.Queue()
+        self._noter: threading.Thread | None = None
 
     # -- the Executor interface ----------------------------------------------------------
 
@@ -226,6 +230,9 @@ class ProcessExecutor(Executor):
         self._stop.set()
         if self._renewer is not None:
             self._renewer.join(timeout=10)
+        if self._noter is not None:
+            self._notes.put(None)
+            self._noter.join(timeout=10)
 
     def interrupt(self) -> list[str]:
         """A Ctrl-C in the parent: kill the workers at once, and end every workflow the pool
@@ -270,7 +277,62 @@ class ProcessExecutor(Executor):
                 self._start_worker(pending)
             else:
                 self._queue.appendleft(pending)
+                self._note_queued()
                 return
+
+    def _note_queued(self) -> None:
+        """Say in the message of each job that starts waiting for a worker that it does, and
+        what the workers run. Called with the lock held; the store writes happen in the
+        notes thread."""
+        fresh = [p for p in self._queue if not p.noted]
+        if not fresh:
+            return
+        running = [p.job for p in self._jobs.values() if p.worker is not None]
+        busy = len({id(p.worker) for p in self._jobs.values() if p.worker is not None})
+        named = ", ".join(f"{job.kind} {job.entity_id}" for job in running[:3])
+        if len(running) > 3:
+            named += f" and {len(running) - 3} more"
+        message = (
+            f"queued: {busy} of {self.workers} workers busy"
+            + (f" (running {named})" if named else "")
+            + "; it starts when one is free"
+        )
+        for pending in fresh:
+            pending.noted = True
+            self._note(pending.job.entity_id, message)
+
+    def _note(self, entity_id: str, message: str | None) -> None:
+        """Queue a message for the entity (None: clear a "queued" one). Called with the lock
+        held."""
+        self._notes.put((entity_id, message))
+        if self._noter is None:
+            self._noter = threading.Thread(
+                target=self._write_notes, name="assay-pool-notes", daemon=True
+            )
+            self._noter.start()
+
+    def _write_notes(self) -> None:
+        while (note := self._notes.get()) is not None:
+            entity_id, message = note
+
+            def mutate(doc: dict[str, Any], message: str | None = message) -> dict[str, Any] | None:
+                if doc.get("status") != Status.Admitted or doc.get("reason") == Reason.Restarted:
+                    return None
+                queued = (doc.get("message") or "").startswith("queued:")
+                if message is None and not queued:
+                    return None  # the worker has written its own progress already
+                if message is not None and doc.get("message") and not queued:
+                    return None
+                if message is None:
+                    doc.pop("message", None)
+                else:
+                    doc["message"] = message
+                return doc
+
+            try:
+                self._engine.store.update(entity_id, mutate)
+            except Exception:  # gone, or the store is busy: a message is not worth more
+                log.debug("could not update the message of %s", entity_id, exc_info=True)
 
     def _assign(self, worker: _Worker, pending: _Pending) -> None:
         pending.worker = worker
@@ -279,6 +341,7 @@ class ProcessExecutor(Executor):
     def _send(self, worker: _Worker, pending: _Pending) -> None:
         worker.idle = False
         self._assign(worker, pending)
+        self._taken(pending)
         job = pending.job
         try:
             assert worker.proc is not None and worker.proc.stdin is not None
@@ -289,9 +352,16 @@ class ProcessExecutor(Executor):
             pending.worker = None
             self._queue.appendleft(pending)
 
+    def _taken(self, pending: _Pending) -> None:
+        """A worker takes the job: its "queued" message goes. Called with the lock held."""
+        if pending.noted:
+            pending.noted = False
+            self._note(pending.job.entity_id, None)
+
     def _start_worker(self, first: _Pending) -> None:
         worker = _Worker(next(self._numbers))
         self._assign(worker, first)
+        self._taken(first)
         self._pool.append(worker)
         # This thread is the worker's parent for PR_SET_PDEATHSIG, so it lives as long as
         # the worker does.
