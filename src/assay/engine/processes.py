@@ -1,4 +1,5 @@
-"""The ``processes`` executor: workflows run in a pool of worker processes.
+"""The ``processes`` executor: workflows run in a pool of worker processes (the workers' own
+side is :mod:`assay.engine.workers`).
 
 How it works (the whole story, with the reasons, is in ``docs/design/workflows.md``):
 
@@ -41,18 +42,18 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any
 
 from assay import errors
 from assay._logging import logger
-from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
+from assay.engine.executors import Executor, WorkflowJob
+from assay.engine.workers import protocol_line
 from assay.schema.status import Reason, Status
 
 if TYPE_CHECKING:
     from assay.core.platform import CoreConfig
-    from assay.engine.engine import Engine
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -60,7 +61,6 @@ __all__ = [
     "WORKER_CRASHED",
     "ProcessExecutor",
     "default_workers",
-    "worker_main",
 ]
 
 log = logger("assay.engine")
@@ -76,7 +76,7 @@ MAX_DEFAULT_WORKERS = 8
 # Assay, and the modules that mocks and handlers name, from where the parent does.
 _WORKER_CODE = (
     "import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
-    "from assay.engine.processes import worker_main; sys.exit(worker_main())"
+    "from assay.engine.workers import worker_main; sys.exit(worker_main())"
 )
 
 
@@ -345,7 +345,9 @@ class ProcessExecutor(Executor):
         job = pending.job
         try:
             assert worker.proc is not None and worker.proc.stdin is not None
-            worker.proc.stdin.write(_line({"run": {"entity": job.entity_id, "kind": job.kind}}))
+            worker.proc.stdin.write(
+                protocol_line({"run": {"entity": job.entity_id, "kind": job.kind}})
+            )
             worker.proc.stdin.flush()
         except (OSError, ValueError):  # the worker is gone: its thread will find out
             worker.running.pop(job.entity_id, None)
@@ -411,7 +413,7 @@ class ProcessExecutor(Executor):
         assert proc.stdin is not None and proc.stdout is not None
         init = {"config": config.to_json(), "owner": self._engine.owner, "parent": os.getpid()}
         with contextlib.suppress(OSError):  # if it died at once, reading says how
-            proc.stdin.write(_line(init))
+            proc.stdin.write(protocol_line(init))
             proc.stdin.flush()
         messages = _messages(proc.stdout)
         ready = next(messages, None)
@@ -597,10 +599,6 @@ def _check_shareable(config: CoreConfig) -> None:
         )
 
 
-def _line(message: dict[str, Any]) -> bytes:
-    return json.dumps(message).encode() + b"\n"
-
-
 def _messages(stream: IO[bytes]) -> Iterator[dict[str, Any]]:
     for raw in stream:
         try:
@@ -626,136 +624,3 @@ def _reap(proc: subprocess.Popen[bytes]) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with status {code}"
-
-
-# -- the worker's side -------------------------------------------------------------------
-
-
-class _WorkerExecutor(InlineExecutor):
-    """A worker's executor. It runs the job the pool sent (:meth:`run_job`); a job that this
-    one schedules waits in the worker until the running handler asks for it
-    (``Engine.drive``: an evaluation's own session) and is then run inline, or, if it is
-    still waiting when the handler returns (a dependent that became runnable), goes back to
-    the pool, so that dependents spread over the workers. The pool hears of every job the
-    worker takes on and of its end, so that it can run them again if this process dies."""
-
-    name = "processes-worker"
-
-    def __init__(self, report: Callable[[dict[str, Any]], None]) -> None:
-        super().__init__()
-        self._report = report
-
-    def bind(self, engine: Engine) -> None:
-        super().bind(engine)
-        run = self._run
-
-        def run_and_report(job: WorkflowJob) -> None:
-            try:
-                run(job)
-            finally:
-                self._report({"ended": job.entity_id})
-
-        self._run = run_and_report
-
-    def run_job(self, job: WorkflowJob) -> None:
-        """Run a job from the pool; hand back what it scheduled and did not wait for."""
-        left: list[WorkflowJob] = []
-        self._local.queue = left
-        try:
-            self._run(job)
-        finally:
-            self._local.queue = None
-            for other in left:  # "done": this worker is about to ask for work itself
-                message = {"entity": other.entity_id, "kind": other.kind}
-                self._report({"handback": message, "done": True})
-
-    def submit(self, job: WorkflowJob) -> None:
-        message = {"entity": job.entity_id, "kind": job.kind}
-        waiting: list[WorkflowJob] | None = getattr(self._local, "queue", None)
-        if waiting is None:  # scheduled outside a job (a session's watcher thread): the pool's
-            self._report({"handback": message})
-            return
-        self._report({"queued": message})
-        waiting.append(job)
-
-
-def worker_main() -> int:
-    """A worker process of :class:`ProcessExecutor` (started by it; not for users)."""
-    import logging
-
-    # the protocol gets descriptors of its own; 0 and 1 become harmless for anything else
-    requests = os.fdopen(os.dup(0), "rb")
-    replies = os.fdopen(os.dup(1), "wb")
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(2, 1)
-    lock = threading.Lock()
-
-    def report(message: dict[str, Any]) -> None:
-        try:
-            with lock:
-                replies.write(_line(message))
-                replies.flush()
-        except OSError:  # the parent is gone: so are we
-            os._exit(1)
-
-    line = requests.readline()
-    if not line:
-        return 0
-    init = json.loads(line)
-    _die_with_parent(int(init["parent"]))
-    logging.basicConfig(
-        level=logging.WARNING,
-        format=f"assay worker {os.getpid()}: %(levelname)s %(name)s: %(message)s",
-    )
-    executor = _WorkerExecutor(report)
-    try:
-        from assay.core.platform import CoreConfig, PlatformCore
-
-        config = CoreConfig.from_json(init["config"])
-        core = PlatformCore.from_config(config, executor=executor, owner=init["owner"])
-    except Exception as exc:
-        report({"error": f"{type(exc).__name__}: {exc}"})
-        return 1
-    report({"ready": os.getpid()})
-    jobs: queue.Queue[WorkflowJob | None] = queue.Queue()
-    busy = threading.Event()
-    threading.Thread(
-        target=_read_requests, args=(requests, jobs, busy), name="assay-requests", daemon=True
-    ).start()
-    try:
-        while (job := jobs.get()) is not None:
-            busy.set()
-            try:
-                executor.run_job(job)
-            except Exception:  # Engine.run records handler errors; this is the store failing
-                logging.getLogger("assay.engine").exception("running %s failed", job.entity_id)
-            finally:
-                busy.clear()
-                report({"idle": True})
-    finally:
-        core.close()
-    return 0
-
-
-def _read_requests(
-    requests: IO[bytes], jobs: queue.Queue[WorkflowJob | None], busy: threading.Event
-) -> None:
-    for raw in requests:
-        message = json.loads(raw)
-        run = message["run"]
-        jobs.put(WorkflowJob(run["entity"], run["kind"]))
-    if busy.is_set():
-        os._exit(1)  # the parent is gone in the middle of a job: its resume() runs it again
-    jobs.put(None)  # the parent closed the pool: finish
-
-
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this process when its parent ends (Linux); exit if it has."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-    if os.getppid() != parent:
-        os._exit(1)
