@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from assay import errors
-from assay.client._groups import RemoteGroup, WorkflowLogs, parse_answer, query_params
+from assay.client._groups import TerminableGroup, WorkflowLogs, parse_answer, query_params
 from assay.client._uploads import open_cached
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class _OutputData:
         return [link.path for link in links if link.path.endswith(".parquet")]
 
 
-class Evaluations(_OutputData, WorkflowLogs, RemoteGroup["Evaluation"]):
+class Evaluations(_OutputData, WorkflowLogs, TerminableGroup["Evaluation"]):
     kind = "Evaluation"
     resource = "evaluations"
     request_name = "EvaluationCreateRequest"
@@ -68,7 +68,7 @@ class Evaluations(_OutputData, WorkflowLogs, RemoteGroup["Evaluation"]):
         return self.create(request).id
 
 
-class _Analyses(WorkflowLogs, RemoteGroup[A]):
+class _Analyses(WorkflowLogs, TerminableGroup[A]):
     """Measurements and safety cases: both apply a Method to some inputs."""
 
     request_name = "AnalysisCreateRequest"

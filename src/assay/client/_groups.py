@@ -3,7 +3,8 @@
 
 Every group offers ``get``, ``create``, ``delete``, ``query(**filters)``, ``label(id, {...})``,
 ``documentation(id)``, ``edit_documentation(id, ...)``, ``wait(id, timeout=None)`` and
-``download(id, dest)``; kind-specific operations live in subclasses in their own modules.
+``download(id, dest)``; those of jobs add ``terminate(id)`` (:class:`TerminableGroup`);
+kind-specific operations live in subclasses in their own modules.
 Requests are validated here first, so a bad request fails with the same message as it does
 locally, before anything is sent.
 """
@@ -46,6 +47,7 @@ __all__ = [
     "Methods",
     "RemoteGroup",
     "Reports",
+    "TerminableGroup",
     "WorkflowLogs",
     "parse_answer",
     "query_params",
@@ -278,6 +280,18 @@ class RemoteGroup(Generic[E]):
                 f"{self.resource}.{name} is available on LocalPlatform only: {LOCAL_ONLY[name]}"
             )
         raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
+
+
+class TerminableGroup(RemoteGroup[E]):
+    """The group of a job kind (evaluations, measurements, safety cases): ``terminate(id)``
+    stops work that has not ended."""
+
+    def terminate(self, id: str) -> E:
+        """Stop the workflow: it becomes ``Terminated`` (``TerminateCommand``) at once, and its
+        running work stops within a second, keeping what it wrote.
+        :class:`~assay.errors.ConflictError` if it has ended already."""
+        self._call("PUT", id, "terminate")
+        return self.get(id)
 
 
 def parse_answer(cls: type[M], data: Any, what: str) -> M:

@@ -2,8 +2,9 @@
 
 Every group offers ``get``, ``create``, ``delete``, ``purge``, ``query(**filters)``,
 ``label(id, {...})``, ``documentation(id)`` and ``edit_documentation(id, ...)``; groups of
-workflow kinds add ``wait(id, timeout=None)``. Kind-specific operations (uploads, ``open``)
-live in subclasses in their own modules.
+workflow kinds add ``wait(id, timeout=None)``, and those of jobs (evaluations, measurements,
+safety cases; sessions have their own) ``terminate(id)`` (:class:`TerminableGroup`).
+Kind-specific operations (uploads, ``open``) live in subclasses in their own modules.
 
 ``fetch(id)`` copies an entity from a server into this platform: the group asks its
 :class:`RemoteSource` (set by ``LocalPlatform(remote_client=...)``) to download it, and the
@@ -36,7 +37,14 @@ from assay.schema.status import Reason, Status, is_status_success, is_status_ter
 if TYPE_CHECKING:
     from assay.core.platform import PlatformCore
 
-__all__ = ["COMMON_FILTERS", "EntityGroup", "ImportedFiles", "RemoteSource"]
+__all__ = [
+    "COMMON_FILTERS",
+    "EntityGroup",
+    "ImportedFiles",
+    "RemoteSource",
+    "TerminableGroup",
+    "ended_conflict",
+]
 
 E = TypeVar("E", bound=Entity)
 
@@ -400,7 +408,8 @@ class EntityGroup(Generic[E]):
         return self.documentation(id)
 
     def delete(self, id: str) -> None:
-        """Mark the entity ``Deleted`` (its record and data stay until :meth:`purge`)."""
+        """Mark the entity ``Deleted`` (its record and data stay until :meth:`purge`). Work
+        still running stops as with ``terminate`` (at its next check), keeping what it wrote."""
         self._core.store.require(id, kind=self.kind)
         self._core.engine.transition(
             id,
@@ -447,6 +456,33 @@ class EntityGroup(Generic[E]):
             raise errors.ConflictError(
                 f"cannot {action} {self.kind} {entity.id}: it is {state}; {hint}"
             )
+
+
+class TerminableGroup(EntityGroup[E]):
+    """The group of a job kind (evaluations, measurements, safety cases): ``terminate(id)``
+    stops work that has not ended."""
+
+    def terminate(self, id: str) -> E:
+        """Stop the workflow: it becomes ``Terminated`` (``TerminateCommand``) at once, and its
+        handler, wherever it runs, stops at its next check (within a second), keeping what it
+        wrote. :class:`~assay.errors.ConflictError` if it has ended already."""
+        self.get(id)
+        if not self._core.engine.terminate(id):
+            raise ended_conflict(self.get(id), "terminate")
+        return self.get(id)
+
+
+def ended_conflict(entity: Entity, action: str) -> errors.ConflictError:
+    """The refusal to ``action`` an entity that has ended: it names its status."""
+    state = entity.status + (f" ({entity.reason})" if entity.reason else "")
+    running = (
+        "Created, Admitted or Ready" if entity.kind == "InferenceSession" else "Created or Admitted"
+    )
+    return errors.ConflictError(
+        f"cannot {action} {entity.kind} {entity.id}: it has ended already (it is {state}); only "
+        f"a {entity.kind} that is {running} can be stopped. Create a new one to run it again, "
+        "or delete(id) to mark it Deleted"
+    )
 
 
 def _stored(storage: Any, id: str, path: str, source: Path, md5: str) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +14,7 @@ from assay import errors
 from assay.analysis.checks import check_method
 from assay.analysis.runtime import DOCUMENT_FILE
 from assay.core.datasets import open_entity_data
-from assay.core.groups import EntityGroup
+from assay.core.groups import EntityGroup, TerminableGroup, ended_conflict
 from assay.core.logs import WorkflowLogs
 from assay.schema import ids
 from assay.schema.base import validate_model
@@ -39,6 +39,7 @@ from assay.schema.requests import (
     MethodCreateRequest,
     ReportCreateRequest,
 )
+from assay.schema.status import Status
 
 if TYPE_CHECKING:
     import pyarrow.dataset
@@ -58,6 +59,24 @@ __all__ = [
     "SafetyCases",
     "mock_service_request",
 ]
+
+
+def check_expires(expires: datetime | None, *, what: str, field: str) -> None:
+    """Refuse an ``expires`` that has passed already: the session would end before it
+    started (and nothing is written)."""
+    if expires is None:
+        return
+    now = datetime.now(UTC)
+    if expires <= now:
+        when = expires.isoformat().replace("+00:00", "Z")
+        raise errors.ValidationError(
+            f"{what}: {field} {when} is in the past (it is now "
+            f"{now.isoformat(timespec='seconds').replace('+00:00', 'Z')}); expected a time in "
+            "the future, e.g. datetime.now(timezone.utc) + timedelta(hours=1), or leave it out "
+            "for a session that runs until it is terminated",
+            field=field,
+            value=when,
+        )
 
 
 def _canonical(records: Sequence[Any]) -> list[str]:
@@ -174,12 +193,41 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
     ref_filters = ("inferenceService", "model")
 
     def _build(self, request: Any) -> InferenceSession:
+        check_expires(request.expires, what="InferenceSession create request", field="expires")
         body = request.model_dump(by_alias=True, exclude_none=True, exclude={"schemaVersion"})
         service = self._resolve(
             "InferenceService", request.inferenceService, field="inferenceService"
         )
         body["inferenceService"] = foreign(ForeignInferenceService, service)
         return self._new(body)
+
+    def get(self, id: str) -> InferenceSession:
+        """The session; one past its ``expires`` is ``Terminated`` (``Expired``) already."""
+        session = super().get(id)
+        if self._expired(session):
+            session = super().get(id)
+        return session
+
+    def query(self, **filters: Any) -> list[InferenceSession]:
+        """Sessions matching every filter (as :meth:`EntityGroup.query`); those past their
+        ``expires`` are ``Terminated`` (``Expired``) already."""
+        found = super().query(**filters)
+        if any(self._expired(s) for s in found):
+            found = super().query(**filters)
+        return found
+
+    def _expired(self, session: InferenceSession) -> bool:
+        """Mark a Ready session past its ``expires`` Terminated; whether it did."""
+        if session.status != Status.Ready or session.expires is None:
+            return False
+        return session.expires <= datetime.now(UTC) and self._core.sessions.expire(session.id)
+
+    def delete(self, id: str) -> None:
+        """Mark the session ``Deleted`` and stop its replicas; clients made before refuse
+        inference from then on."""
+        had_replicas = self.get(id).status in (Status.Admitted, Status.Ready)
+        super().delete(id)
+        self._core.sessions.stop(id, "deleted" if had_replicas else None)
 
     def create(self, request: Any) -> InferenceSessionAndToken:  # type: ignore[override]  # the reference's shape
         """Start a session (its replicas run once it is ``Ready``) and return it with a token
@@ -235,12 +283,14 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
             f"get one with inferencesessions.token({id!r})"
         )
 
-    def _expiry_check(self, token: str) -> Callable[[], None]:
-        """A cheap per-call check for a token already verified: it has not expired since."""
+    def _expiry_check(self, token: str, session_id: str) -> Callable[[], None]:
+        """A cheap per-call check for a token already verified: it has not expired since. (A
+        token ends with its session: a session that has ended says so instead.)"""
         expires = self._core.signer.verify(token)["exp"]
 
         def check() -> None:
             if time.time() >= expires:
+                self._core.sessions.status_check(session_id)(force=True)
                 raise errors.AuthenticationError(
                     "the token has expired; ask for a new one (e.g. inferencesessions.token(id))"
                 )
@@ -253,9 +303,12 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         return bool(self._core.sessions.ready(id))
 
     def terminate(self, id: str) -> InferenceSession:
-        """Stop the session's replicas; it becomes ``Terminated``."""
+        """Stop the session's replicas; it becomes ``Terminated`` (``TerminateCommand``), and
+        clients made before refuse inference. :class:`~assay.errors.ConflictError` if it has
+        ended already."""
         self.get(id)
-        self._core.sessions.terminate(id)
+        if not self._core.sessions.terminate(id):
+            raise ended_conflict(self.get(id), "terminate")
         return self.get(id)
 
     def client(
@@ -292,7 +345,7 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
             input_adapter=input_adapter,
             output_adapter=output_adapter,
             output_schema=schema,
-            authorize=self._expiry_check(token),
+            authorize=self._expiry_check(token, session_id),
             what=f"InferenceSession {session_id}",
         )
 
@@ -332,7 +385,7 @@ class _OutputData:
         ]
 
 
-class Evaluations(_OutputData, WorkflowLogs, EntityGroup[Evaluation]):
+class Evaluations(_OutputData, WorkflowLogs, TerminableGroup[Evaluation]):
     kind = "Evaluation"
     request_type = EvaluationCreateRequest
     ref_filters = ("dataset", "inferenceService", "model", "inferenceSession")
@@ -352,6 +405,11 @@ class Evaluations(_OutputData, WorkflowLogs, EntityGroup[Evaluation]):
             names = {"inferenceService", "expires", "replicas", "accelerator", "useSpotPods"}
             body["inferenceSession"] = {k: v for k, v in spec.items() if k in names}
         else:
+            check_expires(
+                request.inferenceSession.expires,
+                what="Evaluation create request",
+                field="inferenceSession.expires",
+            )
             spec = request.inferenceSession.model_dump(by_alias=True, exclude_none=True)
             service = self._resolve(
                 "InferenceService",
@@ -414,7 +472,7 @@ class Methods(EntityGroup[Method]):
         return super()._build(request)
 
 
-class _Analyses(WorkflowLogs, EntityGroup[Any]):
+class _Analyses(WorkflowLogs, TerminableGroup[Any]):
     """Measurements and safety cases: both apply a Method to some inputs."""
 
     request_type = AnalysisCreateRequest

@@ -12,7 +12,7 @@ import itertools
 import json
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from assay import errors
 from assay.inference.runners.base import ReplicaHandle
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from assay.schema.adapters import Adapter
 
-__all__ = ["InferenceSessionClient", "ReplicaCaller", "check_reply"]
+__all__ = ["InferenceSessionClient", "ReplicaCaller", "StatusCheck", "check_reply"]
 
 JSONObject = dict[str, Any]
 
@@ -37,11 +37,25 @@ def _stream(reply: Any) -> Iterator[Any]:
         yield reply
 
 
+class StatusCheck(Protocol):
+    """Raises when a session may no longer be used (it ended); cheap unless ``force``d to
+    look now (a call failed: was it because the session ended?)."""
+
+    def __call__(self, *, force: bool = False) -> None: ...
+
+
 class ReplicaCaller:
-    """Sends one request to the next replica in turn (thread-safe)."""
+    """Sends one request to the next replica in turn (thread-safe). ``check``, where given,
+    runs before every call, and again (forced) when a replica cannot be reached: it raises
+    when the session has ended (:meth:`assay.inference.sessions.SessionManager.status_check`)."""
 
     def __init__(
-        self, handles: list[ReplicaHandle], *, timeout: float = 30.0, what: str = "session"
+        self,
+        handles: list[ReplicaHandle],
+        *,
+        timeout: float = 30.0,
+        what: str = "session",
+        check: StatusCheck | None = None,
     ) -> None:
         if not handles:
             raise errors.UnavailableError(f"{what} has no replicas running", retry_after=1)
@@ -51,6 +65,7 @@ class ReplicaCaller:
         self._timeout = timeout
         self._http: httpx.Client | None = None
         self._what = what
+        self._check = check
 
     def _client(self) -> httpx.Client:
         if self._http is None:
@@ -68,6 +83,16 @@ class ReplicaCaller:
 
     def call(self, endpoint: str, request: JSONObject) -> Any:
         """The service's reply (decoded JSON) to one request."""
+        if self._check is None:
+            return self._call(endpoint, request)
+        self._check()
+        try:
+            return self._call(endpoint, request)
+        except errors.UnavailableError:
+            self._check(force=True)  # the session ended (its replicas were stopped)?
+            raise
+
+    def _call(self, endpoint: str, request: JSONObject) -> Any:
         handle = self.next()
         if handle.style == "inprocess":
             return handle.service.infer(endpoint, request)
@@ -76,6 +101,16 @@ class ReplicaCaller:
 
     def call_batch(self, endpoint: str, requests: list[JSONObject]) -> list[Any]:
         """One reply per request, in order; batched where the replica accepts batches."""
+        if self._check is None:
+            return self._call_batch(endpoint, requests)
+        self._check()
+        try:
+            return self._call_batch(endpoint, requests)
+        except errors.UnavailableError:
+            self._check(force=True)
+            raise
+
+    def _call_batch(self, endpoint: str, requests: list[JSONObject]) -> list[Any]:
         handle = self.next()
         if handle.style == "inprocess":
             batch = getattr(handle.service, "infer_batch", None)
@@ -90,7 +125,7 @@ class ReplicaCaller:
                     f"{len(replies) if isinstance(replies, list) else type(replies).__name__}"
                 )
             return replies
-        return [self.call(endpoint, r) for r in requests]
+        return [self._call(endpoint, r) for r in requests]
 
     def _post(self, handle: ReplicaHandle, path: str, body: Any) -> Any:
         import httpx

@@ -7,6 +7,8 @@ POST     /R                              create     the entity (201)
 GET      /R/{id}                         get        the entity
 GET      /R?filters                      query      list of entities
 PUT      /R/{id}/delete                  delete     its status ``{status, reason, ...}``
+PUT      /R/{id}/terminate               terminate  its status (jobs: :data:`TERMINABLE`;
+                                         or delete  sessions: ``sessions.py``)
 PATCH    /R/{id}/labels                  edit       the entity
 GET      /R/{id}/documentation           get        the documentation
 PATCH    /R/{id}/documentation           edit       the documentation
@@ -32,12 +34,25 @@ from assay.server.queries import parse_entity_filters, query_parameters, run_ent
 from assay.server.resources import ResourceKind
 from assay.server.state import Caller, State, json_response
 
-__all__ = ["ENTITY_ID", "Responses", "add_entity_routes", "list_of", "status_of", "with_body_type"]
+__all__ = [
+    "ENTITY_ID",
+    "TERMINABLE",
+    "Responses",
+    "add_entity_routes",
+    "list_of",
+    "status_of",
+    "with_body_type",
+]
 
 #: The ``responses`` documentation of a route.
 Responses = dict[int | str, dict[str, Any]]
 #: The ``{id}`` path parameter of every entity route.
 ENTITY_ID = Annotated[str, Path(description="The entity's id (32 lowercase hex digits).")]
+#: The resources with ``PUT /R/{id}/terminate`` here: the jobs, whose groups are
+#: :class:`assay.core.groups.TerminableGroup` (sessions have theirs in ``sessions.py``).
+TERMINABLE = frozenset({"evaluations", "measurements", "safetycases"})
+#: Who may terminate: a grant of ``terminate``, or of ``delete`` (which stops the work too).
+TERMINATE_FUNCTIONS = ("terminate", "delete")
 
 
 def with_body_type(endpoint: Callable[..., Any], body_type: type) -> Callable[..., Any]:
@@ -170,6 +185,27 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
         tags=tags,
         responses={200: {"model": StatusInfo, "description": "Its status."}},
     )
+
+    if R in TERMINABLE:
+
+        def terminate(id: ENTITY_ID, principal: Caller, state: State) -> Response:
+            get_entity(state.core, principal, id, TERMINATE_FUNCTIONS)
+            return json_response(status_of(rk.group(state.core).terminate(id)))
+
+        router.add_api_route(
+            f"/{R}/{{id}}/terminate",
+            terminate,
+            methods=["PUT"],
+            operation_id=f"{R}_terminate",
+            summary=f"{kind} terminate",
+            description=(
+                f"Stop the {kind}'s workflow: it becomes Terminated (TerminateCommand) and its "
+                "running work stops within a second, keeping what it wrote. 409 if it has "
+                "ended already. Needs `terminate` (or `delete`) on the entity."
+            ),
+            tags=tags,
+            responses={200: {"model": StatusInfo, "description": "Its status."}},
+        )
 
     def label(
         id: ENTITY_ID, body: Annotated[LabelsEditRequest, Body()], principal: Caller, state: State

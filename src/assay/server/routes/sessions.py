@@ -7,7 +7,8 @@ Method   Path                                       Function       Answer
 POST     /inferencesessions/{id}/token              consume        a token (JSON string)
 GET      /inferencesessions/{id}/ready              get / consume  200 ``{"ready": true}``,
                                                                    202 ``{"ready": false}``
-PUT      /inferencesessions/{id}/terminate          terminate      its status
+PUT      /inferencesessions/{id}/terminate          terminate /    its status (409 if it
+                                                   delete         has ended already)
 POST     /inferencesessions/{id}/infer/{endpoint}   consume        the service's reply
 =======  =========================================  =============  =========================
 
@@ -27,7 +28,7 @@ from assay.schema.platform import StatusInfo
 from assay.schema.requests import InferenceSessionTokenCreateRequest
 from assay.schema.status import Status, is_status_terminal
 from assay.server.access import entity_for
-from assay.server.routes.entities import ENTITY_ID, status_of
+from assay.server.routes.entities import ENTITY_ID, TERMINATE_FUNCTIONS, status_of
 from assay.server.state import Caller, State, json_response
 
 __all__ = ["add_session_routes"]
@@ -62,7 +63,7 @@ def ready(id: ENTITY_ID, principal: Caller, state: State) -> Response:
 
 
 def terminate(id: ENTITY_ID, principal: Caller, state: State) -> Response:
-    _session(state, principal, id, "terminate")
+    _session(state, principal, id, TERMINATE_FUNCTIONS)
     return json_response(status_of(state.core.inferencesessions.terminate(id)))
 
 
@@ -115,6 +116,9 @@ def add_session_routes(router: APIRouter) -> None:
         methods=["PUT"],
         operation_id=f"{R}_terminate",
         summary="InferenceSession terminate",
+        description="Stop the session's replicas: it becomes Terminated (TerminateCommand), and "
+        "inference on it is refused from then on. 409 if it has ended already. Needs "
+        "`terminate` (or `delete`) on the session.",
         tags=TAGS,
         responses={200: {"model": StatusInfo, "description": "Its status."}},
     )
