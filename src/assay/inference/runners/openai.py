@@ -18,7 +18,12 @@ from assay.inference.runners.base import (
     config_error,
     configuration,
 )
-from assay.inference.runners.http import check_url, credential_headers, wait_for
+from assay.inference.runners.http import (
+    check_url,
+    credential_headers,
+    service_handle,
+    wait_ready_at,
+)
 
 if TYPE_CHECKING:
     from assay.schema.platform import InferenceInterface, InferenceService, InferenceSession
@@ -81,18 +86,10 @@ class OpenAIRunner(Runner):
         service = session.inferenceService
         url = check_url(service, "baseURL")  # type: ignore[arg-type]
         headers = credential_headers(configuration(service), env, f"InferenceService {service.id}")  # type: ignore[arg-type]
-        return ReplicaHandle(
-            index=index, style="plain", url=url, headers=headers, ready_path="models"
-        )
+        return service_handle(service, index, url, headers, "models")  # type: ignore[arg-type]
 
     def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:
-        wait_for(
-            handle.url or "",
-            handle.headers,
-            handle.ready_path,
-            timeout,
-            "the OpenAI-compatible service",
-        )
+        wait_ready_at(handle, timeout, "the OpenAI-compatible service")
 
 
 RUNNER = OpenAIRunner()
