@@ -6,19 +6,21 @@
     assay <kind> get ID [--json]
     assay <kind> delete ID
     assay <kind> wait ID [--timeout SECONDS] [--json]
+    assay <kind> watch ID [--interval SECONDS]
+    assay <evaluations|inferencesessions|measurements|safetycases> terminate ID
     assay <kind> download ID DEST
     assay <evaluations|inferencesessions|measurements|safetycases> logs ID [--limit N] [--since T]
     assay scores list [--analysis ID] [--method ID] [--name N] ... [--json]
 
 ``<kind>`` is any of :data:`KINDS`. Each command calls one ``Client`` method (``query``,
-``get``, ``delete``, ``wait``, ``download``, ``logs``, ``scores.query``). The server and the
-API token come from ``--endpoint`` / ``--token`` or ``ASSAY_API_ENDPOINT`` /
-``ASSAY_API_TOKEN``. ``assay.client`` is imported only when a command runs, so ``assay
---help`` stays fast.
+``get``, ``delete``, ``wait``, ``terminate``, ``download``, ``logs``, ``scores.query``;
+``watch`` polls ``get`` and, where the kind has one, ``logs``). The server and the API token
+come from ``--endpoint`` / ``--token`` or ``ASSAY_API_ENDPOINT`` / ``ASSAY_API_TOKEN``.
+``assay.client`` is imported only when a command runs, so ``assay --help`` stays fast.
 
-Exit status: 0 done; 1 ``wait`` saw the entity end unsuccessfully (``Failed``, ``Error``,
-``Terminated``, ``Deleted``); 2 an error, printed as one line on standard error (``--debug``
-shows the traceback).
+Exit status: 0 done; 1 ``wait`` or ``watch`` saw the entity end unsuccessfully (``Failed``,
+``Error``, ``Terminated``, ``Deleted``); 2 an error, printed as one line on standard error
+(``--debug`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "KINDS",
     "LOG_KINDS",
+    "TERMINATE_KINDS",
     "add_entity_parsers",
     "connection_options",
     "positive_int",
@@ -66,6 +70,10 @@ _LOG_SOURCES = {
     "measurements": " and what its Method printed",
     "safetycases": " and what its Method printed (a failed notebook's traceback)",
 }
+#: The kinds whose work can be stopped (``terminate``).
+TERMINATE_KINDS = ("evaluations", "inferencesessions", "measurements", "safetycases")
+#: Seconds between two looks of ``watch`` (by default).
+WATCH_INTERVAL = 1.0
 #: ``scores list`` filters: option → the ``scores.query`` filter.
 SCORE_FILTERS = {
     "analysis": "analysis",
@@ -189,6 +197,33 @@ def add_entity_parsers(sub: Any) -> None:
             help="give up after this long (default: wait as long as it takes)",
         )
         wait.add_argument("--json", action="store_true", help="print the entity as JSON")
+
+        watch = actions.add_parser(
+            "watch",
+            parents=[common],
+            help=f"follow a {kind} until it ends",
+            description=f"Follow the {kind}: print its status and progress message when they "
+            "change, and its new log lines as they are written, until it ends. Exit status 0 "
+            "if it succeeded (Ready, Complete), 1 if not, 2 on an error.",
+        )
+        watch.add_argument("id", metavar="ID", help=f"the {kind}'s id")
+        watch.add_argument(
+            "--interval",
+            type=_seconds,
+            default=WATCH_INTERVAL,
+            metavar="SECONDS",
+            help=f"seconds between two looks (default {WATCH_INTERVAL:g})",
+        )
+
+        if command in TERMINATE_KINDS:
+            terminate = actions.add_parser(
+                "terminate",
+                parents=[common],
+                help=f"stop a {kind}'s work",
+                description=f"Stop the {kind}: it becomes Terminated and its work stops "
+                "(within a second), keeping what it wrote. An error if it has ended already.",
+            )
+            terminate.add_argument("id", metavar="ID", help=f"the {kind}'s id")
 
         download = actions.add_parser(
             "download",
@@ -347,6 +382,46 @@ def _wait(client: Client, args: argparse.Namespace) -> int:
     return 1
 
 
+def _terminate(client: Client, args: argparse.Namespace) -> int:
+    entity = _group(client, args).terminate(args.id)
+    reason = f" ({entity.reason})" if entity.reason else ""
+    print(f"{KINDS[args.kind]} {args.id} {entity.status}{reason}")
+    return 0
+
+
+def _watch(client: Client, args: argparse.Namespace) -> int:
+    """Print status changes and new log lines until the entity ends (see ``wait`` for the
+    exit status)."""
+    from assay.schema.status import is_status_success, is_status_terminal
+
+    group = _group(client, args)
+    logs = getattr(group, "logs", None)
+    shown = 0  # log lines printed so far
+    last: tuple[Any, ...] | None = None
+    while True:
+        entity = group.get(args.id)  # first the status, then the lines written until then
+        if callable(logs):
+            lines = logs(args.id).splitlines()
+            for line in lines[shown:]:
+                print(line)
+            shown = max(shown, len(lines))
+        state = (entity.status, entity.reason, entity.message)
+        reason = f" ({entity.reason})" if entity.reason else ""
+        if state != last:
+            last = state
+            message = f": {entity.message}" if entity.message else ""
+            print(f"{entity.kind} {entity.id} {entity.status}{reason}{message}")
+        sys.stdout.flush()
+        if is_status_terminal(entity.status):
+            if is_status_success(entity.status):
+                return 0
+            print(
+                f"assay: {entity.kind} {entity.id} ended {entity.status}{reason}", file=sys.stderr
+            )
+            return 1
+        time.sleep(args.interval)
+
+
 def _download(client: Client, args: argparse.Namespace) -> int:
     files = _group(client, args).download(args.id, args.dest)
     for path in files:
@@ -390,6 +465,8 @@ _ACTIONS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "get": _get,
     "delete": _delete,
     "wait": _wait,
+    "watch": _watch,
+    "terminate": _terminate,
     "download": _download,
     "logs": _logs,
 }
