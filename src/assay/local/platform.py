@@ -48,7 +48,8 @@ class LocalPlatform:
     ``executor`` chooses where workflows run:
 
     - ``"inline"`` (the default) runs them in the calling thread, so ``create()`` and
-      ``upload_*()`` return when the work is done;
+      ``upload_*()`` return when the work is done (with a progress bar in a terminal or
+      Jupyter; ``ASSAY_PROGRESS=0`` hides it: :mod:`assay.local.progress`);
     - ``"processes"`` runs them in a pool of ``workers`` worker processes (default: one per
       CPU, at most 8): ``create()`` returns at once with the entity ``Admitted`` (or
       ``Created`` while it waits for a dependency), and ``<group>.wait(id)`` blocks until it
@@ -105,6 +106,10 @@ class LocalPlatform:
             self._config, executor=_executor(executor, workers, self._config)
         )
         core = self._core
+        if executor is None or executor == "inline":  # create() blocks: show its progress
+            from assay.local.progress import install
+
+            install(core.engine)
         self.datasets = core.datasets
         self.evaluations = core.evaluations
         self.families = core.families
