@@ -530,15 +530,15 @@ def test_the_workflow_sends_rows_as_they_are_only_where_it_can() -> None:
     )
     both = _Recording(rows=True, answers=True)
     submit = _submitter(both, as_they_are)
-    submit(strings).result()
-    submit(large).result()  # declined by the dispatcher: made into requests
+    submit(strings, 0).result()
+    submit(large, 0).result()  # declined by the dispatcher: made into requests
     assert both.calls == [("rows", 2), ("rows", 2), ("answers", large.to_pylist())]
     piped = _Recording(rows=True, answers=True)
-    _submitter(piped, renamed)(strings).result()  # a pipeline: never the rows themselves
+    _submitter(piped, renamed)(strings, 0).result()  # a pipeline: never the rows themselves
     assert piped.calls == [
         ("answers", [{"_index_": 0, "prompt": "a"}, {"_index_": 1, "prompt": "b"}])
     ]
     plain = _Recording(rows=False, answers=False)
-    answers = _submitter(plain, as_they_are)(strings).result()
+    answers = _submitter(plain, as_they_are)(strings, 0).result()
     assert plain.calls == [("submit", strings.to_pylist())]
     assert answers.responses == [[{"text": "x"}], [{"text": "x"}]] and not answers.failed

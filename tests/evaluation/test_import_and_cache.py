@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tests.conftest import ACCOUNT, ready_dataset
 
 from assay import errors
 from assay.evaluation.cache import CachedDispatcher, ResponseCache, request_key
-from assay.evaluation.outcomes import BadRequest, Outcome
+from assay.evaluation.outcomes import Answers, BadRequest, Outcome
 from assay.local import LocalPlatform, mocks
 from assay.schema.requests import InferenceSessionCreateRequest
 from assay.schema.status import Status
@@ -99,11 +100,18 @@ def test_local_evaluation_uses_a_running_session(platform: LocalPlatform, tmp_pa
 
 
 class _Counting:
+    """A dispatcher that answers at once, upper-casing, and records what it was sent."""
+
     def __init__(self) -> None:
         self.sent: list[dict[str, object]] = []
+        self.answered = 0
 
-    def submit(self, requests: list[dict[str, object] | BadRequest]) -> Future[list[Outcome]]:
-        future: Future[list[Outcome]] = Future()
+    def submit_answers(
+        self,
+        requests: list[dict[str, object] | BadRequest],
+        on_answer: Callable[[list[int], list[list[dict[str, object]]]], None] | None = None,
+    ) -> Future[Answers]:
+        future: Future[Answers] = Future()
         outcomes = []
         for request in requests:
             if isinstance(request, BadRequest):  # as the real dispatchers do
@@ -117,7 +125,12 @@ class _Counting:
                     responses=[{"text": str(request["text"]).upper(), "_response_index_": 0}]
                 )
             )
-        future.set_result(outcomes)
+        answers = Answers.from_outcomes(outcomes)
+        done = [i for i, o in enumerate(outcomes) if o.responses is not None]
+        if on_answer is not None and done:
+            on_answer(done, [answers.responses[i] for i in done])
+        self.answered += len(requests)
+        future.set_result(answers)
         return future
 
     def close(self) -> None:
@@ -128,15 +141,18 @@ def test_cached_dispatcher_sends_each_request_once(tmp_path: Path) -> None:
     cache = ResponseCache(tmp_path / "cache.db")
     inner = _Counting()
     dispatcher = CachedDispatcher(inner, cache, scope="service/generate")
-    first = dispatcher.submit([{"text": "a"}, {"text": "b"}, {"text": "bad"}]).result()
-    assert [o.responses for o in first][:2] == [
+    first = dispatcher.submit_part([{"text": "a"}, {"text": "b"}, {"text": "bad"}], 0)
+    outcomes = first.result().outcomes()
+    assert [o.responses for o in outcomes][:2] == [
         [{"text": "A", "_response_index_": 0}],
         [{"text": "B", "_response_index_": 0}],
     ]
-    assert first[2].error == "refused"
-    second = dispatcher.submit(
-        [{"text": "b"}, {"text": "c"}, {"text": "bad"}, BadRequest("no text")]
-    ).result()
+    assert outcomes[2].error == "refused"
+    dispatcher.flush()
+    second = dispatcher.submit_part(
+        [{"text": "b"}, {"text": "c"}, {"text": "bad"}, BadRequest("no text")], 0
+    )
+    again = second.result().outcomes()
     assert [r["text"] for r in inner.sent] == [
         "a",
         "b",
@@ -144,12 +160,20 @@ def test_cached_dispatcher_sends_each_request_once(tmp_path: Path) -> None:
         "c",
         "bad",
     ]  # failures are not cached
-    assert second[0].responses == [{"text": "B", "_response_index_": 0}] and second[0].attempts == 0
-    assert second[3].kind == "BadRequest"
-    assert dispatcher.hits == 1 and len(cache) == 3
-    other_scope = CachedDispatcher(inner, cache, scope="other/generate")
-    other_scope.submit([{"text": "a"}]).result()
+    assert again[0].responses == [{"text": "B", "_response_index_": 0}] and again[0].attempts == 0
+    assert again[3].kind == "BadRequest"
+    assert dispatcher.hits == 1
+    dispatcher.flush()
+    assert len(cache) == 3
+    assert dispatcher.answered == 1 + inner.answered
+    # another replication of the same request is a different answer: sent again
+    dispatcher.submit_part([{"text": "a"}], 1).result()
     assert inner.sent[-1] == {"text": "a"}
+    other_scope = CachedDispatcher(inner, cache, scope="other/generate")
+    other_scope.submit_part([{"text": "a"}], 0).result()
+    assert len(inner.sent) == 7
+    dispatcher.close()
+    other_scope.close()
     assert request_key("s", {"a": 1, "b": 2}) == request_key("s", {"b": 2, "a": 1})
     cache.close()
 

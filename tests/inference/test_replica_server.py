@@ -119,7 +119,10 @@ def test_ready_answers_503_while_loading_and_200_once_loaded() -> None:
     release.set()
     assert app.wait_loaded(5)
     ready = call(app, "GET", "/ready")
-    assert (ready.status_code, ready.json()) == (200, {"ready": True})
+    assert ready.status_code == 200
+    assert ready.json()["ready"] is True
+    assert ready.json()["batch"] is False  # Echo has no infer_batch
+    assert ready.json()["threads"] >= 1
     assert call(app, "POST", "/infer/echo", json={"text": "a"}).json() == [{"text": "a"}]
 
 

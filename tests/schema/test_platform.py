@@ -969,12 +969,12 @@ def test_evaluation_client_configuration_defaults() -> None:
         "badRequestPolicy": "Abort",
         "transientErrorRetryLimit": 120,
         "transientErrorRetryDelaySeconds": 30,
+        "transientErrorRetryBudgetSeconds": 600,
         "duplicateOutputPolicy": "Deduplicate",
         "missingOutputPolicy": "Error",
         "requestTimeoutSeconds": 30,
         "totalTimeoutSeconds": 7200,
         "batchSize": 1000,
-        "requestBatchSize": 32,
         "cache": False,
         "extraOptions": {},
     }

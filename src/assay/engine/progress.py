@@ -80,7 +80,9 @@ class Meter:
         rate = self.rate()
         if self.done < self.total:
             eta = self.eta()
-            text += f", {_rate_text(rate)}" + (f", ETA {duration_text(eta)}" if eta is not None else "")
+            text += f", {_rate_text(rate)}" + (
+                f", ETA {duration_text(eta)}" if eta is not None else ""
+            )
         else:
             text += f" in {duration_text(time.monotonic() - self.started)}"
         return text + (f"; {note}" if note else "")

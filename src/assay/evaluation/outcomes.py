@@ -15,6 +15,7 @@ Errors are sorted into three kinds, which decide what the engine does:
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,10 +30,12 @@ if TYPE_CHECKING:
     from assay.schema.adapters import Adapter
 
 __all__ = [
+    "OVERLOAD_KINDS",
     "SERVICE_ERROR_REPEATS",
     "Answers",
     "BadRequest",
     "Columns",
+    "FailureTally",
     "FatalError",
     "Outcome",
     "Repeats",
@@ -40,6 +43,7 @@ __all__ = [
     "Responder",
     "RetryPolicy",
     "TransientError",
+    "summarize_failures",
 ]
 
 JSONObject = dict[str, Any]
@@ -54,13 +58,31 @@ SERVICE_ERROR_REPEATS = 3
 
 class TransientError(Exception):
     def __init__(
-        self, message: str, retry_after: float | None = None, *, service_error: bool = False
+        self,
+        message: str,
+        retry_after: float | None = None,
+        *,
+        service_error: bool = False,
+        kind: str = "other",
     ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
         self.service_error = service_error
         """The service itself failed (HTTP 500, or an exception in-process), as opposed to
         being busy, unreachable or slow: the same failure repeated is not transient."""
+        self.kind = kind
+        """What went wrong, for the counts of retries by kind: ``HTTP 429``, ``HTTP 503``,
+        ``timeout``, ``connection``, ``malformed reply``, ``unavailable`` ..."""
+
+    @property
+    def overload(self) -> bool:
+        """The service says it has more than it can take (429/503, or it did not answer in
+        time): send it less at once."""
+        return self.kind in OVERLOAD_KINDS
+
+
+#: Kinds of transient errors that mean "too much at once" (see :attr:`TransientError.overload`).
+OVERLOAD_KINDS = frozenset({"HTTP 429", "HTTP 503", "timeout", "unavailable"})
 
 
 class Repeats:
@@ -92,7 +114,81 @@ class BadRequest(Exception):
 
 
 class FatalError(Exception):
-    pass
+    def __init__(self, message: str, reason: str = "Incomplete") -> None:
+        super().__init__(message)
+        self.reason = reason
+        """The evaluation's reason when it fails with this error."""
+
+
+#: What each kind of failure means, and what to do about it.
+_ADVICE = {
+    "BadRequest": (
+        "refused by the service as bad requests",
+        "check that the data set's fields are what the service's input expects",
+    ),
+    "ServiceError": (
+        "failed by the service the same way every time",
+        "the service fails on these inputs (a bug, or inputs it cannot handle): see the "
+        "replica's output in the session's log",
+    ),
+    "timeout": (
+        "not answered in time",
+        "raise client.requestTimeoutSeconds, or send less at once (workersPerReplica, "
+        "requestBatchSize)",
+    ),
+    "overload": (
+        "refused as too much (rate-limited or overloaded) until the retries ran out",
+        "lower workersPerReplica, or raise client.transientErrorRetryBudgetSeconds",
+    ),
+    "connection": (
+        "not answered: the service could not be reached",
+        "check that the service runs and that its URL is right",
+    ),
+    "malformed reply": (
+        "answered with replies that do not fit the interface",
+        "fix the service's replies or the interface's outputSchema / outputPipeline",
+    ),
+}
+
+
+class FailureTally:
+    """The failed instances of a run, counted by what went wrong (bounded memory)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._groups: dict[str, list[Any]] = {}  # group -> [count, first index, first error]
+
+    @staticmethod
+    def group(outcome: Outcome) -> str:
+        if outcome.kind != "Transient":
+            return outcome.kind or "other"
+        cause = outcome.cause or "other"
+        if cause in ("HTTP 429", "HTTP 503", "unavailable"):
+            return "overload"
+        return cause if cause in _ADVICE else "other"
+
+    def add(self, index: int, outcome: Outcome) -> None:
+        self.total += 1
+        entry = self._groups.setdefault(self.group(outcome), [0, index, outcome.error])
+        entry[0] += 1
+
+    def summary(self) -> str:
+        """``3 instances failed: 2 not answered in time (first: instance 7: ...); ... Fix: ...``"""
+        parts, fixes = [], []
+        for group, (count, index, error) in sorted(self._groups.items(), key=lambda g: -g[1][0]):
+            meaning, fix = _ADVICE.get(group, ("failed", "see the errors in the evaluation's log"))
+            parts.append(f"{count:,} {meaning} (first: instance {index}: {error})")
+            fixes.append(fix)
+        noun = "instance" if self.total == 1 else "instances"
+        return f"{self.total:,} {noun} failed: " + "; ".join(parts) + ". Fix: " + "; ".join(fixes)
+
+
+def summarize_failures(failures: Iterable[tuple[int, Outcome]]) -> str:
+    """:meth:`FailureTally.summary` of ``(index, outcome)`` pairs."""
+    tally = FailureTally()
+    for index, outcome in failures:
+        tally.add(index, outcome)
+    return tally.summary()
 
 
 @dataclass
@@ -103,6 +199,9 @@ class Outcome:
     error: str | None = None
     kind: str | None = None
     attempts: int = 1
+    cause: str | None = None
+    """For a transient failure given up on: the kind of the last error (``timeout``,
+    ``HTTP 429`` ...; see :attr:`TransientError.kind`)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +233,19 @@ class Answers:
     columns: dict[int, Columns] = field(default_factory=dict)
     """Runs of instances whose responses are also held column-wise, by the position of the
     run's first instance (the responses in ``responses`` are the same)."""
+    latency: list[float] | None = None
+    """Seconds the answering request of each instance took (NaN where there was none: a
+    failed instance, an answer from the cache); None: not measured."""
+    usage: dict[int, dict[str, int]] = field(default_factory=dict)
+    """The token usage the service reported for an instance's request, by position."""
+
+    def took(self, positions: list[int], seconds: float) -> None:
+        """Record that the request answering ``positions`` took ``seconds``."""
+        latency = self.latency
+        if latency is None:
+            latency = self.latency = [math.nan] * len(self.responses)
+        for i in positions:
+            latency[i] = seconds
 
     @classmethod
     def from_outcomes(cls, outcomes: Sequence[Outcome]) -> Answers:
@@ -184,15 +296,35 @@ class Answers:
 @dataclass(frozen=True)
 class RetryPolicy:
     limit: int
+    """Retries of one request after transient errors, at most."""
     max_delay: float
+    """The longest back-off between two attempts (seconds)."""
     base_delay: float = 0.05
+    budget: float = 0.0
+    """Seconds one request may spend being retried, from its first transient error (0: no
+    limit but ``limit``)."""
+
+    def exhausted(self, attempt: int, since: float, now: float) -> str | None:
+        """Why a request that failed its ``attempt``-th time, first at ``since``, is not
+        tried again (None: it is)."""
+        if attempt > self.limit:
+            return f"gave up after {attempt} attempts"
+        if self.budget and now - since >= self.budget:
+            return (
+                f"gave up after {now - since:.0f} s of retries ({attempt} attempts; "
+                f"client.transientErrorRetryBudgetSeconds is {self.budget:g})"
+            )
+        return None
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry ``attempt`` (1-based)."""
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_delay)
+        """Seconds to wait before retry ``attempt`` (1-based): a back-off that doubles with
+        each attempt (jittered), and at least what the service asked for (``Retry-After``:
+        a service that says 0 while it keeps refusing is not asked again at once)."""
         ceiling = min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)
+        backoff = random.uniform(ceiling / 2, ceiling)
+        if retry_after is not None:
+            return min(max(retry_after, backoff), self.max_delay)
+        return backoff
 
 
 class Requester:
@@ -243,7 +375,9 @@ class Responder:
             items = list(self._adapter(iter(items))) if self._adapter is not None else list(items)
             check_reply(items, self._schema, self._what)
         except (errors.ValidationError, KeyError, TypeError, ValueError) as exc:
-            raise TransientError(f"malformed reply: {_describe(exc)}") from None
+            raise TransientError(
+                f"malformed reply: {_describe(exc)}", kind="malformed reply"
+            ) from None
         return [{**item, "_response_index_": i} for i, item in enumerate(items)]
 
     def many(self, replies: list[Any]) -> Columns | None:

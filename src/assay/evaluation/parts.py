@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pyarrow
 
-    from assay.evaluation.outcomes import Columns
+    from assay.evaluation.outcomes import Answers, Columns
     from assay.storage import ArtifactStorage
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "IN_PROCESS_PART_ROWS",
     "PART_ROWS",
     "PART_SECONDS",
+    "REQUEST_COLUMNS",
     "Part",
     "PartSizer",
     "PartWriter",
@@ -51,6 +52,8 @@ __all__ = [
     "read_columns",
     "read_runs",
     "read_units",
+    "usage_type",
+    "with_request_columns",
     "write_parquet",
 ]
 
@@ -369,6 +372,60 @@ def _columns(
     }
     arrays = [columns[f.name] if f.name in columns else pa.nulls(n, f.type) for f in schema]
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+#: The token counts an OpenAI-compatible service reports (``usage``), per output row.
+USAGE_TYPE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+#: The columns every output row has besides ``_index_``, ``_replication_`` and ``responses``.
+REQUEST_COLUMNS = ("_attempts_", "_latency_", "_usage_")
+
+
+def usage_type() -> pyarrow.DataType:
+    import pyarrow as pa
+
+    return pa.struct([pa.field(name, pa.int64()) for name in USAGE_TYPE_FIELDS])
+
+
+def with_request_columns(output: pyarrow.RecordBatch, answers: Answers) -> pyarrow.RecordBatch:
+    """``output`` with what it took to answer each row: ``_attempts_`` (requests sent for
+    it; 0 for an answer from the response cache), ``_latency_`` (seconds the answering
+    request took; null where none answered) and ``_usage_`` (the tokens the service reported
+    for it, null where it reported none)."""
+    import numpy as np
+    import pyarrow as pa
+
+    n = output.num_rows
+    attempts = np.ones(n, np.int64)
+    for i, count in answers.attempts.items():
+        attempts[i] = count
+    for i, outcome in answers.failed.items():
+        attempts[i] = outcome.attempts
+    latency = (
+        pa.array(np.asarray(answers.latency, np.float64), pa.float64(), from_pandas=True)
+        if answers.latency is not None
+        else pa.nulls(n, pa.float64())
+    )
+    kind = usage_type()
+    if answers.usage:
+        rows = [answers.usage.get(i) for i in range(n)]
+        usage = pa.array(
+            [
+                None
+                if row is None
+                else {
+                    k: v if isinstance(v, int) and not isinstance(v, bool) else None
+                    for k, v in ((k, row.get(k)) for k in USAGE_TYPE_FIELDS)
+                }
+                for row in rows
+            ],
+            kind,
+        )
+    else:
+        usage = pa.nulls(n, kind)
+    return pa.RecordBatch.from_arrays(
+        [*output.columns, pa.array(attempts, pa.int64()), latency, usage],
+        names=[*output.schema.names, *REQUEST_COLUMNS],
+    )
 
 
 @functools.lru_cache(maxsize=8)

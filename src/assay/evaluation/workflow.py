@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -27,18 +26,21 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
-from assay.engine import WorkflowContext, WorkflowResult
-from assay.evaluation.cache import CachedDispatcher
+from assay.engine import WorkflowCancelled, WorkflowContext, WorkflowResult
+from assay.engine.progress import Meter, duration_text
+from assay.evaluation.cache import CachedDispatcher, service_key
 from assay.evaluation.dispatch import HTTPDispatcher, InProcessDispatcher, Request
 from assay.evaluation.integrity import INTEGRITY_ANNOTATION, check_integrity
 from assay.evaluation.outcomes import (
     Answers,
     BadRequest,
+    FailureTally,
     FatalError,
     Outcome,
     Requester,
     Responder,
     RetryPolicy,
+    summarize_failures,
 )
 from assay.evaluation.parts import (
     ERRORS_PREFIX,
@@ -52,9 +54,10 @@ from assay.evaluation.parts import (
     read_columns,
     read_runs,
     read_units,
+    with_request_columns,
 )
 from assay.schema import ids
-from assay.schema.status import Status
+from assay.schema.status import Reason, Status
 
 if TYPE_CHECKING:
     import pyarrow
@@ -65,9 +68,12 @@ __all__ = ["SESSION_LABEL", "run_evaluation"]
 
 #: The label that marks a session an evaluation started for itself.
 SESSION_LABEL = "assay.io/evaluation"
-DEFAULT_WORKERS_PER_REPLICA = 16
 #: Seconds between checks that the evaluation was not deleted or terminated meanwhile.
 CHECK_INTERVAL = 0.2
+#: Seconds between two looks at the session (ended, failed, expired?).
+SESSION_INTERVAL = 0.5
+#: Seconds between two progress messages.
+PROGRESS_INTERVAL = 1.0
 #: Net new container objects between two collections of the youngest generation during a
 #: run (Python's default is 700; see ``_young_objects_only``).
 GC_YOUNG_THRESHOLD = 10_000
@@ -76,23 +82,25 @@ UNVERIFIED = "Unverified"
 
 
 class _Progress:
+    """The evaluation's progress: instances with an outcome (written, answered in flight, or
+    done by an earlier run) out of all, shown in the entity's message with the rate and ETA
+    (and to the engine's progress listener: a progress bar)."""
+
     def __init__(self, ctx: WorkflowContext, total: int) -> None:
         self._ctx = ctx
-        self._total = total
-        self.done = 0
-        self._tty = sys.stderr.isatty()
+        self.meter = Meter(total)
+        self.skipped = 0
+        """Instances done by an earlier run (resumed)."""
+        self.note = ""
 
-    def add(self, n: int, *, force: bool = False) -> None:
-        self.done += n
-        message = f"{self.done:,} / {self._total:,} instances"
-        self._ctx.progress(message, force=force)
-        if self._tty:
-            width = 30
-            filled = int(width * self.done / max(self._total, 1))
-            sys.stderr.write(f"\r  [{'#' * filled}{'.' * (width - filled)}] {message}")
-            if self.done >= self._total:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
+    @property
+    def done(self) -> int:
+        return self.meter.done
+
+    def show(self, answered: int, *, force: bool = False) -> None:
+        self.meter.set(min(self.skipped + answered, self.meter.total))
+        message = self.meter.message(self.note)
+        self._ctx.progress(message, force=force, done=self.meter.done, total=self.meter.total)
 
 
 def _own_session(ctx: WorkflowContext, evaluation: Evaluation) -> str:
@@ -177,13 +185,17 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
     own = evaluation.inferenceSessionReference is None
     session_id = _own_session(ctx, evaluation) if own else evaluation.inferenceSessionReference
     assert session_id is not None
-    dispatcher: HTTPDispatcher | InProcessDispatcher | None = None
+    dispatcher: HTTPDispatcher | InProcessDispatcher | CachedDispatcher | None = None
+    watch: _Watch | None = None
     try:
         try:
             handles = core.sessions.handles(session_id)
         except (errors.UnavailableError, errors.ConflictError) as exc:
-            return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
-        interface = core.inferencesessions.get(session_id).inferenceService.interface
+            return WorkflowResult(
+                status=Status.Failed, reason=Reason.FailedDependency, message=str(exc)
+            )
+        service = core.inferencesessions.get(session_id).inferenceService
+        interface = service.interface
         adapters = []
         if config.inputPipeline:
             adapters.append(create_pipeline([a.model_dump() for a in config.inputPipeline]))
@@ -201,7 +213,9 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         requester = Requester(adapters)
         responder = Responder(output_adapter, _item_schema(declared), f"Evaluation {evaluation.id}")
         policy = RetryPolicy(
-            config.transientErrorRetryLimit, float(config.transientErrorRetryDelaySeconds)
+            config.transientErrorRetryLimit,
+            float(config.transientErrorRetryDelaySeconds),
+            budget=float(config.transientErrorRetryBudgetSeconds),
         )
         endpoint = interface.endpoint
 
@@ -211,105 +225,224 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         if not requester.passthrough:  # without a pipeline every instance is its request
             _check_first_instance(core, dataset.id, paths, requester)
 
+        replications = [
+            ids.replication_id(evaluation.id, r) for r in range(evaluation.replications)
+        ]
+        progress = _Progress(ctx, rows * len(replications))
+        watch = _Watch(ctx, evaluation, session_id, started, progress)
         if handles[0].style == "inprocess":
-            dispatcher = InProcessDispatcher(handles, endpoint, responder, policy)
+            dispatcher = InProcessDispatcher(handles, endpoint, responder, policy, tick=watch.tick)
         else:
-            workers = evaluation.workersPerReplica or DEFAULT_WORKERS_PER_REPLICA
+            workers = evaluation.workersPerReplica
             dispatcher = HTTPDispatcher(
                 handles,
                 endpoint,
                 responder,
                 policy,
-                concurrency=workers * len(handles),
+                concurrency=workers * len(handles) if workers else None,
                 request_timeout=float(config.requestTimeoutSeconds),
                 batch_size=config.requestBatchSize,
+                log=ctx.log,
             )
-        replications = [
-            ids.replication_id(evaluation.id, r) for r in range(evaluation.replications)
-        ]
+        inner = dispatcher
+        if config.cache:  # answers already received are not asked for again
+            scope = f"{service_key(core, service)}/{endpoint}"
+            dispatcher = CachedDispatcher(dispatcher, core.response_cache(), scope=scope)
+        watch.dispatcher = dispatcher
+        ctx.log(
+            f"{'resumed' if ctx.restarted else 'started'}: {rows:,} instances x "
+            f"{len(replications)} replication(s) of Dataset {dataset.id} on InferenceSession "
+            f"{session_id} ({service.runner.kind if service.runner else '?'} service "
+            f"{service.name!r}); {inner.describe()}; retries: at most "
+            f"{config.transientErrorRetryLimit} per request within "
+            f"{config.transientErrorRetryBudgetSeconds} s, back-off up to "
+            f"{config.transientErrorRetryDelaySeconds} s"
+            + ("; answers cached" if config.cache else "")
+        )
         drop_unfinished(core.storage, evaluation.id)
         done = done_batches(core.storage, evaluation.id)
-        progress = _Progress(ctx, rows * len(replications))
-        failures: list[str] = []
-        sizer = PartSizer(config.batchSize, in_process=isinstance(dispatcher, InProcessDispatcher))
+        failures = FailureTally()
+        sizer = PartSizer(config.batchSize, in_process=isinstance(inner, InProcessDispatcher))
         # Parts in flight: over HTTP enough to keep every worker busy across part boundaries
         # (those before the newest hold twice what the workers take at once; two parts at
         # least, 64 at most); in-process parts are answered on submission, and written at
         # once while their data is fresh in the caches.
-        ahead = 2 * dispatcher.capacity if isinstance(dispatcher, HTTPDispatcher) else 0
+        over_http = isinstance(inner, HTTPDispatcher)
         pending: deque[tuple[Part, pyarrow.RecordBatch, Future[Answers]]] = deque()
         waiting = 0  # instances of the parts in flight
 
         def full() -> bool:
             if len(pending) < 2:
-                return len(pending) == 1 and ahead == 0
+                return len(pending) == 1 and not over_http
+            ahead = 2 * inner.capacity if over_http else 0  # type: ignore[union-attr]
             return len(pending) >= 64 or waiting - pending[-1][1].num_rows >= ahead
 
         def finish_oldest() -> None:
             nonlocal waiting
             part, batch, future = pending.popleft()
             waiting -= batch.num_rows
+            answers = watch.wait(future)
             _write_part(
                 writer,
                 evaluation,
                 part,
                 batch,
                 replications[part.replication],
-                future.result(),
+                answers,
                 schema,
                 failures,
             )
-            progress.add(batch.num_rows)
+            watch.written += batch.num_rows
             sizer.answered(batch.num_rows)
 
-        cached: CachedDispatcher | None = None
-        if config.cache:  # answers already received are not asked for again
-            service_id = core.inferencesessions.get(session_id).inferenceService.id
-            cached = CachedDispatcher(
-                dispatcher, core.response_cache(), scope=f"{service_id}/{endpoint}"
-            )
-        submit = _submitter(cached or dispatcher, requester)
-        checked = -CHECK_INTERVAL
-        size = config.batchSize
+        submit = _submitter(dispatcher, requester)
         with PartWriter(core.storage, evaluation.id) as writer:
-            todo = _todo(core, dataset.id, paths, len(replications), size, done, sizer, progress)
+            todo = _todo(
+                core, dataset.id, paths, len(replications), config.batchSize, done, sizer, progress
+            )
             for part, batch in todo:
-                now = time.monotonic()
-                if config.totalTimeoutSeconds and now - started > config.totalTimeoutSeconds:
-                    return WorkflowResult(
-                        status=Status.Failed,
-                        reason=INCOMPLETE,
-                        message=f"totalTimeoutSeconds ({config.totalTimeoutSeconds} s) ran out after "
-                        f"{progress.done:,} / {rows * len(replications):,} instances; resume() continues it",
-                    )
-                if now - checked >= CHECK_INTERVAL:
-                    ctx.check()
-                    checked = now
-                pending.append((part, batch, submit(batch)))
+                watch.tick()
+                pending.append((part, batch, submit(batch, part.replication)))
                 waiting += batch.num_rows
                 sizer.sent()
                 while full():
                     finish_oldest()
+            dispatcher.finishing()
             while pending:
                 finish_oldest()
-        progress.add(0, force=True)
-        if failures and config.badRequestPolicy == "Abort":
-            return WorkflowResult(
-                status=Status.Failed, reason=INCOMPLETE, message=_abort_message(failures)
-            )
+        watch.tick(force=True)
+        retried = _retried(dispatcher.retries)
+        if retried:
+            ctx.log(f"requests retried: {retried}")
         result = _verify(ctx, evaluation, core, dataset.id, paths, replications)
-        if cached is not None and cached.hits:
-            result.message = f"{result.message}; {cached.hits:,} answers from the response cache"
+        if failures.total:
+            ctx.log(f"skipped after errors: {failures.summary()}")
+        took = duration_text(time.monotonic() - started)
+        result.message = f"{result.message} in {took}"
+        if retried:
+            result.message = f"{result.message}; requests retried: {retried}"
+        if isinstance(dispatcher, CachedDispatcher) and dispatcher.hits:
+            result.message = (
+                f"{result.message}; {dispatcher.hits:,} answers from the response cache"
+            )
+        ctx.log(f"ended: {result.status or Status.Complete}: {result.message}")
         return result
     except FatalError as exc:
-        return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
+        if watch is not None and exc.reason == Reason.FailedDependency:
+            try:  # the replicas were stopped with their session: say that, not how they ended
+                watch.look_at_session()
+            except _SessionEnded as ended:
+                exc = FatalError(str(ended), reason=exc.reason)
+        ctx.log(f"failed: {exc}")
+        return WorkflowResult(status=Status.Failed, reason=exc.reason, message=str(exc))
     except _Aborted as exc:
+        ctx.log(f"failed: {exc}")
         return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
+    except _SessionEnded as exc:
+        ctx.log(f"failed: {exc}")
+        return WorkflowResult(
+            status=Status.Failed, reason=Reason.FailedDependency, message=str(exc)
+        )
+    except _OutOfTime as exc:
+        ctx.log(f"failed: {exc}")
+        return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
+    except WorkflowCancelled:
+        ctx.log("stopped: the evaluation was terminated or deleted; the parts written are kept")
+        raise
     finally:
         if dispatcher is not None:
             dispatcher.close()
         if own:
             core.sessions.terminate(session_id)
+
+
+class _SessionEnded(Exception):
+    """The session the evaluation sends its requests to ended or failed while it ran."""
+
+
+class _OutOfTime(Exception):
+    """``totalTimeoutSeconds`` ran out."""
+
+
+class _Watch:
+    """What the evaluation keeps an eye on while it waits for answers: a cancel (the entity
+    deleted or terminated), its session (ended, failed), ``totalTimeoutSeconds``, and the
+    progress message (at least every :data:`PROGRESS_INTERVAL` seconds)."""
+
+    def __init__(
+        self,
+        ctx: WorkflowContext,
+        evaluation: Evaluation,
+        session_id: str,
+        started: float,
+        progress: _Progress,
+    ) -> None:
+        self._ctx = ctx
+        self._evaluation = evaluation
+        self._session = session_id
+        self._started = started
+        self._progress = progress
+        self.dispatcher: Any = None
+        self.written = 0
+        self._checked = self._looked = self._shown = -1e9
+
+    def tick(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if now - self._checked >= CHECK_INTERVAL:
+            self._checked = now
+            self._ctx.check()
+            limit = self._evaluation.client.totalTimeoutSeconds
+            if limit and now - self._started > limit:
+                raise _OutOfTime(
+                    f"totalTimeoutSeconds ({limit} s) ran out after "
+                    f"{self._progress.done:,} / {self._progress.meter.total:,} instances (the "
+                    "parts written are kept); raise client.totalTimeoutSeconds (0: no limit), "
+                    "or look at the evaluation's log for what slowed it down"
+                )
+        if now - self._looked >= SESSION_INTERVAL:
+            self._looked = now
+            self.look_at_session()
+        if force or now - self._shown >= PROGRESS_INTERVAL:
+            self._shown = now
+            answered = self.dispatcher.answered if self.dispatcher is not None else 0
+            self._progress.show(answered, force=force)
+
+    def look_at_session(self) -> None:
+        record = self._ctx.store.get(self._session)
+        doc = record.doc if record is not None else {"status": Status.Deleted}
+        status = doc.get("status")
+        if status == Status.Ready:
+            return
+        state = str(status) + (f" ({doc['reason']})" if doc.get("reason") else "")
+        detail = f": {doc['message']}" if doc.get("message") else ""
+        progress = self._progress
+        raise _SessionEnded(
+            f"its InferenceSession {self._session} is {state}{detail}\n"
+            f"The evaluation stopped after {self.written:,} / {progress.meter.total:,} "
+            "instances written (kept). "
+            + (
+                "Fix what made the service fail, then run the evaluation again."
+                if status == Status.Error
+                else "Run the evaluation again with a Ready session."
+            )
+        )
+
+    def wait(self, future: Future[Answers]) -> Answers:
+        """The answers of a part, watching meanwhile."""
+        while True:
+            try:
+                return future.result(timeout=CHECK_INTERVAL)
+            except TimeoutError:
+                self.tick()
+
+
+def _retried(retries: Any) -> str:
+    """``267 (267 x HTTP 429)``, or an empty string when nothing was retried."""
+    counts = {k: n for k, n in dict(retries).items() if n}
+    if not counts:
+        return ""
+    kinds = ", ".join(f"{n:,} x {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{sum(counts.values()):,} ({kinds})"
 
 
 class _Aborted(Exception):
@@ -333,25 +466,39 @@ def _todo(
         for f, first, run in read_runs(core.storage, dataset_id, paths, batch_size):
             for part, batch in cut_parts(r, f, first, run, batch_size, done, sizer.next):
                 if part is None:
-                    progress.add(batch.num_rows)
+                    progress.skipped += batch.num_rows
                     continue
                 yield part, batch
 
 
 def _submitter(
     dispatcher: Any, requester: Requester
-) -> Callable[[pyarrow.RecordBatch], Future[Answers]]:
-    """How to send a part's rows to ``dispatcher`` and get their answers column-wise.
+) -> Callable[[pyarrow.RecordBatch, int], Future[Answers]]:
+    """How to send a part's rows (of a replication) to ``dispatcher`` and get their answers
+    column-wise.
 
     Rows sent as they are (no input pipeline) go to the dispatcher's ``submit_rows`` where it
     has one (their bodies made column-wise, see ``bodies.py``); otherwise, or where it
-    declines the rows, each row is made a request (``_requests``)."""
+    declines the rows, each row is made a request (``_requests``). A dispatcher that keeps
+    answers per replication (the response cache) gets the replication too."""
     rows = getattr(dispatcher, "submit_rows", None) if requester.passthrough else None
-    answers = _answerer(dispatcher)
+    if isinstance(dispatcher, CachedDispatcher):
+        rows = None
 
-    def submit(batch: pyarrow.RecordBatch) -> Future[Answers]:
+        def answers(requests: list[Request], replication: int) -> Future[Answers]:
+            return dispatcher.submit_part(requests, replication)
+
+    else:
+        plain = _answerer(dispatcher)
+
+        def answers(requests: list[Request], replication: int) -> Future[Answers]:
+            return plain(requests)
+
+    def submit(batch: pyarrow.RecordBatch, replication: int) -> Future[Answers]:
         future: Future[Answers] | None = rows(batch) if rows is not None else None
-        return future if future is not None else answers(_requests(batch, requester))
+        if future is not None:
+            return future
+        return answers(_requests(batch, requester), replication)
 
     return submit
 
@@ -395,10 +542,11 @@ def _requests(batch: pyarrow.RecordBatch, requester: Requester) -> list[Request]
     return requests
 
 
-def _abort_message(failures: list[str]) -> str:
+def _abort_message(failures: list[tuple[int, Outcome]]) -> str:
+    """Why the evaluation stopped at the first part with failed instances."""
     return (
-        f"{len(failures):,} instances failed and badRequestPolicy is Abort; first: {failures[0]} "
-        "(set client.badRequestPolicy='Skip' to record them and go on)"
+        f"{summarize_failures(failures)} (client.badRequestPolicy is Abort; 'Skip' records "
+        "such instances as errors and goes on)"
     )
 
 
@@ -435,7 +583,7 @@ def _write_part(
     replication: str,
     answers: Answers,
     schema: pyarrow.Schema | None,
-    failures: list[str],
+    failures: FailureTally,
 ) -> None:
     """Write one part (its errors first, in order: the data file is what marks the part
     done)."""
@@ -447,11 +595,10 @@ def _write_part(
         positions = sorted(answers.failed)
         at = indices.take(pa.array(positions, pa.int64())).to_pylist()
         failed = [(index, answers.failed[p]) for index, p in zip(at, positions, strict=True)]
-        index, outcome = failed[0]
-        failures.append(f"instance {index}: {outcome.error}")
         if evaluation.client.badRequestPolicy == "Abort":
-            raise _Aborted(_abort_message([f"instance {i}: {o.error}" for i, o in failed]))
-        failures.extend(f"instance {i}: {o.error}" for i, o in failed[1:])
+            raise _Aborted(_abort_message(failed))
+        for index, outcome in failed:
+            failures.add(index, outcome)
         errors_table = pa.table(
             {
                 "_index_": pa.array([i for i, _ in failed], pa.int64()),
@@ -463,7 +610,7 @@ def _write_part(
         )
         files.append((part.errors_path, errors_table))
     output = output_batch(indices, replication, answers.responses, schema, answers.all_columns())
-    files.append((part.path, output))
+    files.append((part.path, with_request_columns(output, answers)))
     writer.write(*files)  # in this order
 
 

@@ -106,6 +106,7 @@ class _Workers:
 
     def __init__(self, threads: int) -> None:
         self._count = threads
+        self.count = threads
         self._queue: queue.SimpleQueue[
             tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop]
         ] = queue.SimpleQueue()
@@ -303,7 +304,15 @@ class ReplicaApp:
             raise _Reply(503, "the service is still loading", retry_after=1)
         if self._load_error is not None:
             return 500, _dumps({"ready": False, "detail": self._load_error})
-        return 200, b'{"ready":true}'
+        return 200, self._declared
+
+    @property
+    def _declared(self) -> bytes:
+        """``{"ready": true, "threads": N, "batch": bool}``: what this replica can take at
+        once, so that a client sends it no more than that (and batches only where the service
+        answers a batch in one call)."""
+        batch = callable(getattr(self._service, "infer_batch", None))
+        return _dumps({"ready": True, "threads": self._workers.count, "batch": batch})
 
     def _loaded_service(self, endpoint: str) -> Any:
         if not self._loaded.is_set():

@@ -239,6 +239,9 @@ class ProcessReplica:
         self._buffer_lines = buffer_lines
         self._proc: subprocess.Popen[bytes] | None = None
         self._output: _Output | None = None
+        self.declared: dict[str, Any] = {}
+        """What the replica said of itself once ready (``GET /ready``): ``threads``, the
+        calls it serves at once, and ``batch``, whether it answers a batch in one call."""
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -298,6 +301,11 @@ class ProcessReplica:
                     last = f"{type(exc).__name__}: {exc}"
                 else:
                     if reply.status_code == 200:
+                        try:
+                            body = reply.json()
+                        except ValueError:
+                            body = None
+                        self.declared = body if isinstance(body, dict) else {}
                         return
                     last = f"GET /ready answered {reply.status_code}: {_detail(reply)}"
                     if reply.status_code != 503:  # 500: the service failed to load

@@ -311,6 +311,7 @@ class SessionManager:
                 url=d["url"],
                 headers=d.get("headers") or {},
                 batching=bool(d.get("batching")),
+                capacity=d.get("capacity"),
                 ready_path=d.get("ready_path"),
             )
             for d in data
@@ -381,8 +382,8 @@ class SessionManager:
 
     def terminate(self, session_id: str) -> bool:
         """Stop the session's replicas and mark it Terminated (TerminateCommand); returns
-        whether it did (False: it had ended already)."""
-        self._forget(session_id)
+        whether it did (False: it had ended already). The status is written first, so that
+        whoever sees the replicas go knows why."""
         changed = self._engine.transition(
             session_id,
             Status.Terminated,
@@ -390,6 +391,7 @@ class SessionManager:
             None,
             expect=(Status.Created, Status.Admitted, Status.Ready),
         )
+        self._forget(session_id)
         if changed:
             self.log(session_id, f"terminated: {Reason.TerminateCommand}")
         return changed

@@ -125,20 +125,28 @@ class EvaluationClientConfiguration(SchemaModel):
     """How many times to retry a transient error (timeouts, 429, 502-504) per request."""
     transientErrorRetryDelaySeconds: int = Field(default=30, ge=1)
     """Seconds to wait before retrying a transient error (the longest back-off)."""
+    transientErrorRetryBudgetSeconds: int = Field(default=600, ge=0)
+    """The longest time one request may spend being retried after transient errors, from
+    its first one (0: no limit but ``transientErrorRetryLimit``): a service that stays down
+    fails the evaluation in minutes, not hours."""
     duplicateOutputPolicy: Literal["Deduplicate", "Error", "Ignore"] = "Deduplicate"
     """What to do when an instance has more than one output row."""
     missingOutputPolicy: Literal["Error", "Ignore"] = "Error"
     """What to do when an instance has no output."""
     requestTimeoutSeconds: int = Field(default=30, ge=0)
-    """Timeout of one inference request, in seconds (0: none)."""
+    """Timeout of one inference request, in seconds (0: none), counted from when a replica
+    can take it: a request waiting behind others in a busy replica gets one more timeout for
+    each call it waits behind."""
     totalTimeoutSeconds: int = Field(default=7200, ge=0)
     """Timeout of the whole evaluation, in seconds (0: none)."""
     batchSize: int = Field(default=1000, ge=1)
     """Number of instances the data set is read, tracked and resumed in; output parts hold
     one or more whole batches (more when the service answers fast)."""
-    requestBatchSize: int = Field(default=32, ge=1)
-    """Instances per request when the session's replicas accept batches (Assay's own replica
-    processes do); 1 sends one instance per request."""
+    requestBatchSize: int | None = Field(default=None, ge=1)
+    """Instances per request when the session's replicas accept batches (Assay's replica
+    processes whose service has ``infer_batch``); 1 sends one instance per request. Unset:
+    the platform's choice — 32, fewer where a batch would take more than a quarter of
+    ``requestTimeoutSeconds``."""
     cache: bool = False
     """Reuse answers from the platform's response cache (keyed by service, endpoint and
     request) and keep new ones there: a re-run pays only for answers not received before."""
@@ -146,6 +154,17 @@ class EvaluationClientConfiguration(SchemaModel):
     """Further client options, by name."""
     inputPipeline: list[SchemaAdapter] | None = None
     """Adapters applied to each instance before the service's own input pipeline."""
+
+    @pydantic.model_validator(mode="after")
+    def _timeouts_fit(self) -> EvaluationClientConfiguration:
+        if self.totalTimeoutSeconds and self.requestTimeoutSeconds > self.totalTimeoutSeconds:
+            raise ValueError(
+                f"client.requestTimeoutSeconds ({self.requestTimeoutSeconds}) is longer than "
+                f"client.totalTimeoutSeconds ({self.totalTimeoutSeconds}): the evaluation would "
+                "end before one request may; raise totalTimeoutSeconds (0: no limit) or lower "
+                "requestTimeoutSeconds"
+            )
+        return self
 
 
 class EvaluationInferenceSessionRequest(InferenceSessionBase):
@@ -173,7 +192,10 @@ class EvaluationBase(SchemaModel):
     replications: int = Field(default=1, ge=1)
     """How many times to run every instance."""
     workersPerReplica: int | None = Field(default=None, ge=1)
-    """Concurrent requests per session replica (default: the platform's choice)."""
+    """Concurrent requests per session replica. Unset: the platform's choice — what each of
+    Assay's replica processes says it serves at once (its ``threads``, plus as many waiting),
+    and for services that run elsewhere (``http``, ``openai``) a limit found out as the
+    evaluation runs (raised while answers come back fast, lowered on 429/503 and timeouts)."""
     client: EvaluationClientConfiguration = Field(default_factory=EvaluationClientConfiguration)
     """How the evaluation client behaves."""
 

@@ -45,7 +45,11 @@ class ReplicaHandle:
     """Headers every request carries (the replica secret or the service's credential)."""
     process: ProcessReplica | None = None
     batching: bool = False
-    """True when the replica accepts several instances per request."""
+    """True when the replica accepts several instances per request (Assay's replica
+    processes: when the service has ``infer_batch``)."""
+    capacity: int | None = None
+    """How many calls the replica serves at once, where it declares it (Assay's replica
+    processes: their ``threads``); None: unknown (a service that runs elsewhere)."""
     ready_path: str | None = None
     """A path that answers 2xx once the replica is ready (``plain`` replicas)."""
     health: Callable[[], str | None] | None = None
@@ -87,6 +91,7 @@ class ReplicaHandle:
             "url": self.url,
             "headers": self.headers,
             "batching": self.batching,
+            "capacity": self.capacity,
             "ready_path": self.ready_path,
         }
 
@@ -162,6 +167,14 @@ class ProcessRunner(Runner):
             return
         handle.process.wait_ready(timeout)
         handle.url = handle.process.url
+        # What the replica says it can take (GET /ready): how many calls at once, and
+        # whether it answers a batch in one call (older replicas say nothing: batches).
+        declared = handle.process.declared
+        threads = declared.get("threads")
+        if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+            handle.capacity = threads
+        if isinstance(declared.get("batch"), bool):
+            handle.batching = declared["batch"]
 
 
 def configuration(service: InferenceService) -> dict[str, Any]:
