@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pytest
 from tests.conftest import ACCOUNT, ready_dataset
 
+from assay import errors
 from assay.inference.fake_openai import FakeOpenAIServer
 from assay.inference.runners.openai import openai_interface
 from assay.local import LocalPlatform, mocks
@@ -355,3 +356,24 @@ def test_transient_errors_stop_at_the_retry_time_budget(
     message = evaluation.message or ""
     assert "503" in message and "10" in message, message
     assert requests < 10 * 40  # backed off, not hammered (Retry-After: 0 is not "at once")
+
+
+def test_more_replicas_than_the_runner_allows_are_refused_before_anything_is_written(
+    platform: LocalPlatform, models: str, tmp_path: Path
+) -> None:
+    dataset = ready_dataset(platform, tmp_path / "data", rows=5)
+    service = _service(platform, models, "OneAtATime")
+    with pytest.raises(errors.ValidationError) as info:
+        _evaluate(platform, dataset, service, replicas=10_000)
+    message = str(info.value)
+    assert "inferenceSession.replicas" in message and "10000" in message, message
+    assert service in message and "threads" in message  # the fix
+    with pytest.raises(errors.ValidationError, match="replicas"):
+        platform.inferencesessions.create(
+            InferenceSessionCreateRequest(account=ACCOUNT, inferenceService=service, replicas=500)
+        )
+    assert platform.evaluations.query() == [] and platform.inferencesessions.query() == []
+    # a service that runs elsewhere takes more lanes than processes, not unbounded
+    api = _openai_service(platform, "http://127.0.0.1:9")
+    with pytest.raises(errors.ValidationError, match="at most 64"):
+        _evaluate(platform, dataset, api, replicas=65)

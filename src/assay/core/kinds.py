@@ -61,6 +61,26 @@ __all__ = [
 ]
 
 
+def check_replicas(service: InferenceService, replicas: int, *, what: str, field: str) -> None:
+    """Refuse more replicas than the service's runner can start (nothing is written)."""
+    from assay.inference.runners.base import runner_for
+
+    if service.runner is None:
+        return
+    try:
+        runner = runner_for(service.runner.kind)
+    except errors.AssayError:
+        return  # an unknown kind is refused where the session starts, naming it
+    most, why = runner.most_replicas()
+    if replicas > most:
+        raise errors.ValidationError(
+            f"{what}: {field} is {replicas}, more than the {service.runner.kind} runner of "
+            f"InferenceService {service.id} allows ({why}); expected at most {most}",
+            field=field,
+            value=replicas,
+        )
+
+
 def check_expires(expires: datetime | None, *, what: str, field: str) -> None:
     """Refuse an ``expires`` that has passed already: the session would end before it
     started (and nothing is written)."""
@@ -197,6 +217,9 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         body = request.model_dump(by_alias=True, exclude_none=True, exclude={"schemaVersion"})
         service = self._resolve(
             "InferenceService", request.inferenceService, field="inferenceService"
+        )
+        check_replicas(
+            service, request.replicas, what="InferenceSession create request", field="replicas"
         )
         body["inferenceService"] = foreign(ForeignInferenceService, service)
         return self._new(body)
@@ -415,6 +438,12 @@ class Evaluations(_OutputData, WorkflowLogs, TerminableGroup[Evaluation]):
                 "InferenceService",
                 spec["inferenceService"],
                 field="inferenceSession.inferenceService",
+            )
+            check_replicas(
+                service,
+                request.inferenceSession.replicas,
+                what="Evaluation create request",
+                field="inferenceSession.replicas",
             )
             spec["inferenceService"] = foreign(ForeignInferenceService, service)
             body["inferenceSession"] = spec

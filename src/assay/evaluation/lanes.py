@@ -121,41 +121,41 @@ class _Job:
 
 
 class _Queue:
-    """The jobs waiting for a worker, oldest first; retried jobs go to the front."""
+    """The jobs waiting for a worker, oldest first; retried jobs go to the front.
+
+    A job put while workers wait is handed to one of them at once, to a worker of a
+    replica's running calls first (``primary``: one of its first ``threads``), so that no
+    request waits in one replica behind another while a second replica idles."""
 
     def __init__(self, changed: Callable[[], None]) -> None:
         self.jobs: deque[_Job] = deque()
         self.instances = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiting: tuple[deque[asyncio.Future[_Job]], ...] = (deque(), deque())
         self._changed = changed
 
     def put(self, job: _Job, front: bool = False) -> None:
+        for waiters in self._waiting:
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():  # (a worker cancelled while it waited)
+                    waiter.set_result(job)
+                    return
         if front:
             self.jobs.appendleft(job)
         else:
             self.jobs.append(job)
         self.instances += len(job.positions)
-        self._wake()
         self._changed()
 
-    def _wake(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    async def get(self) -> _Job:
-        while not self.jobs:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            await waiter
-        job = self.jobs.popleft()
-        self.instances -= len(job.positions)
+    async def get(self, primary: bool) -> _Job:
         if self.jobs:
-            self._wake()
-        self._changed()
-        return job
+            job = self.jobs.popleft()
+            self.instances -= len(job.positions)
+            self._changed()
+            return job
+        waiter: asyncio.Future[_Job] = asyncio.get_running_loop().create_future()
+        self._waiting[0 if primary else 1].append(waiter)
+        return await waiter
 
 
 class _Lane:
@@ -387,7 +387,8 @@ class HTTPDispatcher:
                     break
                 await wake.wait()
             waited = not queue.jobs
-            job = await queue.get()
+            threads = lane.limit.threads
+            job = await queue.get(primary=threads is None or slot < threads)
             if job.part.future.done():  # the part failed already
                 continue
             # Taking a job may end a deep queue; that is not a reason to put it back (it

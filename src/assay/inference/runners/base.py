@@ -109,10 +109,18 @@ class RunnerEnv:
     """The platform core, for runners that run other services (``pipeline``)."""
 
 
+#: The most replicas of a service that runs elsewhere (lanes to its URL) or in-process.
+MOST_REPLICAS = 64
+
+
 class Runner(abc.ABC):
     """One runner kind."""
 
     kind: ClassVar[str]
+
+    def most_replicas(self) -> tuple[int, str]:
+        """How many replicas one session may have, and why no more."""
+        return MOST_REPLICAS, "the most a session of this runner kind may have"
 
     def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:  # noqa: B027
         """Refuse a service whose runner configuration cannot work (at create time). With
@@ -137,6 +145,17 @@ class Runner(abc.ABC):
 
 class ProcessRunner(Runner):
     """A runner whose replicas are Assay's replica processes (``replica_server.py``)."""
+
+    def most_replicas(self) -> tuple[int, str]:
+        import os
+
+        cpus = os.cpu_count() or 1
+        most = max(4, cpus)
+        return most, (
+            f"one process each, at most {most} on this machine ({cpus} CPUs); for more calls "
+            "at once, give the service's configuration threads (calls served at once per "
+            "replica)"
+        )
 
     def spawn(
         self,
