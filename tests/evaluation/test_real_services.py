@@ -325,6 +325,32 @@ def test_a_rerun_with_a_new_service_of_the_same_spec_answers_from_the_cache(
     )
     assert other.status == Status.Complete, other.message
     assert answered + 40 <= limited.app.stats()["answered"] <= answered + 42
+    # another account's service of the same spec never gets this account's answers
+    answered = limited.app.stats()["answered"]
+    interface = openai_interface("fake-model", api="completions").model_dump(by_alias=True)
+    theirs = platform.inferenceservices.create(
+        {
+            "account": "someone-else",
+            "name": "api",
+            "runner": {"kind": "openai", "configuration": {"baseURL": f"{limited.url}/v1"}},
+            "interface": interface,
+        }
+    )
+    their_data = platform.datasets.create_arrow_dataset(
+        tmp_path / "data", account="someone-else", name="data"
+    )
+    platform.datasets.upload_arrow_dataset(their_data, tmp_path / "data")
+    stranger = platform.evaluations.create(
+        {
+            "account": "someone-else",
+            "dataset": their_data.id,
+            "inferenceSession": {"inferenceService": theirs.id},
+            "client": {"cache": True},
+        }
+    )
+    assert stranger.status == Status.Complete, stranger.message
+    assert "response cache" not in (stranger.message or "")
+    assert limited.app.stats()["answered"] >= answered + 40
 
 
 def test_transient_errors_stop_at_the_retry_time_budget(

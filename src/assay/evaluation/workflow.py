@@ -246,7 +246,8 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             )
         inner = dispatcher
         if config.cache:  # answers already received are not asked for again
-            scope = f"{service_key(core, service)}/{endpoint}"
+            # per account: another tenant's answers are never served, however alike the spec
+            scope = f"{evaluation.account}/{service_key(core, service)}/{endpoint}"
             dispatcher = CachedDispatcher(dispatcher, core.response_cache(), scope=scope)
         watch.dispatcher = dispatcher
         ctx.log(
