@@ -146,7 +146,8 @@ class InProcessDispatcher:
                         answers.responses[i] = self._responder(reply)
                     except TransientError:
                         retry.append(i)
-                ok = [i for i in todo if i not in set(retry)]
+                redo = set(retry)
+                ok = [i for i in todo if i not in redo]
                 answers.took(ok, took)
                 self.answered += len(ok)
             self._maybe_tick()

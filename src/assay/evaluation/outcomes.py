@@ -15,7 +15,6 @@ Errors are sorted into three kinds, which decide what the engine does:
 from __future__ import annotations
 
 import itertools
-import math
 import random
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from assay import errors
 from assay.inference.client import check_reply
 
 if TYPE_CHECKING:
+    import numpy
     import pyarrow
 
     from assay.schema.adapters import Adapter
@@ -233,7 +233,7 @@ class Answers:
     columns: dict[int, Columns] = field(default_factory=dict)
     """Runs of instances whose responses are also held column-wise, by the position of the
     run's first instance (the responses in ``responses`` are the same)."""
-    latency: list[float] | None = None
+    latency: numpy.ndarray[Any, Any] | None = None
     """Seconds the answering request of each instance took (NaN where there was none: a
     failed instance, an answer from the cache); None: not measured."""
     usage: dict[int, dict[str, int]] = field(default_factory=dict)
@@ -243,9 +243,15 @@ class Answers:
         """Record that the request answering ``positions`` took ``seconds``."""
         latency = self.latency
         if latency is None:
-            latency = self.latency = [math.nan] * len(self.responses)
-        for i in positions:
-            latency[i] = seconds
+            import numpy as np
+
+            latency = self.latency = np.full(len(self.responses), np.nan)
+        if len(positions) == 1:
+            latency[positions[0]] = seconds
+        elif positions and positions[-1] - positions[0] == len(positions) - 1:
+            latency[positions[0] : positions[-1] + 1] = seconds  # consecutive: the usual case
+        else:
+            latency[positions] = seconds
 
     @classmethod
     def from_outcomes(cls, outcomes: Sequence[Outcome]) -> Answers:

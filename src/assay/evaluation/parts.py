@@ -401,7 +401,7 @@ def with_request_columns(output: pyarrow.RecordBatch, answers: Answers) -> pyarr
     for i, outcome in answers.failed.items():
         attempts[i] = outcome.attempts
     latency = (
-        pa.array(np.asarray(answers.latency, np.float64), pa.float64(), from_pandas=True)
+        pa.array(answers.latency, pa.float64(), from_pandas=True)
         if answers.latency is not None
         else pa.nulls(n, pa.float64())
     )
