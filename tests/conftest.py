@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,3 +94,16 @@ def evaluation_request(dataset: str, service: str) -> dict[str, object]:
         "dataset": dataset,
         "inferenceSession": {"inferenceService": service},
     }
+
+
+def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    """``condition()``'s first true value, polled every 20 ms; the test fails with
+    "``what`` within ``timeout`` s" when none comes in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {timeout} s")
+        time.sleep(0.02)

@@ -7,13 +7,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pytest
-from tests.conftest import ACCOUNT, evaluation_request, write_dataset
+from tests.conftest import ACCOUNT, evaluation_request, until, write_dataset
 
 from assay import errors
 from assay.core.groups import TerminableGroup
@@ -33,17 +31,6 @@ def slow(args, **inputs):
     time.sleep(60)
     return pa.table({"x": pa.array([1], pa.int64())})
 """
-
-
-def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout} s")
-        time.sleep(0.02)
 
 
 def _slow_method(platform: LocalPlatform, tmp_path: Path) -> str:
@@ -92,9 +79,9 @@ def _start_measurement(
     request = {"account": ACCOUNT, "method": method, "scope": {"inferenceService": service.id}}
     runner = threading.Thread(target=platform.measurements.create, args=(request,), daemon=True)
     runner.start()
-    found = _until(lambda: platform.measurements.query(method=method), 30, "it was not created")
+    found = until(lambda: platform.measurements.query(method=method), 30, "it was not created")
     measurement = found[0].id
-    logs = _until(
+    logs = until(
         lambda: re.search(r"pid (\d+)", platform.measurements.logs(measurement)),
         30,
         "the Method did not start",
@@ -112,7 +99,7 @@ def test_terminating_a_running_measurement_stops_its_process(
     assert (terminated.status, terminated.reason) == (Status.Terminated, Reason.TerminateCommand)
     runner.join(5)
     assert not runner.is_alive(), "create() still blocks: the handler did not stop"
-    _until(lambda: not _pid_alive(pid), 5, "the Method's process was not killed")
+    until(lambda: not _pid_alive(pid), 5, "the Method's process was not killed")
     assert time.monotonic() - started < 5
     ended = platform.measurements.get(measurement)
     assert (ended.status, ended.reason) == (Status.Terminated, Reason.TerminateCommand)
@@ -131,7 +118,7 @@ def test_deleting_a_running_measurement_stops_it_as_terminate_does(
     platform.measurements.delete(measurement)
     runner.join(5)
     assert not runner.is_alive()
-    _until(lambda: not _pid_alive(pid), 5, "the Method's process was not killed")
+    until(lambda: not _pid_alive(pid), 5, "the Method's process was not killed")
     deleted = platform.measurements.get(measurement)
     assert (deleted.status, deleted.reason) == (Status.Deleted, Reason.DeleteCommand)
     with pytest.raises(errors.ConflictError, match="it is Deleted"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
@@ -18,6 +19,7 @@ from assay.evaluation.dispatch import HTTPDispatcher, InProcessDispatcher
 from assay.evaluation.outcomes import (
     Answers,
     Columns,
+    FatalError,
     Outcome,
     Requester,
     Responder,
@@ -542,3 +544,31 @@ def test_the_workflow_sends_rows_as_they_are_only_where_it_can() -> None:
     answers = _submitter(plain, as_they_are)(strings, 0).result()
     assert plain.calls == [("submit", strings.to_pylist())]
     assert answers.responses == [[{"text": "x"}], [{"text": "x"}]] and not answers.failed
+
+
+def test_a_service_that_refuses_every_connection_fails_as_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Refused connections with no answer for DOWN_AFTER seconds end the run (not the retry
+    limit's hour of back-offs), saying the service is down and what to do."""
+    from assay.evaluation import lanes
+
+    monkeypatch.setattr(lanes, "DOWN_AFTER", 0.5)
+    with socket.socket() as probe:  # a loopback port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    handle = ReplicaHandle(index=0, style="plain", url=f"http://127.0.0.1:{port}")
+    dispatcher = HTTPDispatcher(
+        [handle],
+        "generate",
+        Responder(None, pa.schema([pa.field("text", pa.string())]), "test"),
+        RetryPolicy(10_000, 0.1),
+        request_timeout=5,
+    )
+    try:
+        with pytest.raises(FatalError) as info:
+            dispatcher.submit_answers([{"text": "a"}, {"text": "b"}]).result(30)
+    finally:
+        dispatcher.close()
+    message = str(info.value)
+    assert "refuses connections" in message and "start it" in message, message

@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pyarrow.compute as pc
 import pytest
-from tests.conftest import ACCOUNT, ready_dataset
+from tests.conftest import ACCOUNT, ready_dataset, until
 
 from assay import errors
 from assay.inference.fake_openai import FakeOpenAIServer
@@ -104,24 +104,13 @@ def _evaluate(platform: LocalPlatform, dataset: str, service: str, **fields: Any
     )
 
 
-def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout} s")
-        time.sleep(0.05)
-
-
 def _in_background(
     platform: LocalPlatform, request: dict[str, Any]
 ) -> tuple[str, threading.Thread]:
     """Create an evaluation (inline: blocking) in a thread; its id once it is Admitted."""
     thread = threading.Thread(target=platform.evaluations.create, args=(request,), daemon=True)
     thread.start()
-    found = _until(
+    found = until(
         lambda: platform.evaluations.query(dataset=request["dataset"]), 30, "no evaluation"
     )
     return found[0].id, thread
@@ -207,7 +196,7 @@ def test_terminating_an_evaluation_stops_it_within_seconds_keeping_what_it_wrote
     }
     evaluation, thread = _in_background(platform, request)
     # progress from the first instances, with a rate and an ETA
-    message = _until(
+    message = until(
         lambda: (m := platform.evaluations.get(evaluation).message) and "ETA" in m and m,
         60,
         "no progress with an ETA",
@@ -236,7 +225,7 @@ def test_terminating_its_session_fails_the_evaluation(
     ).inferencesession
     request = {"account": ACCOUNT, "dataset": dataset, "inferenceSessionReference": session.id}
     evaluation, thread = _in_background(platform, request)
-    _until(
+    until(
         lambda: "instances" in (platform.evaluations.get(evaluation).message or ""),
         60,
         "no progress",

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from tests.conftest import ACCOUNT, evaluation_request, ready_dataset
+from tests.conftest import ACCOUNT, evaluation_request, ready_dataset, until
 
 from assay import errors
 from assay.engine.logs import read_workflow_log
@@ -35,17 +34,6 @@ class Echo:
     def infer(self, endpoint, request):
         return [{"text": request["text"].upper(), "pid": os.getpid()}]
 """
-
-
-def _until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} within {timeout} s")
-        time.sleep(0.02)
 
 
 def _session(platform: LocalPlatform, service_id: str, **kwargs: Any) -> tuple[str, str]:
@@ -83,7 +71,7 @@ def test_a_client_made_before_refuses_an_ended_session(platform: LocalPlatform, 
     client = platform.inferencesessions.client(session_id, token)
     assert client.infer({"text": "x"})
     getattr(platform.inferencesessions, end)(session_id)
-    message = _until(
+    message = until(
         lambda: _refusal(lambda: client.infer({"text": "x"})),
         STATUS_CHECK_INTERVAL * 4,
         "the old client still answers",
@@ -108,9 +96,9 @@ def test_every_ready_session_past_its_expiry_is_terminated(platform: LocalPlatfo
         record = store.get(session_id)
         return record is not None and record.doc["status"] == Status.Terminated and record.doc
 
-    doc = _until(stored_status, 5, "the expired session was not terminated")
+    doc = until(stored_status, 5, "the expired session was not terminated")
     assert doc["reason"] == Reason.Expired and "expired at" in doc["message"]
-    _until(  # written just after the status
+    until(  # written just after the status
         lambda: any(line.startswith("expired at") for line in _log(platform, session_id)),
         5,
         "the expiry was not logged",
@@ -195,7 +183,7 @@ def test_the_workflow_log_tells_what_happened_to_the_replicas(
     assert all(ready) and [m.group(1) for m in ready if m] == ["0", "1"], lines
     pid = int(ready[1].group(2)) if ready[1] else 0
     os.kill(pid, signal.SIGKILL)
-    _until(
+    until(
         lambda: any(
             x.startswith("replica 1 exited with code -9") for x in _log(platform, session_id)
         ),
@@ -214,7 +202,7 @@ def test_deleting_a_session_stops_its_replicas(platform: LocalPlatform, echo_ser
     client = platform.inferencesessions.client(session_id, token)
     pid = client.infer({"text": "hi"})[0]["pid"]
     platform.inferencesessions.delete(session_id)
-    _until(lambda: not _alive(pid), 10, "the replica still runs after the delete")
+    until(lambda: not _alive(pid), 10, "the replica still runs after the delete")
     assert platform.inferencesessions.get(session_id).status == Status.Deleted
     assert _refusal(lambda: client.infer({"text": "x"})) == (
         f"InferenceSession {session_id} is Deleted (DeleteCommand); start a new one"

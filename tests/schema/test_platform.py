@@ -1122,3 +1122,17 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_request_timeout_longer_than_the_total_is_refused() -> None:
+    with pytest.raises(errors.ValidationError) as info:
+        validate_model(
+            P.EvaluationClientConfiguration,
+            {"requestTimeoutSeconds": 120, "totalTimeoutSeconds": 60},
+        )
+    message = str(info.value)
+    assert "requestTimeoutSeconds (120)" in message and "totalTimeoutSeconds (60)" in message
+    # 0: no total limit, so any request timeout fits
+    validate_model(
+        P.EvaluationClientConfiguration, {"requestTimeoutSeconds": 120, "totalTimeoutSeconds": 0}
+    )
