@@ -54,16 +54,23 @@ class Served:
 
 
 @contextmanager
-def serve(directory: Path, *, start_timeout: float = 60) -> Iterator[Served]:
-    """``assay serve`` (its defaults: SQLite, local storage, worker processes) on a free port,
-    with its data and log in ``directory``; stopped with SIGINT, which must end it cleanly."""
+def serve(
+    directory: Path,
+    *,
+    start_timeout: float = 60,
+    args: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Iterator[Served]:
+    """``assay serve`` (its defaults: SQLite, local storage, worker processes, multi-user) on a
+    free port, with its data and log in ``directory``; stopped with SIGINT, which must end it
+    cleanly. ``args``: more flags; ``env``: more environment variables."""
     port, data, log_path = free_port(), directory / "data", directory / "serve.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [*assay_command(), "serve", "--port", str(port), "--data", str(data)],
+            [*assay_command(), "serve", "--port", str(port), "--data", str(data), *(args or [])],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "ASSAY_LOG_LEVEL": "warning"},
+            env={**os.environ, "ASSAY_LOG_LEVEL": "warning", **(env or {})},
             cwd=directory,
         )
         url = f"http://127.0.0.1:{port}"

@@ -55,6 +55,28 @@ def add_serve_parser(sub: Any) -> None:
         "default: one per CPU, at most 8)",
     )
     serve.add_argument(
+        "--single-user",
+        action="store_true",
+        default=None,
+        help="every account belongs to one user (or users who trust each other): user code "
+        "runs unsandboxed, services may be on private addresses, credentials may name any "
+        "server variable (env: ASSAY_SINGLE_USER; default: multi-user, which needs the "
+        "bubblewrap sandbox)",
+    )
+    serve.add_argument(
+        "--sandbox",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="run user code in the bubblewrap sandbox (env: ASSAY_SANDBOX; default: on "
+        "unless --single-user)",
+    )
+    serve.add_argument(
+        "--allowed-hosts",
+        help="comma-separated hosts, addresses or networks that http/openai services may be "
+        "on beside public addresses (env: ASSAY_ALLOWED_HOSTS; default: none, so loopback "
+        "and private addresses are refused on a multi-user server)",
+    )
+    serve.add_argument(
         "--log-level",
         choices=["critical", "error", "warning", "info", "debug"],
         help="log level (env: ASSAY_LOG_LEVEL; default: info)",
@@ -74,6 +96,9 @@ def run_serve(args: argparse.Namespace) -> int:
         executor=args.executor,
         workers=args.workers,
         log_level=args.log_level,
+        single_user=args.single_user,
+        sandbox=args.sandbox,
+        allowed_hosts=args.allowed_hosts,
     )
     import uvicorn
 

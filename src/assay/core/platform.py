@@ -29,6 +29,7 @@ from assay.core.kinds import (
 from assay.core.models import Models
 from assay.core.modules import Modules
 from assay.core.scores import Scores
+from assay.core.policy import Policy
 from assay.core.secrets import SecretStore
 from assay.core.tokens import TokenSigner
 from assay.core.workflows import default_specs
@@ -68,10 +69,14 @@ class CoreConfig:
     """The account requests act for when they name none."""
     claim_ttl: float = 30.0
     """Seconds a workflow claim lasts without a heartbeat (see ``Engine``)."""
+    policy: Policy = dataclasses.field(default_factory=Policy)
+    """What the platform's accounts may do (sandbox, credentials, hosts; see
+    :mod:`assay.core.policy`)."""
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON object (paths as strings)."""
-        values = dataclasses.asdict(self)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        values["policy"] = self.policy.to_json()
         return {k: str(v) if isinstance(v, Path) else v for k, v in values.items()}
 
     @classmethod
@@ -89,6 +94,7 @@ class CoreConfig:
         values: dict[str, Any] = {
             k: Path(v) if k in paths and v is not None else v for k, v in data.items()
         }
+        values["policy"] = Policy.from_json(values.get("policy"))
         return cls(**values)
 
     def __repr__(self) -> str:
@@ -117,8 +123,11 @@ class PlatformCore:
         cache_path: Path | None = None,
         default_account: str | None = None,
         owner: str | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.store = store
+        self.policy = policy or Policy()
+        """What the platform's accounts may do (:mod:`assay.core.policy`)."""
         self.storage = storage
         self.config: CoreConfig | None = None
         """The configuration this core was opened from (None: built from objects)."""
@@ -177,6 +186,7 @@ class PlatformCore:
                 cache_path=config.cache_path,
                 default_account=config.default_account,
                 owner=owner,
+                policy=config.policy,
             )
         except BaseException:
             store.close()

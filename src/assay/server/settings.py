@@ -17,6 +17,7 @@ import pydantic
 from pydantic import Field
 
 from assay import errors
+from assay.core.policy import Policy, SandboxLimits
 
 __all__ = ["ENV_PREFIX", "ServerSettings"]
 
@@ -72,6 +73,44 @@ class ServerSettings(pydantic.BaseModel):
     at the next start."""
     log_level: str = "info"
     """The server's log level (``critical``, ``error``, ``warning``, ``info``, ``debug``)."""
+    single_user: bool = False
+    """One user (or users who trust each other) owns every account: user code need not be
+    sandboxed, services may be on private addresses, credentials may name any server
+    variable. Without it the server is multi-user and refuses to start without the sandbox."""
+    sandbox: bool | None = None
+    """Run user code (analyses, ``python``/``huggingface`` replicas) in the bubblewrap sandbox;
+    default: on unless ``single_user``."""
+    sandbox_memory_mb: int = Field(default=8192, ge=64)
+    """The most address space of each sandboxed process, in MiB."""
+    sandbox_cpu_seconds: int = Field(default=24 * 3600, ge=1)
+    """The most CPU time of each sandboxed process, in seconds."""
+    sandbox_processes: int = Field(default=512, ge=8)
+    """The most processes and threads of one sandboxed job at once."""
+    sandbox_file_mb: int = Field(default=65536, ge=1)
+    """The largest file a sandboxed job may write, in MiB."""
+    sandbox_env_allow: tuple[str, ...] = ()
+    """Server environment variables passed into sandboxed jobs (comma-separated), beside the
+    sandbox's own short list (``PATH``, ``LANG``, ``TZ``...)."""
+    credential_env_allow: tuple[str, ...] = ()
+    """Server environment variables that a runner credential may name (``{"env": NAME}``),
+    comma-separated; a multi-user server allows none by default (accounts keep their
+    credentials as secrets: ``assay secrets set``)."""
+    allowed_hosts: tuple[str, ...] = ()
+    """Hosts, addresses or networks (comma-separated: ``10.0.0.0/8``, ``models.internal``,
+    ``127.0.0.1``) that ``http``/``openai`` services may be on beside public addresses; a
+    multi-user server refuses loopback, link-local and private addresses unless listed."""
+    inference_per_account: int = Field(default=8, ge=1)
+    """The most inference calls (``POST /v0/inferencesessions/{id}/infer/...``) one account
+    may have running at once; more wait for a slot (and get 429 after a while)."""
+
+    @pydantic.field_validator(
+        "sandbox_env_allow", "credential_env_allow", "allowed_hosts", mode="before"
+    )
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
 
     @pydantic.field_validator("public_url")
     @classmethod
@@ -148,6 +187,29 @@ class ServerSettings(pydantic.BaseModel):
         from assay.core.tokens import load_or_create_secret
 
         return load_or_create_secret(self.root / SECRET_FILE)
+
+    @property
+    def multi_user(self) -> bool:
+        """Whether accounts share this server without trusting each other."""
+        return not self.single_user
+
+    def policy(self) -> Policy:
+        """What this server's accounts may do (:class:`assay.core.policy.Policy`)."""
+        sandbox = self.multi_user if self.sandbox is None else self.sandbox
+        return Policy(
+            multi_user=self.multi_user,
+            sandbox=sandbox,
+            limits=SandboxLimits(
+                memory_mb=self.sandbox_memory_mb,
+                cpu_seconds=self.sandbox_cpu_seconds,
+                processes=self.sandbox_processes,
+                file_mb=self.sandbox_file_mb,
+            ),
+            env_allow=self.sandbox_env_allow,
+            credential_env_allow=self.credential_env_allow if self.multi_user else None,
+            allowed_hosts=self.allowed_hosts if self.multi_user else None,
+            inference_per_account=self.inference_per_account,
+        )
 
     @property
     def revoked_tokens_path(self) -> Path:

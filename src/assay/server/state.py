@@ -54,6 +54,7 @@ def core_config(settings: ServerSettings) -> CoreConfig:
         secret_file=None if settings.signing_secret is not None else root / SECRET_FILE,
         secrets_path=private / "secrets.json",
         cache_path=private / "cache" / "responses.db",
+        policy=settings.policy(),
     )
 
 
