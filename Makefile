@@ -31,6 +31,7 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	bash scripts/ensure-postgres.sh
+	bash scripts/ensure-bwrap.sh
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

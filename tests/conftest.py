@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,10 @@ ACCOUNT = "tester"
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
-    with LocalPlatform(storage_root=tmp_path / "platform", account=ACCOUNT) as p:
+    # ASSAY_TEST_SANDBOX=1 runs every test's user code in the sandbox (tests/security runs the
+    # analysis and replica tests so, beside its own attacks)
+    sandbox = os.environ.get("ASSAY_TEST_SANDBOX") == "1"
+    with LocalPlatform(storage_root=tmp_path / "platform", account=ACCOUNT, sandbox=sandbox) as p:
         yield p
 
 

@@ -15,6 +15,7 @@ AssayError
  ├── WorkflowFailedError      a workflow that was waited on ended in a failure status
  ├── WaitTimeoutError         a wait ran out of time before the entity reached a terminal status
  ├── UnavailableError         a transient condition; retry after ``retry_after`` seconds
+ │    └── TooManyRequestsError  over a limit on calls at once (429); retry after a while
  └── PlatformError            an internal fault of the platform (a bug, or broken storage)
 ```
 """
@@ -32,6 +33,7 @@ __all__ = [
     "NotFoundError",
     "PermissionDeniedError",
     "PlatformError",
+    "TooManyRequestsError",
     "UnavailableError",
     "ValidationError",
     "WaitTimeoutError",
@@ -122,6 +124,11 @@ class UnavailableError(AssayError):
         self.retry_after = retry_after
 
 
+class TooManyRequestsError(UnavailableError):
+    """The caller has as many calls running as a limit allows (HTTP 429); the same call may
+    succeed once some of them have ended (after ``retry_after`` seconds)."""
+
+
 class PlatformError(AssayError):
     """An internal fault of the platform. Please report it with the message."""
 
@@ -136,6 +143,7 @@ HTTP_STATUS: dict[type[AssayError], int] = {
     PermissionDeniedError: 403,
     WorkflowFailedError: 409,
     WaitTimeoutError: 408,
+    TooManyRequestsError: 429,
     UnavailableError: 503,
     PlatformError: 500,
     AssayError: 500,

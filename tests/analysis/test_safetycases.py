@@ -60,6 +60,15 @@ ctx.Curve("share_below", "Share of answers shorter than each threshold.",
            "share": [pc.mean(pc.less(lengths, t).cast("float64")).as_py() for t in (10, 50, 100)]})
 """
 
+#: A score widget displayed as is, without ``ctx.Score`` and its checks.
+FORGED_SCORE = """\
+from assay.analysis import widgets
+widgets.display_bundle({{
+    "text/plain": "forged",
+    widgets.MIME_SCORE: {{"name": "mean_length", "quantity": {quantity}, "text": "forged"}},
+}})
+"""
+
 CONCLUSION = """\
 ctx.Conclusion(indicator="Information", text="Nothing **alarming** here.")
 """
@@ -115,6 +124,10 @@ class Audit:
         _notebook(package / "too_big.ipynb", SETUP, SCORE.replace("mean,", "mean + 5000,", 1))
         _notebook(package / "undeclared.ipynb", SETUP, 'ctx.Score("median", "x", 1.0)')
         _notebook(package / "twice.ipynb", SETUP, SCORE, SCORE)
+        # forged widgets: the notebook skips AnalysisContext's checks; the platform's stop them
+        _notebook(package / "forged_too_big.ipynb", FORGED_SCORE.format(quantity=5000.0))
+        forged = FORGED_SCORE.format(quantity=5.0)
+        _notebook(package / "forged_twice.ipynb", forged, forged)
         module = platform.modules.create_package(package, account=ACCOUNT, name="lengthaudit")
         self.module = platform.modules.upload_package(module, package).id
         schema = pa.schema(
@@ -270,6 +283,26 @@ def test_failing_notebooks(audit: Audit, notebook: str, expected: str) -> None:
     assert audit.platform.safetycases.scores(case.id) == []
     with pytest.raises(errors.ConflictError):
         audit.platform.safetycases.document(case.id)
+
+
+@pytest.mark.parametrize(
+    ("notebook", "expected"),
+    [
+        ("forged_too_big.ipynb", "mean_length is 5000.0, outside its declared range [0.0, 1000.0]"),
+        ("forged_twice.ipynb", "published the score 'mean_length' more than once"),
+    ],
+)
+def test_forged_scores_are_refused(audit: Audit, notebook: str, expected: str) -> None:
+    """The platform checks the published widgets itself: a notebook that displays a score
+    widget without ``ctx.Score`` cannot publish a score out of range, or one score twice."""
+    method = audit.notebook_method(notebook)
+    evaluation, measurement = audit.evaluate(seed=1)
+    case = audit.safety_case(method, evaluation, measurement)
+    assert case.status == Status.Failed
+    assert f"SafetyCase {case.id}: " in (case.message or "")
+    assert expected in (case.message or "")
+    assert audit.platform.safetycases.scores(case.id) == []
+    assert audit.platform.scores.query(method=method) == []
 
 
 def test_notebook_method_checks(platform: LocalPlatform, audit: Audit) -> None:

@@ -38,11 +38,12 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     import uvicorn
 
     data = tmp_path_factory.mktemp("server") / "data"
-    settings = ServerSettings(data_dir=data, shutdown_timeout=20, log_level="warning")
-    app = create_app(settings)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    # the port it listens on: the base of its signed URLs (never a request's Host header)
+    settings = ServerSettings(data_dir=data, port=port, shutdown_timeout=20, log_level="warning")
+    app = create_app(settings)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", ws="none")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)

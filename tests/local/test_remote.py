@@ -66,13 +66,13 @@ def serve(data_dir: Path) -> Iterator[Server]:
 
     from assay.server import ServerSettings, create_app
 
-    settings = ServerSettings(
-        data_dir=data_dir, executor="threads", shutdown_timeout=20, log_level="warning"
-    )
-    app = create_app(settings)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    settings = ServerSettings(  # its port: the base of its signed URLs
+        data_dir=data_dir, port=port, executor="threads", shutdown_timeout=20, log_level="warning"
+    )
+    app = create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", ws="none"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

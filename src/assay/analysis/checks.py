@@ -12,6 +12,7 @@ from typing import Any
 
 from assay import errors
 from assay.inference.runners.python import find_definition
+from assay.schema.paths import check_entity_path
 
 __all__ = ["check_method"]
 
@@ -57,7 +58,10 @@ def check_method(storage: Any, request: Any, modules: Sequence[Any]) -> None:
         _check_function(what, impl.pythonFunction.fullyQualifiedName, modules, directories)
     notebook = impl.jupyterNotebook
     if notebook is not None and notebook.notebookModule in directories:
-        path = directories[notebook.notebookModule] / notebook.notebookPath
+        root = directories[notebook.notebookModule]
+        field = "implementation.jupyterNotebook.notebookPath"
+        check_entity_path(notebook.notebookPath, field=field, entity=what, root=root)
+        path = root / notebook.notebookPath
         if not notebook.notebookPath.endswith(".ipynb") or not path.is_file():
             raise errors.ValidationError(
                 f"{what}: the Module {notebook.notebookModule} has no notebook "

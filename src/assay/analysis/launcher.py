@@ -28,7 +28,9 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Protocol
 
-__all__ = ["AnalysisProcess", "start"]
+from assay import sandbox
+
+__all__ = ["AnalysisProcess", "start", "start_sandboxed"]
 
 
 class AnalysisProcess(Protocol):
@@ -46,7 +48,18 @@ def start(
     """Start the analysis configured in ``config_path``."""
     if hasattr(os, "fork"):
         return _server().start(config_path, log_path=log_path, cwd=cwd, env=env)
-    return _Subprocess(config_path, log_path=log_path, cwd=cwd, env=env)
+    argv = [sys.executable, "-m", "assay.analysis.runtime", str(config_path)]
+    return _Subprocess(argv, log_path=log_path, cwd=cwd, env=env)
+
+
+def start_sandboxed(config_path: Path, *, log_path: Path, job: sandbox.Job) -> AnalysisProcess:
+    """Start the analysis configured in ``config_path`` in the sandbox (:mod:`assay.sandbox`):
+    a new interpreter per analysis (a fork of the platform's fork server would share its
+    view of the machine)."""
+    argv, env = sandbox.command(
+        [sys.executable, "-m", "assay.analysis.runtime", str(config_path)], job
+    )
+    return _Subprocess(argv, log_path=log_path, cwd=None, env=env, processes=job.limits.processes)
 
 
 _lock = threading.Lock()
@@ -159,27 +172,45 @@ class _Forked:
 
 class _Subprocess:
     def __init__(
-        self, config_path: Path, *, log_path: Path, cwd: Path, env: Mapping[str, str]
+        self,
+        argv: list[str],
+        *,
+        log_path: Path,
+        cwd: Path | None,
+        env: Mapping[str, str],
+        processes: int | None = None,
     ) -> None:
         from assay.inference.replicas import die_with_parent_hook
 
         with open(log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "assay.analysis.runtime", str(config_path)],
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=cwd,
                 env=dict(env),
                 preexec_fn=die_with_parent_hook(),
+                start_new_session=True,  # a terminal's Ctrl-C is the platform's to handle
             )
+        self._watchdog = sandbox.Watchdog(self._proc, processes) if processes is not None else None
 
     def poll(self, timeout: float) -> int | None:
         try:
-            return self._proc.wait(timeout=timeout)
+            code = self._proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             return None
+        if self._watchdog is not None:
+            self._watchdog.stop()
+        return code
+
+    @property
+    def exceeded_processes(self) -> bool:
+        """Whether the sandbox's watchdog killed it for having too many processes."""
+        return self._watchdog is not None and self._watchdog.exceeded
 
     def kill(self) -> None:
         self._proc.kill()
         self._proc.wait()
+        if self._watchdog is not None:
+            self._watchdog.stop()

@@ -22,16 +22,18 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from assay import errors
+from assay import errors, sandbox
 from assay.analysis import launcher
 from assay.analysis.context import write_config
 from assay.analysis.runtime import ERROR_FILE, NOTEBOOK_FILE, RESULT_FILE
 from assay.engine import WorkflowContext, WorkflowResult
+from assay.schema.paths import check_entity_path
 
 __all__ = ["LOG_PATH", "build_scores", "run_analysis"]
 
@@ -56,33 +58,37 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
         )
     work = entity_dir / WORK_PATH
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    output = work / "output"
+    job = work / "job"  # the analysis process's only writable folder
+    output = job / "output"
+    output.mkdir(parents=True)
     config: dict[str, Any] = {
         "analysis": entity.to_wire(),
         "inputs": _inputs(core, entity),
         "output": str(output),
-        "work": str(work),
+        "work": str(job),
         "paths": [str(_entity_dir(storage, m)) for m in entity.method.module_ids()],
         "system": _system(core, entity),
     }
     notebook = entity.method.implementation.jupyterNotebook
     if notebook is not None:
-        config["notebook"] = str(
-            _entity_dir(storage, notebook.notebookModule) / notebook.notebookPath
-        )
+        # the one path check, on disk: the notebook must be inside its Module (a Method
+        # stored by an older version, or imported, was never checked)
+        root = _entity_dir(storage, notebook.notebookModule)
+        field = "method.implementation.jupyterNotebook.notebookPath"
+        check_entity_path(notebook.notebookPath, field=field, entity=what, root=root)
+        config["notebook"] = str(root / notebook.notebookPath)
     config_path = write_config(work / "config.json", config)
     ctx.progress(f"running {entity.method.name!r}", force=True)
     method = entity.method
     ctx.log(f"running Method {method.name!r} ({method.id}) in an analysis process")
     started = time.monotonic()
-    code = _run_process(ctx, config_path, work)
+    code, killed_for = _run_process(ctx, config_path, work, config)
     took = f"after {time.monotonic() - started:.1f} s"
     log_file = work / "logs.txt"
     if log_file.is_file():
         storage.put_file(entity.id, LOG_PATH, log_file)
     if code != 0:
-        reason, message, partial = _failure(entity, work, code, log_file)
+        reason, message, partial = _failure(entity, work, code, log_file, killed_for)
         if partial is not None:
             storage.put_file(entity.id, NOTEBOOK_FILE, partial)
             ctx.log(f"stored the notebook as far as it ran as {NOTEBOOK_FILE}")
@@ -90,7 +96,7 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
         shutil.rmtree(work, ignore_errors=True)
         raise errors.WorkflowFailedError(message)
     ctx.log(f"the analysis process ended {took}")
-    result = json.loads((work / RESULT_FILE).read_text(encoding="utf-8"))
+    result = _read_json(job / RESULT_FILE, what) or {}
     if entity.kind == "SafetyCase":
         scores, curves = build_scores(entity, result.get("widgets") or [])
         core.scores._put(entity.account, [*scores, *curves])
@@ -98,8 +104,9 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
     else:
         rows = int(result.get("rows", 0))
         message = f"{rows:,} row{'s' if rows != 1 else ''}"
-    for path in sorted(p for p in output.rglob("*") if p.is_file()):
-        storage.put_file(entity.id, path.relative_to(output).as_posix(), path)
+    # only regular files inside the output folder come back (never what a link points to)
+    for name, path in sandbox.regular_files(output):
+        storage.put_file(entity.id, name, path)
     shutil.rmtree(work, ignore_errors=True)
     return WorkflowResult(message=message)
 
@@ -147,16 +154,52 @@ def _system(core: Any, entity: Any) -> dict[str, Any]:
     return names
 
 
-def _run_process(ctx: WorkflowContext, config_path: Path, work: Path) -> int:
-    env = dict(os.environ)
-    env.pop("PYTHONSTARTUP", None)
-    process = launcher.start(config_path, log_path=work / "logs.txt", cwd=work, env=env)
+def _read_json(path: Path, what: str) -> Any:
+    """A JSON file the analysis process wrote (None if missing): a regular file only, never
+    a link it made to something of the platform's."""
+    try:
+        data = sandbox.read_regular(path)
+        return None if data is None else json.loads(data)
+    except ValueError as exc:
+        raise errors.WorkflowFailedError(
+            f"{what}: the analysis process left an unreadable {path.name} ({exc})"
+        ) from None
+
+
+def _run_process(
+    ctx: WorkflowContext, config_path: Path, work: Path, config: dict[str, Any]
+) -> tuple[int, str | None]:
+    """Run the analysis process; its exit status, and the sandbox limit it was killed for
+    (None: none)."""
+    policy = ctx.platform.policy
+    log_path = work / "logs.txt"
+    process: launcher.AnalysisProcess
+    if policy.sandbox:
+        sandbox.require(f"{ctx.entity.kind} {ctx.entity.id}")
+        inputs = [Path(f) for i in config["inputs"].values() for f in i["files"]]
+        job = sandbox.Job(
+            read_only=[config_path, *map(Path, config["paths"]), *inputs],
+            writable=[Path(config["work"])],
+            env={"ASSAY_ANALYSIS_CONFIG": str(config_path)},
+            cwd=Path(config["work"]),
+            hide=[Path(ctx.storage.root)] if hasattr(ctx.storage, "root") else [],
+            limits=policy.limits,
+            env_allow=policy.env_allow,
+        )
+        process = launcher.start_sandboxed(config_path, log_path=log_path, job=job)
+    else:
+        env = dict(os.environ)
+        env.pop("PYTHONSTARTUP", None)
+        process = launcher.start(config_path, log_path=log_path, cwd=work, env=env)
     try:
         last_check = time.monotonic()
         while True:
             code = process.poll(POLL_INTERVAL)
             if code is not None:
-                return code
+                signalled = sandbox.exit_signal(code) if policy.sandbox and code > 0 else None
+                if signalled is not None:  # bwrap says 128 + N for a job killed by signal N
+                    code = -signalled
+                return code, _limit_hit(policy, code, process)
             if time.monotonic() - last_check > 0.5:
                 last_check = time.monotonic()
                 ctx.check()
@@ -165,21 +208,48 @@ def _run_process(ctx: WorkflowContext, config_path: Path, work: Path) -> int:
         raise
 
 
-def _failure(entity: Any, work: Path, code: int, log_file: Path) -> tuple[str, str, Path | None]:
+def _limit_hit(policy: Any, code: int, process: Any) -> str | None:
+    """Which sandbox limit killed the process, in words with the setting (None: none)."""
+    if not policy.sandbox:
+        return None
+    limits = policy.limits
+    if getattr(process, "exceeded_processes", False):
+        return (
+            f"it started more than {limits.processes} processes and threads, the sandbox's "
+            "limit (server setting ASSAY_SANDBOX_PROCESSES)"
+        )
+    killed_by = sandbox.exit_signal(code)
+    if killed_by == signal.SIGXCPU:
+        return (
+            f"it used more than {limits.cpu_seconds} s of CPU time, the sandbox's limit "
+            "(server setting ASSAY_SANDBOX_CPU_SECONDS)"
+        )
+    if killed_by == signal.SIGXFSZ:
+        return (
+            f"it wrote a file larger than {limits.file_mb} MiB, the sandbox's limit (server "
+            "setting ASSAY_SANDBOX_FILE_MB)"
+        )
+    return None
+
+
+def _failure(
+    entity: Any, work: Path, code: int, log_file: Path, killed_for: str | None = None
+) -> tuple[str, str, Path | None]:
     """What went wrong; the failed entity's message (that, and where to find more); the
     partly executed notebook to store (or None)."""
     from assay.schema.platform import Resources
 
     group = Resources.for_kind(entity.kind).value
     log = f"its log ({group}.logs({entity.id!r}); assay {group} logs {entity.id})"
-    error_file = work / ERROR_FILE
-    if error_file.is_file():
-        error = json.loads(error_file.read_text(encoding="utf-8"))
+    error_file = work / "job" / ERROR_FILE
+    error = _read_json(error_file, f"{entity.kind} {entity.id}")
+    if isinstance(error, dict) and "message" in error:
         reason = str(error["message"])
         message = reason
         partial: Path | None = None
-        if error.get("notebook") and (work / "output" / str(error["notebook"])).is_file():
-            partial = work / "output" / str(error["notebook"])
+        written = dict(sandbox.regular_files(work / "job" / "output"))
+        if error.get("notebook") and str(error["notebook"]) in written:
+            partial = written[str(error["notebook"])]
         if error.get("traceback"):
             message += f"; the traceback is in {log}"
         if partial is not None:
@@ -192,6 +262,8 @@ def _failure(entity: Any, work: Path, code: int, log_file: Path) -> tuple[str, s
     if log_file.is_file():
         tail = log_file.read_bytes()[-_LOG_TAIL:].decode("utf-8", "replace").strip()
     how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+    if killed_for:
+        how = f"was killed: {killed_for}"
     reason = f"the analysis process {how}"
     message = reason + (f"; its log ends: {tail}" if tail else "") + f" (the whole log: {log})"
     return reason, message, None

@@ -7,7 +7,8 @@ traceback; ``--debug`` shows it) and exit with status 2.
 Commands: ``demo`` (``demo.py``), ``serve`` (``serve.py``), ``token`` (``tokens.py``), and the
 everyday commands over a server's entities, ``<kind> list|get|delete|wait|download|logs`` and
 ``scores list`` (``entities.py``), and ``pipelines list|get|versions|deploy|undeploy|logs|
-export|counters`` over a server's serving pipelines (``pipelines.py``).
+export|counters`` over a server's serving pipelines (``pipelines.py``), and ``secrets
+set|list|delete`` over an account's runner credentials (``secrets.py``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     add_demo_arguments(sub.add_parser("demo", help=HELP, description=DESCRIPTION))
     from assay.cli.entities import add_entity_parsers
     from assay.cli.pipelines import add_pipeline_parser
+    from assay.cli.secrets import add_secret_parser
     from assay.cli.serve import add_serve_parser
     from assay.cli.tokens import add_token_parser
 
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     add_token_parser(sub)
     add_entity_parsers(sub)
     add_pipeline_parser(sub)
+    add_secret_parser(sub)
     return parser
 
 
@@ -81,6 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from assay.cli.pipelines import run_pipeline_command
 
             return run_pipeline_command(args)
+        if getattr(args, "secret_parser", None) is not None:
+            from assay.cli.secrets import run_secret_command
+
+            return run_secret_command(args)
         parser.print_help()
         return 0
     except errors.AssayError as exc:

@@ -40,7 +40,8 @@ def add_serve_parser(sub: Any) -> None:
     serve.add_argument(
         "--public-url",
         help="base URL clients reach the server at, for signed artifact URLs "
-        "(env: ASSAY_PUBLIC_URL; default: the URL of each request)",
+        "(env: ASSAY_PUBLIC_URL; default: http://HOST:PORT on a loopback host; required by a "
+        "multi-user server on any other host)",
     )
     serve.add_argument(
         "--executor",
@@ -100,6 +101,8 @@ def run_serve(args: argparse.Namespace) -> int:
         sandbox=args.sandbox,
         allowed_hosts=args.allowed_hosts,
     )
+    settings.check_sandbox()
+    settings.check_public_url()
     import uvicorn
 
     print(

@@ -18,6 +18,7 @@ from assay.client._artifacts import Artifacts, default_cache_dir
 from assay.client._groups import Families, InferenceServices, Methods, Reports
 from assay.client._progress import ProgressCallback, progress_reporter
 from assay.client._retries import Retries
+from assay.client._secrets import Secrets
 from assay.client._sessions import InferenceSessions
 from assay.client._transport import Transport
 from assay.client._uploads import Datasets, Models, Modules
@@ -49,7 +50,6 @@ LOCAL_ONLY_ATTRIBUTES = (
     "entity_path",
     "link_entity",
     "resume",
-    "secrets",
     "config",
     "core",
     "remote",
@@ -135,6 +135,9 @@ class Client:
         self.reports = Reports(self)
         self.safetycases = SafetyCases(self)
         self.scores = Scores(self)
+        self.secrets = Secrets(self)
+        """The account's secrets (runner credentials): ``set(name, value)``, ``names()``,
+        ``delete(name)``, as ``LocalPlatform.secrets``."""
         self._pipelines: Any = None
 
     @property

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from assay import errors
+from assay.core import references
 from assay.core.groups import EntityGroup, iso
 from assay.engine.transitions import utc_now
 from assay.schema.base import validate_model
@@ -24,7 +25,8 @@ def member_not_found(
     family: Family, tag: str, member: FamilyMemberBase, *, found: str | None = None
 ) -> errors.ValidationError:
     """The error for a member ``tag`` whose entity does not exist (``found``: the kind it
-    has instead). The server gives the same answer for an entity the caller cannot see."""
+    has instead). An entity the caller may not use gets the answer of one that does not exist
+    (:mod:`assay.core.references`)."""
     kind = str(family.memberKind)
     what = "does not exist" if found is None else f"is a {found}"
     return errors.ValidationError(
@@ -92,10 +94,14 @@ class Families(EntityGroup[Family]):
                 value=declared,
                 entity=family.id,
             )
+        if references.find(self._core, wanted, ref.id) is not None:
+            return
         record = self._core.store.get(ref.id)
-        if record is None or record.doc.get("kind") != wanted:
-            found = None if record is None else str(record.doc.get("kind"))
-            raise member_not_found(family, tag, member, found=found)
+        visible = record is not None and references.may_use(
+            str(record.doc.get("kind")), str(record.doc.get("account")), ref.id
+        )
+        found = str(record.doc.get("kind")) if record is not None and visible else None
+        raise member_not_found(family, tag, member, found=found)
 
     def get_member(self, id: str, tag: str) -> Entity | None:
         """The entity tagged ``tag`` in the Family ``id``; None when the Family has no such

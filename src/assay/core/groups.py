@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar
 
 from assay import errors
+from assay.core import references
 from assay.engine.transitions import apply_transition, utc_now
 from assay.schema import ids
 from assay.schema.base import validate_model
@@ -230,16 +231,12 @@ class EntityGroup(Generic[E]):
         return refs
 
     def _resolve(self, kind: str, id: str, *, field: str) -> Any:
-        """The entity ``id`` of ``kind``, referenced by ``field`` of a request."""
-        record = self._core.store.get(id)
-        if record is None or record.doc.get("kind") != kind:
-            raise errors.NotFoundError(
-                f"{self.kind} create request: {field} refers to {kind} {id!r}, which does not "
-                f"exist (create it first, or check the id)",
-                kind=kind,
-                id=id,
-            )
-        return entity_class(kind).model_validate(record.doc)
+        """The entity ``id`` of ``kind``, referenced by ``field`` of a request: looked up by
+        :func:`assay.core.references.resolve`, so an entity the caller may not use is
+        answered as one that does not exist."""
+        return references.resolve(
+            self._core, kind, id, what=f"{self.kind} create request", field=field
+        )
 
     # -- importing -----------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from assay.analysis.runtime import DOCUMENT_FILE
 from assay.core.datasets import open_entity_data
 from assay.core.groups import EntityGroup, TerminableGroup, ended_conflict
 from assay.core.logs import WorkflowLogs
+from assay.core.tokens import Minter
 from assay.schema import ids
 from assay.schema.base import validate_model
 from assay.schema.platform import (
@@ -207,6 +208,30 @@ class InferenceServices(EntityGroup[InferenceService]):
         return self._insert(entity)
 
 
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _check_minter(minter: Minter, session: InferenceSession, until: float | None) -> None:
+    """Refuse a session token that would outlive (an asked-for expiry ``until``) or out-grant
+    the token ``minter`` making it."""
+    what = f"InferenceSession {session.id} token request"
+    if not minter.allows("inferencesessions", "consume", session.account, session.id):
+        raise errors.PermissionDeniedError(
+            f"{what}: the token allows 'consume' on the session, which the token making it does "
+            "not: a token never allows more than the token that makes it"
+        )
+    if until is not None and until > minter.expires:
+        raise errors.ValidationError(
+            f"{what}: expires {_when(until)} is after the expiry of the token making it "
+            f"({_when(minter.expires)}); a token never outlives the token that makes it: ask "
+            f"for an expiry no later than {_when(minter.expires)}, or leave expires out (the "
+            "new token then expires with yours at the latest)",
+            field="expires",
+            value=_when(until),
+        )
+
+
 class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
     kind = "InferenceSession"
     request_type = InferenceSessionCreateRequest
@@ -252,15 +277,37 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         super().delete(id)
         self._core.sessions.stop(id, "deleted" if had_replicas else None)
 
-    def create(self, request: Any) -> InferenceSessionAndToken:  # type: ignore[override]  # the reference's shape
+    def create(  # type: ignore[override]  # the reference's shape
+        self, request: Any, *, minter: Minter | None = None
+    ) -> InferenceSessionAndToken:
         """Start a session (its replicas run once it is ``Ready``) and return it with a token
-        for inference calls."""
+        for inference calls (made with ``minter``, the caller's token, where there is one: see
+        :meth:`token`)."""
+        if minter is not None:
+            account = getattr(request, "account", None)
+            if not minter.allows("inferencesessions", "consume", account, None):
+                raise errors.PermissionDeniedError(
+                    f"InferenceSession create request: the session's token allows 'consume' on "
+                    f"inferencesessions of account {account!r}, which the token making it does "
+                    "not: a token never allows more than the token that makes it. Ask for a "
+                    "token with a grant for it (e.g. assay token create --grant "
+                    "inferencesessions:create,consume)"
+                )
         session = super().create(request)
-        return InferenceSessionAndToken(inferencesession=session, token=self.token(session.id))
+        return InferenceSessionAndToken(
+            inferencesession=session, token=self.token(session.id, minter=minter)
+        )
 
-    def token(self, id: str, expires: datetime | None = None) -> str:
+    def token(
+        self, id: str, expires: datetime | None = None, *, minter: Minter | None = None
+    ) -> str:
         """A token that allows inference on this session only, until ``expires`` (default: one
-        day, and never past the session's own expiry)."""
+        day, and never past the session's own expiry).
+
+        ``minter`` is the token asking for it (over the server): the new token never outlives
+        it (an ``expires`` after the minter's expiry is refused; the default is cut to it),
+        never allows more (the minter must allow ``consume`` on the session) and is revoked
+        with it (it carries the minter's lineage)."""
         session = self.get(id)
         now = time.time()
         until = expires.timestamp() if expires is not None else now + DEFAULT_TOKEN_SECONDS
@@ -269,6 +316,9 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
                 "expires must be timezone-aware, e.g. datetime.now(timezone.utc) + timedelta(hours=1)",
                 field="expires",
             )
+        if minter is not None:
+            _check_minter(minter, session, until if expires is not None else None)
+            until = min(until, minter.expires)
         if session.expires is not None:
             until = min(until, session.expires.timestamp())
         if until <= now:
@@ -282,7 +332,10 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
             "entities": [id],
         }
         token: str = self._core.signer.sign(
-            subject=f"InferenceSession/{id}", grants=[grant], expires=until
+            subject=f"InferenceSession/{id}",
+            grants=[grant],
+            expires=until,
+            lineage=minter.child_lineage if minter is not None else (),
         )
         return token
 
@@ -548,27 +601,33 @@ class _Analyses(WorkflowLogs, TerminableGroup[Any]):
                     value=argument.keyword,
                 )
         scope = request.scope.model_dump(by_alias=True, exclude_none=True)
-        known_service = None  # the evaluation's copy of its service says what its model is
+        # what the evaluation carries (resolved when it was created) needs no second look
+        carried: dict[str, str | None] = {}
         if scope.get("evaluation"):
             evaluation: Evaluation = self._resolve(
                 "Evaluation", scope["evaluation"], field="scope.evaluation"
             )
             service = evaluation.inferenceSession.inferenceService
-            known_service = service.id
-            scope.setdefault("dataset", evaluation.dataset)
-            scope.setdefault("inferenceService", service.id)
-            if service.model is not None:
-                scope.setdefault("model", service.model.id)
-        if (
-            scope.get("inferenceService")
-            and not scope.get("model")
-            and scope["inferenceService"] != known_service
+            carried = {
+                "dataset": evaluation.dataset,
+                "inferenceService": service.id,
+                "model": service.model.id if service.model is not None else None,
+            }
+        # every other id the scope names is resolved: it must be an entity the caller may use
+        for key, ref_kind in (("dataset", "Dataset"), ("model", "Model")):
+            if scope.get(key) and scope[key] != carried.get(key):
+                self._resolve(ref_kind, scope[key], field=f"scope.{key}")
+        if scope.get("inferenceService") and scope["inferenceService"] != carried.get(
+            "inferenceService"
         ):
             service_entity: InferenceService = self._resolve(
                 "InferenceService", scope["inferenceService"], field="scope.inferenceService"
             )
-            if service_entity.model is not None:
+            if not (scope.get("model") or carried.get("model")) and service_entity.model:
                 scope["model"] = service_entity.model.id
+        for key, value in carried.items():
+            if value is not None:
+                scope.setdefault(key, value)
         scope_kind = getattr(method.scope, "value", method.scope)
         needed = (
             ["evaluation", "inferenceService", "dataset"]

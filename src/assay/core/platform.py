@@ -28,8 +28,8 @@ from assay.core.kinds import (
 )
 from assay.core.models import Models
 from assay.core.modules import Modules
-from assay.core.scores import Scores
 from assay.core.policy import Policy
+from assay.core.scores import Scores
 from assay.core.secrets import SecretStore
 from assay.core.tokens import TokenSigner
 from assay.core.workflows import default_specs
@@ -141,11 +141,14 @@ class PlatformCore:
             owner=owner,
         )
         self.signer = TokenSigner(signing_secret or _secrets.token_bytes(32))
-        self.secrets = SecretStore(secrets_path) if secrets_path else None
+        self.secrets = (
+            SecretStore(secrets_path, legacy_account=default_account) if secrets_path else None
+        )
+        """The secrets of every account (:mod:`assay.core.secrets`); None: none kept."""
         self.default_account = default_account
         self._cache_path = cache_path
         self._response_cache: ResponseCache | None = None
-        self.sessions = SessionManager(self.engine, secret=self._secret)
+        self.sessions = SessionManager(self.engine, secret=self.secret)
         self.engine.register(
             WorkflowSpec(
                 "InferenceSession", self.sessions.start, success=Status.Ready, failure=Status.Error
@@ -228,14 +231,27 @@ class PlatformCore:
             self._response_cache = ResponseCache(self._cache_path)
         return self._response_cache
 
-    def _secret(self, name: str) -> str:
-        if self.secrets is None:
-            from assay import errors
+    def secret(self, account: str, name: str) -> str:
+        """The value of the secret ``name`` of ``account`` (the account of the service that
+        names it): a service never reads another account's secret, and a missing one and
+        another account's give the same NotFoundError. On a platform that is not multi-user
+        (the embedded one), a name the account lacks is also looked up in the platform's own
+        account (``default_account``), whose secrets serve every account its user writes."""
+        from assay import errors
 
+        if self.secrets is None:
             raise errors.NotFoundError(
                 f"this platform keeps no secrets (asked for {name!r})", kind="Secret", id=name
             )
-        return self.secrets.get(name)
+        own = self.default_account
+        if self.policy.multi_user or own is None or own == account:
+            return self.secrets.get(account, name)
+        try:
+            return self.secrets.get(account, name)
+        except errors.NotFoundError as missing:
+            if name in self.secrets.names(own):
+                return self.secrets.get(own, name)
+            raise missing from None
 
     def resume(self) -> list[str]:
         """Continue every workflow a killed process left unfinished (see

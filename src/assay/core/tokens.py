@@ -2,8 +2,11 @@
 
 A token's claims carry an APIKey as the reference does: ``jti`` (id), ``sub``
 (``<kind>/<id>``), ``iat``, ``exp`` and ``grants`` (``[{resources, functions, accounts,
-entities}]``, ``"*"`` a wildcard). The signing secret is generated on first use and kept in
-the platform's data directory (``.assay/secret.key``, mode 0600).
+entities}]``, ``"*"`` a wildcard). A token made with another token (a session token made with
+an account's token: its :class:`Minter`) also carries ``lineage``, the ids of the tokens that
+made it, so that revoking one of them revokes it too (``docs/design/server.md``, "Tokens").
+The signing secret is generated on first use and kept in the platform's data directory
+(``.assay/secret.key``, mode 0600).
 
 HS256 is small enough to implement with the standard library (RFC 7519 / 7515), which keeps
 ``import assay`` light.
@@ -19,12 +22,14 @@ import os
 import secrets
 import time
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from assay import errors
 
-__all__ = ["TokenSigner", "load_or_create_secret"]
+__all__ = ["Minter", "TokenSigner", "load_or_create_secret"]
 
 _HEADER = {"alg": "HS256", "typ": "JWT"}
 
@@ -60,6 +65,33 @@ def load_or_create_secret(path: Path) -> bytes:
     return path.read_bytes()
 
 
+@dataclass(frozen=True)
+class Minter:
+    """The verified token a new token is made with. The new token never outlives it (its
+    expiry is at most ``expires``), never allows more (each of its grants must be allowed by
+    ``grants``), and is revoked with it (it carries ``lineage`` + ``token_id``)."""
+
+    token_id: str
+    """The minter's id (``jti``)."""
+    expires: int
+    """The minter's expiry (epoch seconds)."""
+    grants: tuple[Any, ...]
+    """The minter's grants (:class:`~assay.schema.platform.AccessGrant`)."""
+    lineage: tuple[str, ...] = ()
+    """Ids of the tokens that made the minter, oldest first."""
+
+    def allows(
+        self, resource: str, function: str, account: str | None, entity_id: str | None
+    ) -> bool:
+        """True if the minter may ``function`` on ``resource`` for this entity."""
+        return any(g.allows(resource, function, account, entity_id) for g in self.grants)
+
+    @property
+    def child_lineage(self) -> list[str]:
+        """The ``lineage`` of a token this one makes."""
+        return [*self.lineage, self.token_id]
+
+
 class TokenSigner:
     """Signs and verifies tokens with one secret."""
 
@@ -76,15 +108,19 @@ class TokenSigner:
         grants: list[dict[str, Any]],
         expires: float,
         id: str | None = None,
+        lineage: Sequence[str] = (),
     ) -> str:
-        """A token for ``subject`` carrying ``grants``, valid until ``expires`` (epoch s)."""
-        claims = {
+        """A token for ``subject`` carrying ``grants``, valid until ``expires`` (epoch s);
+        ``lineage``: the ids of the tokens that made it (revoking any of them revokes it)."""
+        claims: dict[str, Any] = {
             "jti": id or uuid.uuid4().hex,
             "sub": subject,
             "iat": int(self._clock()),
             "exp": int(expires),
             "grants": grants,
         }
+        if lineage:
+            claims["lineage"] = list(lineage)
         head = _b64(json.dumps(_HEADER, separators=(",", ":")).encode())
         body = _b64(json.dumps(claims, separators=(",", ":")).encode())
         signature = hmac.new(self._secret, f"{head}.{body}".encode(), hashlib.sha256).digest()

@@ -15,7 +15,7 @@ from typing import Any, BinaryIO, ClassVar, TypeVar
 
 from assay import errors
 from assay.core.groups import EntityGroup
-from assay.schema.paths import validate_artifact_path
+from assay.schema.paths import check_entity_path
 from assay.schema.platform import Entity
 from assay.schema.status import Reason, Status
 
@@ -76,7 +76,7 @@ class UploadGroup(EntityGroup[U]):
         self, body: dict[str, Any], *, status: str = Status.Created, reason: str | None = None
     ) -> U:
         for i, artifact in enumerate(body.get("artifacts") or []):
-            validate_artifact_path(artifact["path"], field=f"artifacts[{i}].path", entity=self.kind)
+            check_entity_path(artifact["path"], field=f"artifacts[{i}].path", entity=self.kind)
         return super()._new(body, status=status, reason=reason or Reason.WaitingForUpload)
 
     def _artifact(self, entity: U, path: str) -> Any:

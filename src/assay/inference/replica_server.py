@@ -526,6 +526,13 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks one")
     parser.add_argument(
+        "--fd",
+        type=int,
+        default=None,
+        help="a listening socket inherited from the parent, to serve on instead of --host and "
+        "--port (a sandboxed replica, which has no network of its own)",
+    )
+    parser.add_argument(
         "--threads", type=int, default=1, help="calls into the service that may run at once"
     )
     args = parser.parse_args(argv)
@@ -562,12 +569,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"replica: {exc}", file=sys.stderr, flush=True)
         return EXIT_BAD_TARGET
 
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
-    # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto
-    # says TCP; without it Nagle + delayed ACKs cost ~40 ms per request (~23 req/s).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
+    if args.fd is not None:
+        sock = socket.socket(fileno=args.fd)
+    else:
+        family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose
+        # proto says TCP; without it Nagle + delayed ACKs cost ~40 ms per request (~23 req/s).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((args.host, args.port))
     port: int = sock.getsockname()[1]
     exit_code = 0
 

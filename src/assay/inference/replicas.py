@@ -24,6 +24,7 @@ import collections
 import concurrent.futures
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import queue
@@ -43,6 +44,8 @@ import httpx
 
 from assay.errors import AssayError, ConflictError, ValidationError
 from assay.inference.protocol import READY_PATH, REPLICA_SECRET_ENV
+from assay.sandbox import Job, Watchdog, listening_socket
+from assay.sandbox import command as sandbox_command
 
 __all__ = [
     "ProcessReplica",
@@ -225,6 +228,7 @@ class ProcessReplica:
         log_path: str | os.PathLike[str] | None = None,
         host: str = "127.0.0.1",
         buffer_lines: int = 1000,
+        sandbox: Job | None = None,
     ) -> None:
         if not argv:
             raise ValidationError(f"replica {name!r}: argv is empty", field="argv")
@@ -233,6 +237,8 @@ class ProcessReplica:
         self.secret = secrets.token_urlsafe(32)
         self._env = dict(os.environ if env is None else env)
         self._env[REPLICA_SECRET_ENV] = self.secret
+        self._sandbox = sandbox
+        self._watchdog: Watchdog | None = None
         self._cwd = cwd
         self._log_path = Path(log_path) if log_path is not None else None
         self._host = host
@@ -250,21 +256,41 @@ class ProcessReplica:
         if self._proc is not None:
             raise ConflictError(f"replica {self.name!r} was already started")
         hook = die_with_parent_hook()
+        argv, env, cwd = self.argv, self._env, self._cwd
+        fds: tuple[int, ...] = ()
+        listener = None
+        if self._sandbox is not None:
+            # The replica has no network of its own: it is handed this socket, listening on
+            # the host's loopback, and answers on it (see assay.sandbox).
+            listener = listening_socket(self._host)
+            fds = (listener.fileno(),)
+            job = dataclasses.replace(
+                self._sandbox,
+                env={**self._sandbox.env, REPLICA_SECRET_ENV: self.secret},
+                share_fds=fds,
+            )
+            argv, env = sandbox_command([*argv, "--fd", str(listener.fileno())], job)
+            cwd = None
 
         def popen() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                self.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=self._env,
-                cwd=self._cwd,
+                env=env,
+                cwd=cwd,
                 preexec_fn=hook,
                 process_group=0,  # terminal signals (Ctrl-C) go to the parent, which stops us
+                pass_fds=fds,
             )
 
         try:
-            self._proc = _SPAWNER.popen(popen)
+            try:
+                self._proc = _SPAWNER.popen(popen)
+            finally:
+                if listener is not None:
+                    listener.close()  # the replica holds it now
         except OSError as exc:
             raise ReplicaStartError(
                 f"replica {self.name!r} could not be started: {exc} (command: {self.argv})",
@@ -273,6 +299,8 @@ class ProcessReplica:
                 tail="",
             ) from exc
         assert self._proc.stdout is not None
+        if self._sandbox is not None:
+            self._watchdog = Watchdog(self._proc, self._sandbox.limits.processes)
         self._output = _Output(self._proc.stdout, self._log_path, self._buffer_lines)
         _LIVE.add(self)
         weakref.finalize(self, _kill, self._proc).atexit = False  # atexit: see stop_all

@@ -22,7 +22,8 @@ from assay import errors
 from assay._logging import logger
 from assay.core import PlatformCore
 from assay.core.platform import CoreConfig
-from assay.core.secrets import SecretStore
+from assay.core.policy import Policy
+from assay.core.secrets import AccountSecrets
 from assay.engine import Executor
 from assay.schema import ids
 from assay.schema.base import LABEL_VALUE_PATTERN
@@ -64,6 +65,11 @@ class LocalPlatform:
     ``remote_client`` (an :class:`assay.client.Client`) is the server that ``fetch(id)``
     downloads entities from and whose sessions ``evaluations.local_evaluation`` uses; the
     platform does not close it.
+
+    ``sandbox=True`` runs the user code of analyses and of ``python``/``huggingface``
+    replicas in the sandbox a multi-user server uses (:mod:`assay.sandbox`, bubblewrap):
+    useful to try code as a server will run it, or to run code one did not write. The
+    default runs it as the calling user, which is what one person's own code needs.
     """
 
     def __init__(
@@ -75,6 +81,7 @@ class LocalPlatform:
         executor: Executor | Literal["inline", "processes"] | None = None,
         workers: int | None = None,
         remote_client: Client | None = None,
+        sandbox: bool = False,
     ) -> None:
         import re
 
@@ -101,7 +108,12 @@ class LocalPlatform:
             secrets_path=private / "secrets.json",
             cache_path=private / "cache" / "responses.db",
             default_account=account,
+            policy=Policy(sandbox=sandbox),
         )
+        if sandbox:
+            from assay.sandbox import require
+
+            require("LocalPlatform(sandbox=True): user code")
         self._core = PlatformCore.from_config(
             self._config, executor=_executor(executor, workers, self._config)
         )
@@ -186,11 +198,13 @@ class LocalPlatform:
         return self._root
 
     @property
-    def secrets(self) -> SecretStore:
+    def secrets(self) -> AccountSecrets:
         """Named credentials for runners (``{"credential": {"secret": name}}``), kept out of
-        entities: ``secrets.set(name, value)``, ``secrets.names()``, ``secrets.delete(name)``."""
+        entities: ``secrets.set(name, value)``, ``secrets.names()``, ``secrets.delete(name)``.
+        They are this platform's account's; its services of other accounts use them too (on
+        a server, a service uses its own account's secrets only)."""
         assert self._core.secrets is not None  # always set by LocalPlatform
-        return self._core.secrets
+        return self._core.secrets.account(self._account)
 
     @property
     def config(self) -> CoreConfig:

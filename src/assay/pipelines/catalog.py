@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from assay import errors
+from assay.core import references
 from assay.pipelines.definition import (
     KeySplitStep,
     ModelStep,
@@ -56,10 +57,15 @@ class ServiceCatalog:
         try:
             entity = self._services.get(id)
         except errors.NotFoundError:
+            entity = None
+        # one that the caller may not use is answered as one that does not exist
+        if entity is None or not references.may_use("InferenceService", entity.account, id):
             raise errors.NotFoundError(
                 f"pipeline {self._pipeline!r}: {field} {id!r} is not an InferenceService of this "
-                "platform; create it first (e.g. inferenceservices.create_mock(...))"
-            ) from None
+                "platform; create it first (e.g. inferenceservices.create_mock(...))",
+                kind="InferenceService",
+                id=id,
+            )
         if entity.status != Status.Ready:
             raise errors.ValidationError(
                 f"pipeline {self._pipeline!r}: InferenceService {entity.name!r} ({id}) is not "

@@ -19,13 +19,19 @@ with an error naming the check. A check is true where an anomaly is flagged; a n
 A check may also be a polars expression (``pl.col("out.score") > 0.9``, with polars
 installed: ``pip install polars``), evaluated by polars over the batch; it is stored as
 polars' JSON serialisation of the expression (``{"polars": ..., "polarsVersion": ...}``).
-Design notes: ``docs/design/pipelines.md``.
+That form can carry pickled Python functions (``map_elements``, ``map_batches``) and plugin
+libraries, which run code when polars reads it back, so a serialised expression is read only
+once :func:`safe_polars_json` has checked it against a small grammar of plain expressions
+(columns, literals, operators, casts, when/then/otherwise, polars' own functions), whoever
+sent it; anything else is refused, naming the accepted forms. Design notes:
+``docs/design/pipelines.md``.
 """
 
 from __future__ import annotations
 
 import ast
 import io
+import json
 import keyword
 import re
 import tokenize
@@ -38,7 +44,7 @@ import pyarrow.compute as pc
 
 from assay import errors
 
-__all__ = ["Check", "evaluate_checks", "parse_check"]
+__all__ = ["Check", "evaluate_checks", "parse_check", "safe_polars_json"]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MANGLE = "__kw_"
@@ -89,8 +95,9 @@ def _polars_check(name: str, source: Any) -> Check:
             field=f"validations.{name}",
         ) from None
     if isinstance(source, dict):
+        checked = safe_polars_json(name, source.get("polars"))
         try:
-            expr = pl.Expr.deserialize(io.StringIO(str(source["polars"])), format="json")
+            expr = pl.Expr.deserialize(io.StringIO(checked), format="json")
         except Exception as exc:  # another polars version may not read it back
             raise errors.ValidationError(
                 f"validation {name!r}: the stored polars expression (written by polars "
@@ -108,9 +115,168 @@ def _polars_check(name: str, source: Any) -> Check:
             f"validation {name!r}: the polars expression {expr} cannot be stored: {exc}",
             field=f"validations.{name}",
         ) from None
+    safe_polars_json(name, stored["polars"])  # what could not be read back is refused now
     return Check(
         name=name, source=str(expr), tree=None, columns=columns, polars=expr, stored=stored
     )
+
+
+#: Polars' binary operators (``Operator``) that a stored check may use.
+_POLARS_OPERATORS = frozenset(
+    {
+        "Eq",
+        "EqValidity",
+        "NotEq",
+        "NotEqValidity",
+        "Lt",
+        "LtEq",
+        "Gt",
+        "GtEq",
+        "Plus",
+        "Minus",
+        "Multiply",
+        "Divide",
+        "TrueDivide",
+        "FloorDivide",
+        "Modulus",
+        "And",
+        "Or",
+        "Xor",
+        "LogicalAnd",
+        "LogicalOr",
+    }
+)
+#: Families of polars' built-in functions with parameters that a stored check may use (a
+#: function without parameters is a bare name, e.g. ``"Abs"``, and carries nothing else).
+_POLARS_FUNCTIONS = frozenset({"Boolean", "StringExpr", "TemporalExpr", "Round", "Pow"})
+_POLARS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+#: The deepest expression tree a stored check may be.
+_POLARS_DEPTH = 64
+
+
+class _Unsafe(Exception):
+    """A serialised polars expression outside the grammar :func:`safe_polars_json` reads."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise _Unsafe("an object has the same key twice")
+    return dict(pairs)
+
+
+def _one(node: Any, what: str) -> tuple[str, Any]:
+    if not isinstance(node, dict) or len(node) != 1:
+        raise _Unsafe(f"{what} is not an object with one key: {json.dumps(node)[:80]}")
+    ((key, value),) = node.items()
+    return key, value
+
+
+def _plain(value: Any) -> bool:
+    return value is None or isinstance(value, bool | int | float | str)
+
+
+def _flat(value: Any) -> bool:
+    """An object of plain values (a function's parameters)."""
+    return isinstance(value, dict) and all(_plain(v) for v in value.values())
+
+
+def _fields(value: Any, names: set[str], what: str) -> dict[str, Any]:
+    if not isinstance(value, dict) or set(value) != names:
+        raise _Unsafe(f"{what} must have exactly the fields {sorted(names)}")
+    return value
+
+
+def _polars_node(node: Any, depth: int) -> None:
+    """Refuse (``_Unsafe``) anything but the grammar of plain expressions."""
+    if depth > _POLARS_DEPTH:
+        raise _Unsafe(f"it is nested deeper than {_POLARS_DEPTH} levels")
+    kind, value = _one(node, "an expression")
+    if kind == "Column":
+        if not isinstance(value, str):
+            raise _Unsafe("a Column is not a name")
+    elif kind == "Literal":
+        form, inner = _one(value, "a Literal")
+        dtype, scalar = _one(inner, "a Literal's value")
+        if form not in ("Dyn", "Scalar") or not _POLARS_NAME.match(dtype) or not _plain(scalar):
+            raise _Unsafe(
+                f"the literal {json.dumps(value)[:80]} is not a number, string, boolean or null"
+            )
+    elif kind == "BinaryExpr":
+        fields = _fields(value, {"left", "op", "right"}, "BinaryExpr")
+        if fields["op"] not in _POLARS_OPERATORS:
+            raise _Unsafe(f"the operator {fields['op']!r} is not allowed")
+        _polars_node(fields["left"], depth + 1)
+        _polars_node(fields["right"], depth + 1)
+    elif kind == "Ternary":
+        fields = _fields(value, {"predicate", "truthy", "falsy"}, "Ternary")
+        for part in fields.values():
+            _polars_node(part, depth + 1)
+    elif kind == "Alias":
+        if not (isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)):
+            raise _Unsafe("an Alias is not [expression, name]")
+        _polars_node(value[0], depth + 1)
+    elif kind == "Cast":
+        fields = _fields(value, {"expr", "dtype", "options"}, "Cast")
+        dtype, name = _one(fields["dtype"], "a Cast's dtype")
+        if (
+            dtype != "Literal"
+            or not isinstance(name, str)
+            or not isinstance(fields["options"], str)
+        ):
+            raise _Unsafe("a Cast may name a plain data type only (Int64, Float64, String...)")
+        _polars_node(fields["expr"], depth + 1)
+    elif kind == "Function":
+        fields = _fields(value, {"input", "function"}, "Function")
+        _polars_function(fields["function"])
+        if not isinstance(fields["input"], list):
+            raise _Unsafe("a Function's input is not a list")
+        for part in fields["input"]:
+            _polars_node(part, depth + 1)
+    else:
+        raise _Unsafe(
+            f"{kind!r} expressions are not allowed (e.g. map_elements, map_batches and "
+            "other Python functions, windows, aggregations)"
+        )
+
+
+def _polars_function(function: Any) -> None:
+    if isinstance(function, str) and _POLARS_NAME.match(function):
+        return  # a built-in function without parameters
+    family, variant = _one(function, "a Function's function")
+    if family not in _POLARS_FUNCTIONS:
+        raise _Unsafe(f"the function {family!r} is not allowed (plugins and Python functions)")
+    if (isinstance(variant, str) and _POLARS_NAME.match(variant)) or _flat(variant):
+        return  # a function of the family without parameters, or the family's parameters
+    name, parameters = _one(variant, f"a {family} function")
+    if not _POLARS_NAME.match(name) or not (_plain(parameters) or _flat(parameters)):
+        raise _Unsafe(f"the parameters of the {family} function {name!r} are not plain values")
+
+
+def safe_polars_json(name: str, text: Any) -> str:
+    """``text``, a serialised polars expression, rewritten canonically once it is known to hold
+    nothing that runs code when polars reads it: only columns, number/string/boolean/null
+    literals, binary operators, ``when/then/otherwise``, aliases, casts to plain types and
+    polars' built-in functions with plain parameters. ValidationError naming the validation
+    and the accepted forms otherwise (pickled Python functions, plugins, Series literals)."""
+    try:
+        if not isinstance(text, str):
+            raise _Unsafe("it is not a JSON string")
+        tree = json.loads(text, object_pairs_hook=_no_duplicates)
+        _polars_node(tree, 0)
+    except (_Unsafe, ValueError, RecursionError) as exc:
+        raise errors.ValidationError(
+            f"validation {name!r}: the serialised polars expression is refused ({exc}). "
+            "Polars' serialised form can carry pickled Python functions and plugin libraries, "
+            "which run code when it is read, so only plain expressions are accepted: columns, "
+            "number/string/boolean/null literals, comparisons, arithmetic, & | ~, "
+            "when/then/otherwise, casts and polars' built-in functions (no map_elements, "
+            "map_batches or plugins, no list or Series literals). Write the check in Assay's "
+            "expression language instead (e.g. \"out.score > 0.9 and in.text != ''\") or as "
+            "such a polars expression",
+            field=f"validations.{name}",
+        ) from None
+    return json.dumps(tree)
 
 
 def parse_check(name: Any, source: Any) -> Check:

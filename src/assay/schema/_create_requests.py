@@ -41,7 +41,7 @@ from assay.schema._inference import (
     ModelSpec,
 )
 from assay.schema._request_base import EntityCreateRequest, RequestBase
-from assay.schema.paths import validate_artifact_path
+from assay.schema.paths import check_entity_path
 
 __all__ = [
     "AnalysisCreateRequest",
@@ -63,9 +63,10 @@ _ENTITY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _check_path(path: str, field: str) -> None:
-    """Re-raise a bad artifact path as ``ValueError`` so that pydantic reports it."""
+    """Re-raise a bad path (:func:`check_entity_path`) as ``ValueError`` so that pydantic
+    reports it."""
     try:
-        validate_artifact_path(path, field=field)
+        check_entity_path(path, field=field)
     except errors.ValidationError as exc:
         raise ValueError(
             f"{exc.message}; give a relative '/'-separated path inside the entity, "
@@ -186,6 +187,8 @@ class MethodCreateRequest(EntityCreateRequest, MethodBase):
                 f"{', '.join(filled) or 'none'} set"
             )
         notebook = impl.jupyterNotebook
+        if notebook is not None:
+            _check_path(notebook.notebookPath, "implementation.jupyterNotebook.notebookPath")
         if notebook is not None and notebook.notebookModule not in self.modules:
             raise ValueError(
                 f"modules: the notebook's Module {notebook.notebookModule!r} "

@@ -11,25 +11,32 @@ The policy (``docs/design/server.md``, "Access control"):
 - queries are restricted to the accounts and entities the grants cover, in the query itself:
   entities of other accounts are never listed;
 - a create request needs ``create`` for the request's ``account``, and every entity it refers
-  to must be visible to the caller (``get``, or ``consume`` for a session).
+  to must be visible to the caller (``get``, or ``consume`` for a session): the platform
+  resolves each id inside :func:`acting_as`, and one the caller may not use gets the answer of
+  an id that names no entity, byte for byte (:mod:`assay.core.references`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from assay import errors
-from assay.schema import ids
+from assay.core import references
+from assay.core.references import Viewer
+from assay.core.tokens import Minter
 from assay.schema.platform import AccessGrant, Resources
 
 __all__ = [
+    "USE_FUNCTIONS",
     "Principal",
     "Scope",
+    "acting_as",
     "authorize",
-    "check_references",
     "entity_for",
+    "reference_viewer",
     "require",
     "scoped_query",
 ]
@@ -62,6 +69,14 @@ class Principal:
     """What the token allows."""
     expires: int
     """When the token expires (epoch seconds)."""
+    lineage: tuple[str, ...] = ()
+    """Ids of the tokens that made this one, oldest first (``lineage`` claim): it is refused
+    once any of them is revoked."""
+
+    def minter(self) -> Minter:
+        """This token as the maker of a new one (which never outlives, out-grants or survives
+        the revocation of it)."""
+        return Minter(self.token_id, self.expires, self.grants, self.lineage)
 
     @property
     def session_id(self) -> str | None:
@@ -200,54 +215,35 @@ def scoped_query(group: Any, filters: Mapping[str, Any], scope: Scope) -> list[A
     return results[:limit] if isinstance(limit, int) else results
 
 
-# -- references of create requests --------------------------------------------------------------
+# -- references ----------------------------------------------------------------------------------
 
 
-#: Keys whose values are not references, even when they look like ids (an md5 is 32 hex digits).
-_NOT_REFERENCES = frozenset({"digest", "md5"})
+#: What a caller needs on an entity to refer to it in a request: ``get`` (``consume`` for a
+#: session it may call).
+USE_FUNCTIONS = ("get", "consume")
 
 
-def _strings(value: Any) -> Iterable[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, Mapping):
-        for key, item in value.items():
-            if key not in _NOT_REFERENCES:
-                yield from _strings(item)
-    elif isinstance(value, list | tuple):
-        for item in value:
-            yield from _strings(item)
+def reference_viewer(principal: Principal) -> Viewer:
+    """Who may refer to what, for :mod:`assay.core.references`: an entity the caller's grants
+    allow it to ``get`` (or ``consume``). One its grants do not cover at all looks as if it did
+    not exist; one they cover without these functions is a 403, as for a direct call."""
 
-
-def referenced_ids(body: Any) -> list[str]:
-    """The strings of a request (its JSON form) that have the form of an entity id."""
-    return sorted({s for s in _strings(body) if ids.is_entity_id(s)})
-
-
-def check_references(core: Any, principal: Principal, body: Any, *, what: str) -> None:
-    """Refuse a request that refers to an entity the caller cannot see: building on another
-    account's entity needs a grant to ``get`` it (``consume`` for a session). Ids that name
-    no entity are left to the platform, which reports them."""
-    wanted = referenced_ids(body)
-    found = core.store.query(ids=wanted) if wanted else []
-    for doc in found:
-        entity_id, kind = str(doc["id"]), str(doc.get("kind"))
+    def may_use(kind: str, account: str, id: str) -> bool:
         try:
             resource = Resources.for_kind(kind).value
         except errors.ValidationError:
-            continue  # a record that is not an entity kind (none are referenced by requests)
+            return False  # not an entity kind: nothing a request may refer to
         try:
-            authorize(
-                principal,
-                resource,
-                ("get", "consume"),
-                kind=kind,
-                account=str(doc.get("account")),
-                entity_id=entity_id,
-            )
+            authorize(principal, resource, USE_FUNCTIONS, kind=kind, account=account, entity_id=id)
         except errors.NotFoundError:
-            raise errors.NotFoundError(
-                f"{what}: it refers to {kind} {entity_id!r}, which does not exist (check the id)",
-                kind=kind,
-                id=entity_id,
-            ) from None
+            return False
+        return True
+
+    return may_use
+
+
+def acting_as(principal: Principal) -> AbstractContextManager[None]:
+    """Run the platform call of a request that names ids inside this: every id it names is
+    resolved with the caller's rights (:func:`assay.core.references.acting_for`), and one the
+    caller may not use is answered exactly as a missing one."""
+    return references.acting_for(reference_viewer(principal))

@@ -50,6 +50,7 @@ def create_app(
     then resumes its work at start-up but leaves closing it to its owner.
     """
     settings = settings if settings is not None else ServerSettings.from_env()
+    settings.check_public_url()
     state = ServerState(settings, core)
 
     @asynccontextmanager

@@ -4,13 +4,16 @@ An API token is a JWT (HS256, signed with the platform's secret by
 :class:`assay.core.tokens.TokenSigner`) whose claims carry an APIKey as the reference does:
 ``jti`` (the token's id), ``sub`` (``Account/<name>`` for an account's token,
 ``InferenceSession/<id>`` for a session token), ``iat``, ``exp`` and ``grants``
-(``[{resources, functions, accounts, entities}]``, ``"*"`` a wildcard).
+(``[{resources, functions, accounts, entities}]``, ``"*"`` a wildcard); a token made with
+another token (a session token) also ``lineage``, the ids of the tokens that made it.
 
 Every request sends ``Authorization: Bearer <token>``; :class:`Authenticator` turns it into a
 :class:`~assay.server.access.Principal` or refuses it with 401 saying why (missing, malformed,
-signed with another secret, expired, revoked). Revoked token ids are kept in
-``<data_dir>/.assay/revoked-tokens.json`` (:class:`RevocationList`), re-read whenever the file
-changes, so ``assay token revoke`` takes effect on a running server.
+signed with another secret, expired, revoked — itself or any token in its lineage). Revoked
+token ids are kept in ``<data_dir>/.assay/revoked-tokens.json`` (:class:`RevocationList`),
+re-read whenever the file changes, so ``assay token revoke`` takes effect on a running server.
+Verified tokens are cached, each until its own expiry at the latest. The rules:
+``docs/design/server.md``, "Access control".
 """
 
 from __future__ import annotations
@@ -190,7 +193,7 @@ class RevocationList:
     def __init__(self, path: Path) -> None:
         self._path = path
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, ...] | None = None
         self._revoked: dict[str, float | None] = {}
 
     @property
@@ -215,9 +218,16 @@ class RevocationList:
         }
 
     def _refresh(self) -> None:
+        # inode and ctime too: a rewrite of the same size within the file system's mtime
+        # granularity (or with its mtime set back) is still a change
         try:
             st = os.stat(self._path)
-            stamp: tuple[int, int] | None = (st.st_mtime_ns, st.st_size)
+            stamp: tuple[int, ...] | None = (
+                st.st_ino,
+                st.st_mtime_ns,
+                st.st_ctime_ns,
+                st.st_size,
+            )
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp:
@@ -229,6 +239,12 @@ class RevocationList:
         """True if the token ``token_id`` was revoked."""
         self._refresh()
         return token_id in self._revoked
+
+    def first_revoked(self, token_ids: Iterable[str]) -> str | None:
+        """The first of ``token_ids`` that was revoked, if any (one check of the file)."""
+        self._refresh()
+        revoked = self._revoked
+        return next((t for t in token_ids if t in revoked), None)
 
     def ids(self) -> list[str]:
         """The revoked token ids."""
@@ -291,10 +307,17 @@ class Authenticator:
         elif principal.expires <= time.time():
             self._cache.pop(token, None)
             raise errors.AuthenticationError("the token has expired; ask for a new one")
-        if self._revocations is not None and self._revocations.is_revoked(principal.token_id):
-            raise errors.AuthenticationError(
-                f"the token {principal.token_id} was revoked; ask for a new one"
-            )
+        if self._revocations is not None:
+            revoked = self._revocations.first_revoked((principal.token_id, *principal.lineage))
+            if revoked == principal.token_id:
+                raise errors.AuthenticationError(
+                    f"the token {principal.token_id} was revoked; ask for a new one"
+                )
+            if revoked is not None:
+                raise errors.AuthenticationError(
+                    f"the token {principal.token_id} was made with the token {revoked}, which "
+                    "was revoked; ask for a new one"
+                )
         return principal
 
     def _verify(self, token: str) -> Principal:
@@ -308,4 +331,15 @@ class Authenticator:
         subject, token_id = claims.get("sub"), claims.get("jti")
         if not isinstance(subject, str) or not isinstance(token_id, str):
             raise errors.AuthenticationError("the token has no subject or id; ask for a new one")
-        return Principal(subject=subject, token_id=token_id, grants=grants, expires=claims["exp"])
+        lineage = claims.get("lineage", [])
+        if not isinstance(lineage, list) or not all(isinstance(t, str) for t in lineage):
+            raise errors.AuthenticationError(
+                "the token's lineage is malformed; ask for a new token"
+            )
+        return Principal(
+            subject=subject,
+            token_id=token_id,
+            grants=grants,
+            expires=claims["exp"],
+            lineage=tuple(lineage),
+        )

@@ -59,7 +59,9 @@ class ServerSettings(pydantic.BaseModel):
     """The largest artifact accepted by a signed upload URL (larger ones get 413)."""
     public_url: str | None = None
     """The base URL that clients reach the server at (e.g. ``https://assay.example.org``), used
-    in signed artifact URLs; default: the URL of each request."""
+    in signed artifact URLs. Default: ``http://<host>:<port>`` when the server listens on a
+    loopback host; otherwise required on a multi-user server (which refuses to start without
+    it), and the URL of each request on a single-user one."""
     signed_url_seconds: int = Field(default=3600, ge=1)
     """How long a signed artifact URL stays valid."""
     executor: Literal["threads", "processes"] = "processes"
@@ -210,6 +212,54 @@ class ServerSettings(pydantic.BaseModel):
             allowed_hosts=self.allowed_hosts if self.multi_user else None,
             inference_per_account=self.inference_per_account,
         )
+
+    def check_sandbox(self) -> None:
+        """Raise :class:`assay.sandbox.SandboxUnavailableError` when this server must sandbox
+        user code and cannot, saying how to fix it."""
+        if not self.policy().sandbox:
+            return
+        from assay import sandbox
+
+        why = sandbox.available()
+        if why is not None:
+            raise sandbox.SandboxUnavailableError(
+                "a multi-user server runs every account's code in the sandbox, but "
+                f"{why}. To serve accounts that trust each other without it, start the "
+                "server with --single-user (ASSAY_SINGLE_USER=1)"
+            )
+
+    def signed_url_base(self) -> str | None:
+        """The base of signed artifact URLs: ``public_url``, or ``http://<host>:<port>`` on a
+        loopback host; None where the request's URL serves (a single-user server on another
+        host). Never the request's ``Host`` header on a multi-user server: a client could
+        make the server sign URLs that lead elsewhere (``docs/design/server.md``)."""
+        if self.public_url:
+            return self.public_url
+        import ipaddress
+
+        host = self.host.strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host.lower() == "localhost"
+        if loopback and self.port != 0:
+            shown = f"[{host}]" if ":" in host else host
+            return f"http://{shown}:{self.port}"
+        return None
+
+    def check_public_url(self) -> None:
+        """Refuse to serve several accounts without knowing the server's public URL
+        (:meth:`signed_url_base`): ValidationError naming the setting and the fix."""
+        if self.multi_user and self.signed_url_base() is None:
+            where = "port 0" if self.port == 0 else f"host {self.host!r}"
+            raise errors.ValidationError(
+                f"a multi-user server on {where} needs its public URL, the base of the signed "
+                "artifact URLs it gives out (it never takes it from a request's Host header): "
+                "set ASSAY_PUBLIC_URL or --public-url (e.g. https://assay.example.org), or "
+                "listen on a loopback host and port (then http://<host>:<port>), or run "
+                "--single-user",
+                field="public_url",
+            )
 
     @property
     def revoked_tokens_path(self) -> Path:

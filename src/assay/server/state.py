@@ -22,6 +22,7 @@ from assay.schema.base import SchemaModel
 from assay.server.access import Principal
 from assay.server.auth import Authenticator, RevocationList
 from assay.server.executor import WorkflowThreadExecutor
+from assay.server.fairness import InferenceLimits
 from assay.server.settings import PRIVATE_DIR, SECRET_FILE, ServerSettings
 from assay.server.signed_urls import ArtifactURLSigner
 
@@ -101,9 +102,12 @@ class ServerState:
         self._pipelines: Any = None
         self._pipelines_lock = threading.Lock()
         self._inline_reads = False
+        self.inference = InferenceLimits(settings.inference_per_account)
+        """The inference pool and the per-account limit (:mod:`assay.server.fairness`)."""
 
     def open(self) -> None:
         """Open the core (unless one was given) and resume interrupted work."""
+        self.settings.check_sandbox()
         if self._core is None:
             self._core = build_core(self.settings)
         try:
@@ -222,8 +226,14 @@ State = Annotated[ServerState, Depends(_state)]
 
 
 def base_url(request: Request, state: ServerState) -> str:
-    """Where clients reach this server: ``public_url``, or the URL of the request."""
-    return state.settings.public_url or str(request.base_url).rstrip("/")
+    """Where clients reach this server (:meth:`ServerSettings.signed_url_base`); the URL of
+    the request only on a single-user server that has no other."""
+    base = state.settings.signed_url_base()
+    if base is None:
+        if state.settings.multi_user:  # check_public_url refused to start: never here
+            raise errors.PlatformError("a multi-user server has no public URL")
+        return str(request.base_url).rstrip("/")
+    return base
 
 
 def json_response(

@@ -102,8 +102,9 @@ class RunnerEnv:
 
     entity_dir: Callable[[str], Path]
     """The local directory of an entity's artifacts (a Module's or a Model's files)."""
-    secret: Callable[[str], str]
-    """The value of a named platform secret (raises NotFoundError)."""
+    secret: Callable[[str, str], str]
+    """``secret(account, name)``: the value of the secret ``name`` of ``account`` (raises
+    NotFoundError; :meth:`assay.core.platform.PlatformCore.secret`)."""
     log_dir: Path | None = None
     platform: Any = None
     """The platform core, for runners that run other services (``pipeline``)."""
@@ -164,14 +165,36 @@ class ProcessRunner(Runner):
         env: RunnerEnv,
         argv: list[str],
         environment: dict[str, str] | None = None,
+        *,
+        read_only: list[Path] | None = None,
     ) -> ReplicaHandle:
-        """Start one replica process serving Assay's replica protocol."""
+        """Start one replica process serving Assay's replica protocol. ``environment``: the
+        variables it needs beside this process's (in the sandbox: instead of them);
+        ``read_only``: the files it reads (its Modules, its Model), which are all a
+        sandboxed replica sees of the platform's data."""
+        import os
+
+        from assay import sandbox
         from assay.inference.replicas import ProcessReplica
 
+        name = f"session {session.id} replica {index}"
         log_path = env.log_dir / f"replica-{index}.log" if env.log_dir else None
-        replica = ProcessReplica(
-            argv, name=f"session {session.id} replica {index}", env=environment, log_path=log_path
-        )
+        policy = getattr(env.platform, "policy", None)
+        job: sandbox.Job | None = None
+        if policy is not None and policy.sandbox:
+            sandbox.require(f"InferenceSession {session.id} (runner {self.kind})")
+            root = getattr(getattr(env.platform, "storage", None), "root", None)
+            job = sandbox.Job(
+                read_only=list(read_only or []),
+                env=dict(environment or {}),
+                hide=[Path(root)] if root is not None else [],
+                limits=policy.limits,
+                env_allow=policy.env_allow,
+            )
+            full_env = None
+        else:
+            full_env = {**os.environ, **(environment or {})}
+        replica = ProcessReplica(argv, name=name, env=full_env, log_path=log_path, sandbox=job)
         replica.start()
         return ReplicaHandle(
             index=index,

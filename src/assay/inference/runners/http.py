@@ -3,7 +3,11 @@ they are).
 
 Configuration: ``{"url": "https://host/base", "credential": {"env": "VAR"} | {"secret":
 "name"}, "header": "Authorization", "scheme": "Bearer", "readyPath": "/health"}``. The
-credential's value is looked up when a session starts and never stored in the entity. Each
+credential's value is looked up when a session starts and never stored in the entity: a
+``secret`` of the service's own account (:mod:`assay.core.secrets`), or an environment
+variable of the platform's process — on a multi-user server only one its operator names
+(``Policy.credential_env_allow``). The URL's host must be one the platform's policy allows
+(:mod:`assay.inference.runners.hosts`), checked at creation and when each replica starts. Each
 replica is the same URL (``replicas`` then sets how many connections a client spreads over).
 
 A session waits until the service answers (``readyPath`` 2xx, or a connection), at most
@@ -22,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from assay import errors
+from assay.core.policy import Policy
 from assay.inference.runners.base import (
     ReplicaHandle,
     Runner,
@@ -38,27 +43,97 @@ __all__ = [
     "RUNNER",
     "HTTPRunner",
     "ServiceHandle",
+    "check_credential",
+    "check_service",
     "credential_headers",
+    "runner_policy",
     "service_handle",
     "wait_for",
     "wait_ready_at",
 ]
 
 
-def credential_headers(config: dict[str, Any], env: RunnerEnv, what: str) -> dict[str, str]:
-    """The header carrying the configured credential (none configured: no header)."""
-    credential = config.get("credential")
-    if not credential:
-        return {}
+def runner_policy(env: RunnerEnv | None) -> Policy:
+    """The policy of the platform a runner works for (:mod:`assay.core.policy`)."""
+    policy = getattr(env.platform, "policy", None) if env is not None else None
+    return policy if isinstance(policy, Policy) else Policy()
+
+
+def check_credential(credential: Any, policy: Policy, what: str) -> None:
+    """Refuse a credential that is not ``{'env': VARIABLE}`` or ``{'secret': name}``, or that
+    names a server variable the policy does not let services use."""
+    from assay.core.secrets import check_name
+
+    field = "runner.configuration.credential"
     if (
         not isinstance(credential, dict)
         or len(credential) != 1
         or not ({"env", "secret"} & set(credential))
+        or not isinstance(next(iter(credential.values())), str)
+        or not next(iter(credential.values()))
     ):
         raise errors.ValidationError(
-            f"{what}: runner.configuration.credential must be {{'env': 'VARIABLE'}} or {{'secret': 'name'}}",
-            field="runner.configuration.credential",
+            f"{what}: {field} must be {{'secret': 'name'}} (a secret of the service's account: "
+            f"assay secrets set NAME) or {{'env': 'VARIABLE'}}, got {credential!r}",
+            field=field,
         )
+    if "secret" in credential:
+        try:
+            check_name(credential["secret"])
+        except errors.ValidationError as exc:
+            raise errors.ValidationError(
+                f"{what}: {field}.secret: {exc}", field=f"{field}.secret"
+            ) from None
+        return
+    variable = credential["env"]
+    allowed = policy.credential_env_allow
+    if allowed is not None and variable not in allowed:
+        listed = ", ".join(allowed) if allowed else "none"
+        raise errors.ValidationError(
+            f"{what}: {field}.env names the server environment variable {variable!r}, which "
+            f"this server does not let services use (the variables it allows: {listed}). Keep "
+            "the credential as a secret of your account instead — 'assay secrets set NAME' "
+            "(the value is read from standard input) or Client.secrets.set(NAME, value) — and "
+            "use {'secret': NAME}; or ask the server's operator to add the variable to "
+            "ASSAY_CREDENTIAL_ENV_ALLOW",
+            field=f"{field}.env",
+            value=variable,
+        )
+
+
+def check_service(
+    service: InferenceService, env: RunnerEnv | None, key: str, *, starting: bool
+) -> str:
+    """The service's URL (configuration ``key``), its credential and its host checked against
+    the platform's policy; ``starting``: a replica is about to start (a host name must
+    resolve, to addresses that are allowed now)."""
+    url = check_url(service, key)
+    policy = runner_policy(env)
+    what = f"InferenceService {service.name!r}" + (f" ({service.id})" if starting else "")
+    credential = configuration(service).get("credential")
+    if credential is not None:
+        check_credential(credential, policy, what)
+    from assay.inference.runners.hosts import check_service_host
+
+    check_service_host(
+        url,
+        policy.allowed_hosts,
+        what=what,
+        field=f"runner.configuration.{key}",
+        unresolved_ok=not starting,
+    )
+    return url
+
+
+def credential_headers(
+    config: dict[str, Any], env: RunnerEnv, what: str, account: str
+) -> dict[str, str]:
+    """The header carrying the configured credential (none configured: no header); a
+    secret is ``account``'s (the service's account)."""
+    credential = config.get("credential")
+    if not credential:
+        return {}
+    check_credential(credential, runner_policy(env), what)
     if "env" in credential:
         value = os.environ.get(str(credential["env"]))
         if not value:
@@ -68,7 +143,7 @@ def credential_headers(config: dict[str, Any], env: RunnerEnv, what: str) -> dic
                 field="runner.configuration.credential.env",
             )
     else:
-        value = env.secret(str(credential["secret"]))
+        value = env.secret(account, str(credential["secret"]))
     header = str(config.get("header") or "Authorization")
     scheme = config.get("scheme", "Bearer")
     return {header: f"{scheme} {value}" if scheme else value}
@@ -207,14 +282,7 @@ class HTTPRunner(Runner):
     kind = "http"
 
     def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:
-        check_url(service, "url")
-        credential = configuration(service).get("credential")
-        if credential is not None and (
-            not isinstance(credential, dict) or not ({"env", "secret"} & set(credential))
-        ):
-            raise config_error(
-                service, "credential", "must be {'env': 'VARIABLE'} or {'secret': 'name'}"
-            )
+        check_service(service, env, "url", starting=False)
         ready_path = configuration(service).get("readyPath")
         if ready_path is not None and (not isinstance(ready_path, str) or "://" in ready_path):
             raise config_error(
@@ -226,9 +294,10 @@ class HTTPRunner(Runner):
 
     def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
         service = session.inferenceService
-        url = check_url(service, "url")  # type: ignore[arg-type]
+        url = check_service(service, env, "url", starting=True)  # type: ignore[arg-type]
         config = configuration(service)  # type: ignore[arg-type]
-        headers = credential_headers(config, env, f"InferenceService {service.id}")
+        what = f"InferenceService {service.id}"
+        headers = credential_headers(config, env, what, service.account)
         return service_handle(service, index, url, headers, config.get("readyPath"))  # type: ignore[arg-type]
 
     def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:

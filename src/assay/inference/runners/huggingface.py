@@ -21,7 +21,6 @@ task; the endpoints and replies are listed in :mod:`assay.inference.hf_service`.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
@@ -156,11 +155,10 @@ class HuggingFaceRunner(ProcessRunner):
         kwargs = {"model_dir": str(model_dir), **self._kwargs(service)}
         argv = python_replica_argv(SERVICE_TARGET, paths=[], kwargs=kwargs)
         environment = {
-            **os.environ,
             "HF_HUB_OFFLINE": "1",  # serve the Model's files; never download anything
             "HF_HUB_DISABLE_TELEMETRY": "1",
         }
-        return self.spawn(session, index, env, argv, environment)
+        return self.spawn(session, index, env, argv, environment, read_only=[model_dir])
 
 
 RUNNER = HuggingFaceRunner()

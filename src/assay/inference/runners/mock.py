@@ -2,7 +2,9 @@
 
 Configuration: ``{"mockType": "package.module.ClassName", "kwargs": {...}}``. Each replica is
 its own instance; a process that did not start the session makes its own instances (mocks
-hold no state worth sharing).
+hold no state worth sharing). On a multi-user platform (``Policy.multi_user``) the options
+that would make a call sleep, hang, allocate or exit in the platform's own process are bounded
+(``assay.local.mocks._bounds``), at create and again when a session starts.
 """
 
 from __future__ import annotations
@@ -82,11 +84,25 @@ class MockRunner(Runner):
             )
         return cls, kwargs
 
+    def _checked(
+        self, service: InferenceService, env: RunnerEnv | None
+    ) -> tuple[type, dict[str, Any]]:
+        cls, kwargs = self._type(service)
+        policy = getattr(getattr(env, "platform", None), "policy", None)
+        if policy is not None and policy.multi_user:
+            from assay.local.mocks._bounds import server_problems
+
+            problems = server_problems(cls, kwargs)
+            if problems:
+                option, problem = problems[0]
+                raise config_error(service, f"kwargs.{option}", problem)
+        return cls, kwargs
+
     def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:
-        self._type(service)
+        self._checked(service, env)
 
     def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
-        cls, kwargs = self._type(session.inferenceService)  # type: ignore[arg-type]
+        cls, kwargs = self._checked(session.inferenceService, env)  # type: ignore[arg-type]
         return ReplicaHandle(index=index, style="inprocess", service=cls(**kwargs))
 
     def attach(self, session: InferenceSession, env: RunnerEnv) -> list[ReplicaHandle]:

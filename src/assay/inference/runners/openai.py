@@ -19,7 +19,7 @@ from assay.inference.runners.base import (
     configuration,
 )
 from assay.inference.runners.http import (
-    check_url,
+    check_service,
     credential_headers,
     service_handle,
     wait_ready_at,
@@ -69,7 +69,7 @@ class OpenAIRunner(Runner):
     kind = "openai"
 
     def check(self, service: InferenceService, env: RunnerEnv | None = None) -> None:
-        check_url(service, "baseURL")
+        check_service(service, env, "baseURL", starting=False)
         model = configuration(service).get("model")
         if model is not None and not isinstance(model, str):
             raise config_error(service, "model", "must be the model's name")
@@ -84,8 +84,9 @@ class OpenAIRunner(Runner):
 
     def start(self, session: InferenceSession, index: int, env: RunnerEnv) -> ReplicaHandle:
         service = session.inferenceService
-        url = check_url(service, "baseURL")  # type: ignore[arg-type]
-        headers = credential_headers(configuration(service), env, f"InferenceService {service.id}")  # type: ignore[arg-type]
+        url = check_service(service, env, "baseURL", starting=True)  # type: ignore[arg-type]
+        what = f"InferenceService {service.id}"
+        headers = credential_headers(configuration(service), env, what, service.account)  # type: ignore[arg-type]
         return service_handle(service, index, url, headers, "models")  # type: ignore[arg-type]
 
     def wait_ready(self, handle: ReplicaHandle, timeout: float) -> None:

@@ -24,6 +24,7 @@ from assay.inference.runners.base import (
     configuration,
 )
 from assay.schema.ids import is_entity_id
+from assay.schema.paths import check_entity_path
 
 if TYPE_CHECKING:
     from assay.schema.platform import InferenceService, InferenceSession
@@ -36,6 +37,12 @@ def _split_target(target: str) -> tuple[str, str]:
     if not sep:
         module, _, cls = target.rpartition(".")
     return module, cls
+
+
+def module_file(target: str) -> str:
+    """The path, inside a Module, of the file of ``target``'s module (``pkg.model:Model`` →
+    ``pkg/model.py``), as :func:`find_definition` reads it first."""
+    return "/".join(_split_target(target)[0].split(".")) + ".py"
 
 
 def find_class(directories: list[Path], target: str) -> str | None:
@@ -103,6 +110,15 @@ class PythonRunner(ProcessRunner):
             raise config_error(
                 service, "target", "must name the class, e.g. 'mypackage.model:Model'"
             )
+        try:  # the module's file, inside a Module: the one path check
+            check_entity_path(module_file(target), field="target")
+        except errors.ValidationError as exc:
+            raise config_error(
+                service,
+                "target",
+                f"names {target!r}, whose module is not a file inside a Module ({exc}); name "
+                "it by its dotted import path, e.g. 'mypackage.model:Model'",
+            ) from None
         kwargs = config.get("kwargs") or {}
         if not isinstance(kwargs, dict):
             raise config_error(service, "kwargs", "must be an object of keyword arguments")
@@ -145,7 +161,7 @@ class PythonRunner(ProcessRunner):
         threads = int(configuration(service).get("threads", 1))  # type: ignore[arg-type]
         paths = [str(env.entity_dir(m)) for m in modules]
         argv = python_replica_argv(target, paths=paths, kwargs=kwargs, threads=threads)
-        return self.spawn(session, index, env, argv)
+        return self.spawn(session, index, env, argv, read_only=[Path(p) for p in paths])
 
 
 RUNNER = PythonRunner()

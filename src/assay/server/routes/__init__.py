@@ -16,6 +16,7 @@ from assay.server.routes.families import add_family_routes
 from assay.server.routes.logs import add_log_routes
 from assay.server.routes.pipelines import add_pipeline_routes
 from assay.server.routes.scores import add_score_routes
+from assay.server.routes.secrets import add_secret_routes
 from assay.server.routes.sessions import add_session_routes
 
 __all__ = ["API_PREFIX", "api_router", "routes", "storage_router"]
@@ -31,6 +32,7 @@ def api_router() -> APIRouter:
     add_session_routes(router)
     add_pipeline_routes(router)
     add_family_routes(router)
+    add_secret_routes(router)
     for rk in RESOURCE_KINDS:
         add_entity_routes(router, rk)
         add_artifact_routes(router, rk)

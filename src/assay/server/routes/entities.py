@@ -28,7 +28,7 @@ from fastapi.responses import Response
 from assay import errors
 from assay.schema.platform import Documentation, StatusInfo
 from assay.schema.requests import DocumentationEditRequest, LabelsEditRequest
-from assay.server.access import check_references, entity_for
+from assay.server.access import acting_as, entity_for
 from assay.server.compat import normalize_create_request
 from assay.server.queries import parse_entity_filters, query_parameters, run_entity_query
 from assay.server.resources import ResourceKind
@@ -117,12 +117,16 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
                 f"this token (for {principal.subject}) does not allow creating {R} for account "
                 f"{body.account!r}"
             )
-        what = f"{kind} create request"
         body = normalize_create_request(body)
-        check_references(core, principal, body.model_dump(mode="json"), what=what)
         if kind == "InferenceService":
             check_mock(body)
-        return json_response(rk.group(core).create(body), status_code=201)
+        # every id the request names is resolved with the caller's rights (core/references.py)
+        with acting_as(principal):
+            if kind == "InferenceSession":  # its token is made with the caller's (core/tokens.py)
+                made = rk.group(core).create(body, minter=principal.minter())
+            else:
+                made = rk.group(core).create(body)
+        return json_response(made, status_code=201)
 
     router.add_api_route(
         f"/{R}",

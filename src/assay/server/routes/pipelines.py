@@ -40,8 +40,9 @@ from assay.pipelines.execution import PipelineStepError
 from assay.pipelines.group import LoggedPipeline, Pipelines
 from assay.pipelines.versions import PipelineVersion
 from assay.schema.base import SchemaModel
-from assay.server.access import Principal, authorize, require
+from assay.server.access import Principal, acting_as, authorize, require
 from assay.server.errors import error_response
+from assay.server.fairness import TOO_MANY_CALLS, accountable
 from assay.server.state import Caller, State, json_response
 
 __all__ = [
@@ -271,7 +272,9 @@ def deploy(
             "one again), not both",
             field="version",
         )
-    with served.lock(name, chosen):
+    # the steps' services are resolved with the caller's rights: another account's service
+    # is answered as one that does not exist (core/references.py)
+    with served.lock(name, chosen), acting_as(principal):
         pipeline = served.open(name, chosen)
         if body.version is not None:
             version = pipeline.deploy(body.replicas, version=body.version)
@@ -288,26 +291,32 @@ def undeploy(name: NAME, principal: Caller, state: State, account: ACCOUNT = Non
     return json_response(_summary(pipeline))
 
 
-def infer(
+async def infer(
     name: NAME,
     body: Annotated[InferRequest, Body()],
     principal: Caller,
     state: State,
     account: ACCOUNT = None,
 ) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "consume")
-    try:
-        table = pipeline.infer_table(
-            body.rows,
-            timeout=body.timeout,
-            metadata=body.metadata,
-            concurrency=body.concurrency,
-        )
-    except PipelineStepError as exc:
-        return error_response(
-            422, exc.message, {"X-Assay-Error": "PipelineStepError", STEP_HEADER: str(exc.step)}
-        )
-    return _arrow(table)
+    def call() -> Response:
+        pipeline = _pipeline(state, principal, name, account, "consume")
+        try:
+            table = pipeline.infer_table(
+                body.rows,
+                timeout=body.timeout,
+                metadata=body.metadata,
+                concurrency=body.concurrency,
+            )
+        except PipelineStepError as exc:
+            return error_response(
+                422,
+                exc.message,
+                {"X-Assay-Error": "PipelineStepError", STEP_HEADER: str(exc.step)},
+            )
+        return _arrow(table)
+
+    # it calls the steps' services: in the inference pool, in one of the caller's slots
+    return await state.inference.call(accountable(principal), call)
 
 
 def log_filters(
@@ -418,6 +427,8 @@ def add_pipeline_routes(router: APIRouter) -> None:
         if endpoint in (infer, logs, export):
             extra["responses"] = {200: _ARROW_ANSWER}
             extra["response_class"] = Response
+        if endpoint is infer:
+            extra["responses"].update(TOO_MANY_CALLS)
         router.add_api_route(
             f"/{R}{path}",
             endpoint,
