@@ -263,10 +263,24 @@ def code(text: str) -> str:
 # -- constants' comments ---------------------------------------------------------------------------
 
 
+_VISITING: set[str] = set()
+
+
 @functools.cache
 def comment_docs(module_name: str) -> dict[str, str]:
     """``#:`` comments (and docstrings after the assignment) of a module's top-level
-    assignments, following the module's ``from X import name`` re-exports one level."""
+    assignments, following the module's ``from X import name`` re-exports (not round an
+    import cycle)."""
+    if module_name in _VISITING:
+        return {}
+    _VISITING.add(module_name)
+    try:
+        return _comment_docs(module_name)
+    finally:
+        _VISITING.discard(module_name)
+
+
+def _comment_docs(module_name: str) -> dict[str, str]:
     module = sys.modules[module_name]
     found: dict[str, str] = {}
     try:

@@ -19,8 +19,8 @@ ACCOUNT = "tester"
 
 @pytest.fixture
 def platform(tmp_path: Path) -> Iterator[LocalPlatform]:
-    # ASSAY_TEST_SANDBOX=1 runs every test's user code in the sandbox (tests/security runs the
-    # analysis and replica tests so, beside its own attacks)
+    # ASSAY_TEST_SANDBOX=1 runs the user code of every test that uses this fixture in the
+    # sandbox (LocalPlatform(sandbox=True)): a way to try the whole suite as a server runs it
     sandbox = os.environ.get("ASSAY_TEST_SANDBOX") == "1"
     with LocalPlatform(storage_root=tmp_path / "platform", account=ACCOUNT, sandbox=sandbox) as p:
         yield p

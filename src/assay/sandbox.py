@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from assay import errors
-from assay.core.policy import MiB, SandboxLimits
+from assay.policy import MiB, SandboxLimits
 
 __all__ = [
     "BASE_ENV",

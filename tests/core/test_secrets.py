@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from assay import errors
-from assay.core.policy import Policy
 from assay.core.secrets import SecretStore
 from assay.local import LocalPlatform
+from assay.policy import Policy
 
 
 def test_each_account_has_its_own_secrets(tmp_path: Path) -> None:

@@ -103,17 +103,17 @@ def test_minter_limits_in_the_core(platform: LocalPlatform) -> None:
     sessions = platform.core.inferencesessions
     expires = int(time.time()) + 600
     minter = Minter("m" * 32, expires, (account_grant("alice"),), ("r" * 32,))
-    claims = platform.core.signer.verify(sessions.token(session, minter=minter))
+    claims = platform.core.signer.verify(sessions.token_minted(session, None, minter))
     assert claims["exp"] == expires and claims["lineage"] == ["r" * 32, "m" * 32]
 
     later = datetime.fromtimestamp(expires + 60, UTC)
     with pytest.raises(errors.ValidationError, match="is after the expiry") as refused:
-        sessions.token(session, later, minter=minter)
+        sessions.token_minted(session, later, minter)
     assert refused.value.field == "expires"
 
     outsider = Minter("o" * 32, expires, (account_grant("bob"),))
     with pytest.raises(errors.PermissionDeniedError, match="'consume'"):
-        sessions.token(session, minter=outsider)
+        sessions.token_minted(session, None, outsider)
 
 
 def test_issue_token_needs_no_minter() -> None:

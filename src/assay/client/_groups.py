@@ -62,6 +62,10 @@ LOCAL_ONLY: dict[str, str] = {
     "import_data": "the server has no route to import outputs made elsewhere; import them "
     "with a LocalPlatform",
     "authorize": "the server checks session tokens on every inference call",
+    "create_minted": "the server makes a session's token with the caller's token; a Client "
+    "calls create(request)",
+    "token_minted": "the server makes a token with the caller's token; a Client calls "
+    "token(id, expires)",
     "fetch": "a Client's entities are on the server already; "
     "LocalPlatform(storage_root, remote_client=client).<group>.fetch(id) copies one into a "
     "local platform",

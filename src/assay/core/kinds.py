@@ -277,12 +277,15 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         super().delete(id)
         self._core.sessions.stop(id, "deleted" if had_replicas else None)
 
-    def create(  # type: ignore[override]  # the reference's shape
-        self, request: Any, *, minter: Minter | None = None
-    ) -> InferenceSessionAndToken:
+    def create(self, request: Any) -> InferenceSessionAndToken:  # type: ignore[override]
         """Start a session (its replicas run once it is ``Ready``) and return it with a token
-        for inference calls (made with ``minter``, the caller's token, where there is one: see
-        :meth:`token`)."""
+        for inference calls."""
+        return self.create_minted(request, None)
+
+    def create_minted(self, request: Any, minter: Minter | None) -> InferenceSessionAndToken:
+        """:meth:`create`, the token made with ``minter``, the caller's token over the server
+        (see :meth:`token`). Not a method of ``LocalPlatform``'s groups (it has no tokens of
+        its own)."""
         if minter is not None:
             account = getattr(request, "account", None)
             if not minter.allows("inferencesessions", "consume", account, None):
@@ -295,16 +298,16 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
                 )
         session = super().create(request)
         return InferenceSessionAndToken(
-            inferencesession=session, token=self.token(session.id, minter=minter)
+            inferencesession=session, token=self.token_minted(session.id, None, minter)
         )
 
-    def token(
-        self, id: str, expires: datetime | None = None, *, minter: Minter | None = None
-    ) -> str:
+    def token(self, id: str, expires: datetime | None = None) -> str:
         """A token that allows inference on this session only, until ``expires`` (default: one
-        day, and never past the session's own expiry).
+        day, and never past the session's own expiry)."""
+        return self.token_minted(id, expires, None)
 
-        ``minter`` is the token asking for it (over the server): the new token never outlives
+    def token_minted(self, id: str, expires: datetime | None, minter: Minter | None) -> str:
+        """:meth:`token`, asked for by ``minter``, the token asking for it (over the server): the new token never outlives
         it (an ``expires`` after the minter's expiry is refused; the default is cut to it),
         never allows more (the minter must allow ``consume`` on the session) and is revoked
         with it (it carries the minter's lineage)."""

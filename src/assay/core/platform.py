@@ -28,7 +28,6 @@ from assay.core.kinds import (
 )
 from assay.core.models import Models
 from assay.core.modules import Modules
-from assay.core.policy import Policy
 from assay.core.scores import Scores
 from assay.core.secrets import SecretStore
 from assay.core.tokens import TokenSigner
@@ -36,6 +35,7 @@ from assay.core.workflows import default_specs
 from assay.engine import Engine, Executor, WorkflowSpec
 from assay.evaluation.cache import ResponseCache
 from assay.inference.sessions import SessionManager
+from assay.policy import Policy
 from assay.schema.status import Status
 from assay.storage import ArtifactStorage, LocalStorage
 from assay.store import EntityStore
@@ -71,7 +71,7 @@ class CoreConfig:
     """Seconds a workflow claim lasts without a heartbeat (see ``Engine``)."""
     policy: Policy = dataclasses.field(default_factory=Policy)
     """What the platform's accounts may do (sandbox, credentials, hosts; see
-    :mod:`assay.core.policy`)."""
+    :mod:`assay.policy`)."""
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON object (paths as strings)."""
@@ -127,7 +127,7 @@ class PlatformCore:
     ) -> None:
         self.store = store
         self.policy = policy or Policy()
-        """What the platform's accounts may do (:mod:`assay.core.policy`)."""
+        """What the platform's accounts may do (:mod:`assay.policy`)."""
         self.storage = storage
         self.config: CoreConfig | None = None
         """The configuration this core was opened from (None: built from objects)."""

@@ -22,9 +22,9 @@ from assay import errors
 from assay._logging import logger
 from assay.core import PlatformCore
 from assay.core.platform import CoreConfig
-from assay.core.policy import Policy
 from assay.core.secrets import AccountSecrets
 from assay.engine import Executor
+from assay.policy import Policy
 from assay.schema import ids
 from assay.schema.base import LABEL_VALUE_PATTERN
 

@@ -17,7 +17,7 @@ import pydantic
 from pydantic import Field
 
 from assay import errors
-from assay.core.policy import Policy, SandboxLimits
+from assay.policy import Policy, SandboxLimits
 
 __all__ = ["ENV_PREFIX", "ServerSettings"]
 
@@ -196,7 +196,7 @@ class ServerSettings(pydantic.BaseModel):
         return not self.single_user
 
     def policy(self) -> Policy:
-        """What this server's accounts may do (:class:`assay.core.policy.Policy`)."""
+        """What this server's accounts may do (:class:`assay.policy.Policy`)."""
         sandbox = self.multi_user if self.sandbox is None else self.sandbox
         return Policy(
             multi_user=self.multi_user,

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from assay import errors
-from assay.core.policy import Policy
 from assay.inference.runners.base import (
     ReplicaHandle,
     Runner,
@@ -34,6 +33,7 @@ from assay.inference.runners.base import (
     config_error,
     configuration,
 )
+from assay.policy import Policy
 
 if TYPE_CHECKING:
     from assay.schema.platform import InferenceService, InferenceSession
@@ -54,7 +54,7 @@ __all__ = [
 
 
 def runner_policy(env: RunnerEnv | None) -> Policy:
-    """The policy of the platform a runner works for (:mod:`assay.core.policy`)."""
+    """The policy of the platform a runner works for (:mod:`assay.policy`)."""
     policy = getattr(env.platform, "policy", None) if env is not None else None
     return policy if isinstance(policy, Policy) else Policy()
 

@@ -123,7 +123,7 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
         # every id the request names is resolved with the caller's rights (core/references.py)
         with acting_as(principal):
             if kind == "InferenceSession":  # its token is made with the caller's (core/tokens.py)
-                made = rk.group(core).create(body, minter=principal.minter())
+                made = rk.group(core).create_minted(body, principal.minter())
             else:
                 made = rk.group(core).create(body)
         return json_response(made, status_code=201)

@@ -60,7 +60,7 @@ def token(
     _session(state, principal, id, "consume")
     expires = body.expires if body is not None else None
     minter = principal.minter()
-    return JSONResponse(state.core.inferencesessions.token(id, expires=expires, minter=minter))
+    return JSONResponse(state.core.inferencesessions.token_minted(id, expires, minter))
 
 
 async def ready(id: ENTITY_ID, principal: Caller, state: State) -> Response:
