@@ -3,7 +3,9 @@ it, measured in the same run, on the embedded platform (``LocalPlatform(sandbox=
 
 1. An analysis's fixed overhead: a Python-function Method that counts the rows of a 1,000-row
    Dataset, run as a Measurement again and again; the median wall time of
-   ``measurements.create`` (which returns when the measurement is done).
+   ``measurements.create`` (which returns when the measurement is done). In the sandbox an
+   analysis is a confining fork of the sandboxed fork server (``assay/confine.py``); the
+   fallback through a new ``bwrap`` per analysis is measured too.
 2. A ``python``-runner replica's throughput: single-instance inference calls through the
    session client to one replica (sequential, so the figure is the per-call round trip), and
    batches of 64.
@@ -16,6 +18,7 @@ Run: ``.venv/bin/python bench/bench_sandbox.py [--rounds R] [--runs N] [--calls 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -174,14 +177,25 @@ def main() -> None:
                     analyses[s.name] += s.analysis(args.runs)
                     calls[s.name].append(s.calls(args.calls))
                     batches[s.name].append(s.batches(args.calls * 4))
+            # the same analyses through a new bwrap and interpreter each (the fallback)
+            os.environ["ASSAY_SANDBOX_FORK"] = "0"
+            through_bwrap = statistics.median(boxed.analysis(args.runs))
+            del os.environ["ASSAY_SANDBOX_FORK"]
         finally:
             plain.close()
             boxed.close()
     a_plain, a_box = statistics.median(analyses["plain"]), statistics.median(analyses["sandbox"])
+    if os.environ.get("BENCH_VERBOSE"):
+        for name, times in analyses.items():
+            print(name, " ".join(f"{t * 1000:.0f}" for t in times))
     print(
         f"analysis fixed overhead: sandbox {a_box * 1000:,.0f} ms   without {a_plain * 1000:,.0f}"
         f" ms   ratio {a_box / a_plain:.2f}x   (target <= 1.5x; medians of "
         f"{len(analyses['plain'])})"
+    )
+    print(
+        f"  through bwrap (ASSAY_SANDBOX_FORK=0): {through_bwrap * 1000:,.0f} ms   ratio "
+        f"{through_bwrap / a_plain:.2f}x"
     )
     print(
         f"  first analysis of each platform: sandbox {first['sandbox'] * 1000:,.0f} ms   "

@@ -35,7 +35,7 @@ import stat
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,12 +45,15 @@ from assay.policy import MiB, SandboxLimits
 __all__ = [
     "BASE_ENV",
     "Job",
+    "Mount",
     "SandboxUnavailableError",
     "Watchdog",
     "available",
     "command",
+    "environment",
     "exit_signal",
     "listening_socket",
+    "plan",
     "read_regular",
     "regular_files",
     "require",
@@ -90,6 +93,10 @@ _INSTALL_HINT = (
 
 class SandboxUnavailableError(errors.PlatformError):
     """The sandbox cannot run on this machine; the message says why and how to fix it."""
+
+
+#: One step of building a job's root (:func:`plan`).
+Mount = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -145,13 +152,20 @@ def require(what: str) -> None:
         raise SandboxUnavailableError(f"{what} must run in the sandbox, but {why}")
 
 
-def _python_roots() -> list[Path]:
+@functools.cache
+def _python_roots() -> tuple[Path, ...]:
     """The directories this interpreter and its packages live in (read-only in jobs)."""
     roots: list[Path] = []
-    for entry in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path):
+    entries = list(sys.path)
+    main = getattr(sys.modules.get("__main__"), "__file__", None)
+    if entries and main and Path(entries[0]) == Path(main).parent:
+        entries = entries[1:]  # the platform's own script's folder is not the job's
+    for entry in (sys.prefix, sys.base_prefix, sys.exec_prefix, *entries):
         if not entry:
             continue
         path = Path(entry)
+        if any(_under(Path(top), [path]) for top in ("/tmp", "/dev", "/proc")):
+            continue  # the job has its own
         try:
             real = path.resolve()
         except OSError:
@@ -169,26 +183,77 @@ def _python_roots() -> list[Path]:
     for root in sorted(set(roots), key=lambda p: len(p.parts)):
         if not any(_under(root, [kept]) for kept in ordered):
             ordered.append(root)
-    return ordered
+    return tuple(ordered)
 
 
 def _under(path: Path, roots: Iterable[Path]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def _system_binds() -> list[str]:
-    args = ["--ro-bind", "/usr", "/usr"]
+@functools.cache
+def _system_mounts() -> tuple[Mount, ...]:
+    mounts: list[Mount] = [("ro", "/usr", "/usr")]
     for name in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
         top = Path("/") / name
         if top.is_symlink():
-            args += ["--symlink", os.readlink(top), str(top)]
+            mounts.append(("symlink", os.readlink(top), str(top)))
         elif top.is_dir():
-            args += ["--ro-bind", str(top), str(top)]
+            mounts.append(("ro", str(top), str(top)))
     for name in ETC_FILES:
         path = Path("/etc") / name
         if path.exists():
-            args += ["--ro-bind", str(path), str(path)]
-    return args
+            mounts.append(("ro", str(path), str(path)))
+    return tuple(mounts)
+
+
+def plan(job: Job) -> list[Mount]:
+    """What the job's root holds, in order: ``(operation, source, destination)`` with the
+    operations ``ro``/``rw`` (a bind mount of ``source``), ``symlink`` (to ``source``),
+    ``tmpfs``, ``dir``, ``proc`` and ``dev``. :func:`command` hands it to bubblewrap;
+    :func:`assay.confine.enter` builds the same root in a forked process."""
+    mounts: list[Mount] = [
+        *_system_mounts(),
+        ("proc", "", "/proc"),
+        ("dev", "", "/dev"),
+        ("tmpfs", "", "/tmp"),
+        ("dir", "", JOB_HOME),
+    ]
+    mounts += [("ro", str(root), str(root)) for root in _python_roots()]
+    mounts += [("tmpfs", "", str(hidden)) for hidden in job.hide]
+    mounts += [("ro", str(path), str(path)) for path in job.read_only]
+    mounts += [("rw", str(path), str(path)) for path in job.writable]
+    # a bind's source as this machine resolves it (``/etc/localtime`` is a link, for one):
+    # a forked job resolves its sources under the old root, where an absolute link would
+    # lead elsewhere
+    return [
+        (op, os.path.realpath(source) if op in ("ro", "rw") else source, destination)
+        for op, source, destination in mounts
+    ]
+
+
+_BWRAP_OPERATIONS = {
+    "ro": "--ro-bind",
+    "rw": "--bind",
+    "symlink": "--symlink",
+    "tmpfs": "--tmpfs",
+    "dir": "--dir",
+    "proc": "--proc",
+    "dev": "--dev",
+}
+
+
+def environment(job: Job) -> dict[str, str]:
+    """The job's whole environment (see the module docstring)."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": JOB_HOME,
+        "TMPDIR": "/tmp",
+    }
+    for name in (*BASE_ENV, *job.env_allow):
+        if name in os.environ:
+            env[name] = os.environ[name]
+    env.update(job.env)
+    return env
 
 
 def command(argv: Sequence[str], job: Job) -> tuple[list[str], dict[str, str]]:
@@ -199,6 +264,8 @@ def command(argv: Sequence[str], job: Job) -> tuple[list[str], dict[str, str]]:
     args = [
         bwrap,
         "--unshare-all",
+        "--unshare-user",
+        "--disable-userns",
         "--die-with-parent",
         "--new-session",
         "--cap-drop",
@@ -209,24 +276,12 @@ def command(argv: Sequence[str], job: Job) -> tuple[list[str], dict[str, str]]:
         str(JOB_UID),
         "--hostname",
         "sandbox",
-        *_system_binds(),
-        "--proc",
-        "/proc",
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--dir",
-        JOB_HOME,
     ]
-    for root in _python_roots():
-        args += ["--ro-bind", str(root), str(root)]
-    for hidden in job.hide:
-        args += ["--tmpfs", str(hidden)]
-    for path in job.read_only:
-        args += ["--ro-bind", str(path), str(path)]
-    for path in job.writable:
-        args += ["--bind", str(path), str(path)]
+    for operation, source, destination in plan(job):
+        args.append(_BWRAP_OPERATIONS[operation])
+        if operation in ("ro", "rw", "symlink"):
+            args.append(source)
+        args.append(destination)
     args += ["--chdir", str(job.cwd or JOB_HOME)]
     limits = job.limits
     args += [
@@ -237,19 +292,11 @@ def command(argv: Sequence[str], job: Job) -> tuple[list[str], dict[str, str]]:
         f"--fsize={limits.file_mb * MiB}",
         f"--nofile={limits.open_files}",
         f"--nproc={limits.processes}",
+        "--core=0",
         "--",
         *argv,
     ]
-    env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
-        "HOME": JOB_HOME,
-        "TMPDIR": "/tmp",
-    }
-    for name in (*BASE_ENV, *job.env_allow):
-        if name in os.environ:
-            env[name] = os.environ[name]
-    env.update(job.env)
-    return args, env
+    return args, environment(job)
 
 
 def exit_signal(code: int) -> int | None:
@@ -324,11 +371,26 @@ def read_regular(path: Path, *, limit: int = 16 * MiB) -> bytes | None:
 class Watchdog:
     """Counts the processes and threads of a sandboxed job (all tasks in its PID namespace)
     every ``interval`` seconds and kills the job when it has more than ``limit``: the process
-    limit where the kernel applies none (the platform runs as root)."""
+    limit where the kernel applies none (the platform runs as root). ``pid``: the job's
+    outermost process: PID 1 of the job's namespace (``own_namespace``, :mod:`assay.confine`)
+    or, for ``bwrap``, the process whose first child is; ``running`` and ``kill`` look after
+    it."""
 
-    def __init__(self, process: subprocess.Popen[bytes], limit: int, interval: float = 0.2):
+    def __init__(
+        self,
+        pid: int,
+        limit: int,
+        *,
+        running: Callable[[], bool],
+        kill: Callable[[], None],
+        own_namespace: bool = False,
+        interval: float = 0.2,
+    ):
         self.exceeded = False
-        self._process = process
+        self._own_namespace = own_namespace
+        self._pid = pid
+        self._running = running
+        self._kill = kill
         self._limit = limit
         self._interval = interval
         self._stop = threading.Event()
@@ -336,10 +398,17 @@ class Watchdog:
         if os.geteuid() == 0 and sys.platform.startswith("linux"):
             self._thread.start()
 
+    @classmethod
+    def of(cls, process: subprocess.Popen[bytes], limit: int) -> Watchdog:
+        """The watchdog of a ``bwrap`` process."""
+        return cls(process.pid, limit, running=lambda: process.poll() is None, kill=process.kill)
+
     def _namespace(self) -> str | None:
-        # bwrap's child (the sandbox's PID 1) holds the job's PID namespace
         try:
-            children = Path(f"/proc/{self._process.pid}/task/{self._process.pid}/children")
+            if self._own_namespace:
+                return os.readlink(f"/proc/{self._pid}/ns/pid")
+            # bwrap's child (the sandbox's PID 1) holds the job's PID namespace
+            children = Path(f"/proc/{self._pid}/task/{self._pid}/children")
             for child in children.read_text().split():
                 return os.readlink(f"/proc/{child}/ns/pid")
         except OSError:
@@ -362,7 +431,7 @@ class Watchdog:
     def _run(self) -> None:
         namespace = None
         while not self._stop.wait(self._interval):
-            if self._process.poll() is not None:
+            if not self._running():
                 return
             namespace = namespace or self._namespace()
             if namespace is None or namespace == os.readlink("/proc/self/ns/pid"):
@@ -370,7 +439,7 @@ class Watchdog:
                 continue
             if self._count(namespace) > self._limit:
                 self.exceeded = True
-                self._process.kill()
+                self._kill()
                 return
 
     def stop(self) -> None:

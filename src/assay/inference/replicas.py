@@ -300,7 +300,7 @@ class ProcessReplica:
             ) from exc
         assert self._proc.stdout is not None
         if self._sandbox is not None:
-            self._watchdog = Watchdog(self._proc, self._sandbox.limits.processes)
+            self._watchdog = Watchdog.of(self._proc, self._sandbox.limits.processes)
         self._output = _Output(self._proc.stdout, self._log_path, self._buffer_lines)
         _LIVE.add(self)
         weakref.finalize(self, _kill, self._proc).atexit = False  # atexit: see stop_all
