@@ -7,7 +7,8 @@ command is one of these; the server maps them to HTTP status codes in one place
 ```
 AssayError
  ├── ValidationError          bad input: names the entity, the field, the rule, the value, the fix
- │    └── DataIntegrityError  a digest mismatch, a corrupt or unreadable data file
+ │    ├── DataIntegrityError  a digest mismatch, a corrupt or unreadable data file
+ │    └── UnsafePathError     a path that is absolute, leaves its entity or is reserved (400)
  ├── NotFoundError            no entity of that kind with that id (or no such artifact)
  ├── ConflictError            duplicate id, concurrent modification, wrong state for the call
  ├── AuthenticationError      no credentials, or credentials that cannot be verified
@@ -35,6 +36,7 @@ __all__ = [
     "PlatformError",
     "TooManyRequestsError",
     "UnavailableError",
+    "UnsafePathError",
     "ValidationError",
     "WaitTimeoutError",
     "WorkflowFailedError",
@@ -74,6 +76,12 @@ class ValidationError(AssayError, ValueError):
 
 class DataIntegrityError(ValidationError):
     """Data that is not what it claims to be: a digest mismatch, a corrupt file."""
+
+
+class UnsafePathError(ValidationError):
+    """A path a user named that may not be used: absolute, leaving its entity (``..``, a
+    link out), with unsafe characters, or reserved for the platform (``.assay*``). Refused
+    with 400, not 422: no value of the field's type is wrong here, the path is."""
 
 
 class NotFoundError(AssayError, LookupError):
@@ -136,6 +144,7 @@ class PlatformError(AssayError):
 #: HTTP status code for each error type; the most specific class wins.
 HTTP_STATUS: dict[type[AssayError], int] = {
     DataIntegrityError: 422,
+    UnsafePathError: 400,
     ValidationError: 422,
     NotFoundError: 404,
     ConflictError: 409,

@@ -42,8 +42,12 @@ def _processes_naming(text: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and entry.name != str(os.getpid()):
+            # a job started through bwrap names its config in its command line; one forked
+            # from the sandboxed fork server has its folder as its working directory
             try:
-                if text.encode() in (entry / "cmdline").read_bytes():
+                if text.encode() in (entry / "cmdline").read_bytes() or text in os.readlink(
+                    entry / "cwd"
+                ):
                     found.append(int(entry.name))
             except OSError:
                 continue

@@ -99,7 +99,7 @@ def test_a_notebook_outside_the_module(
     _ready(bob, "modules", bobs_module)
     path = notebook.format(alice=alices["module"])
     response = bob.post("/methods", json=notebook_method_request(BOB, bobs_module, path))
-    assert response.status_code == 422, response.text
+    assert response.status_code == 400, response.text
     detail = response.json()["detail"]
     assert "implementation.jupyterNotebook.notebookPath" in detail and repr(path) in detail
     assert bob.ok("GET", "/methods") == []
@@ -113,7 +113,7 @@ def test_a_module_file_with_a_reserved_name(bob: Caller, name: str) -> None:
     for resource in ("modules", "datasets"):
         body = {**module_request(BOB, files), "name": "reserved"}
         response = bob.post(f"/{resource}", json=body)
-        assert response.status_code == 422, response.text
+        assert response.status_code == 400, response.text
         detail = response.json()["detail"]
         assert "is reserved" in detail and "'.assay'" in detail and "artifacts[0].path" in detail
         assert bob.ok("GET", f"/{resource}", params={"name": "reserved"}) == []
@@ -137,6 +137,6 @@ def test_a_python_service_whose_target_is_a_server_file(
             "configuration": {"module": bobs_module, "target": bad},
         }
         response = bob.post("/inferenceservices", json=request)
-        assert response.status_code == 422, (bad, response.text)
+        assert response.status_code == 400, (bad, response.text)
         detail = response.json()["detail"]
         assert "runner.configuration.target" in detail and "not a file inside a Module" in detail

@@ -63,12 +63,12 @@ _ENTITY_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
 
 def _check_path(path: str, field: str) -> None:
-    """Re-raise a bad path (:func:`check_entity_path`) as ``ValueError`` so that pydantic
-    reports it."""
+    """Re-raise a bad path (:func:`check_entity_path`) with the fix, for pydantic to report
+    (an :class:`assay.errors.UnsafePathError` is a ``ValueError``; the server answers 400)."""
     try:
         check_entity_path(path, field=field)
     except errors.ValidationError as exc:
-        raise ValueError(
+        raise errors.UnsafePathError(
             f"{exc.message}; give a relative '/'-separated path inside the entity, "
             "e.g. 'data/part-0.parquet'"
         ) from None

@@ -37,11 +37,12 @@ RESERVED_PREFIX = ".assay"
 
 def validate_artifact_path(path: str, *, field: str = "path", entity: str | None = None) -> str:
     """Return ``path`` if it is a safe relative artifact path, else raise
-    :class:`assay.errors.ValidationError` saying which rule it breaks."""
+    :class:`assay.errors.UnsafePathError` (a ValidationError, 400 from the server) saying which
+    rule it breaks."""
 
-    def bad(rule: str) -> errors.ValidationError:
+    def bad(rule: str) -> errors.UnsafePathError:
         where = f"{entity}: " if entity else ""
-        return errors.ValidationError(
+        return errors.UnsafePathError(
             f"{where}{field} {path!r} is not a valid artifact path: {rule}",
             field=field,
             value=path,
@@ -79,12 +80,12 @@ def check_entity_path(
     (:func:`validate_artifact_path`: relative, no ``..``, not absolute) with no segment that
     starts with :data:`RESERVED_PREFIX`; with ``root`` (the entity's directory on disk), one
     that also resolves inside ``root`` (symbolic links followed). Otherwise
-    :class:`assay.errors.ValidationError` naming ``entity``, ``field`` and the rule broken."""
+    :class:`assay.errors.UnsafePathError` naming ``entity``, ``field`` and the rule broken."""
     validate_artifact_path(path, field=field, entity=entity)
     where = f"{entity}: " if entity else ""
     for segment in path.split("/"):
         if segment.lower().startswith(RESERVED_PREFIX):
-            raise errors.ValidationError(
+            raise errors.UnsafePathError(
                 f"{where}{field} {path!r} is not a valid path: the name {segment!r} is reserved "
                 f"for the platform (names starting with {RESERVED_PREFIX!r}, such as '.assay/' "
                 "and '.assay-tmp-...', hold its own files); rename it",
@@ -95,7 +96,7 @@ def check_entity_path(
     if root is not None:
         base = Path(root).resolve()
         if not (base / path).resolve().is_relative_to(base):
-            raise errors.ValidationError(
+            raise errors.UnsafePathError(
                 f"{where}{field} {path!r} leads outside its entity's directory through a "
                 "symbolic link; a path must stay inside the entity",
                 field=field,

@@ -4,8 +4,10 @@ Every error reaches the client through :func:`error_response`:
 
 - :class:`assay.errors.AssayError` subclasses get the status of :data:`assay.errors.HTTP_STATUS`
   (401 carries ``WWW-Authenticate``, 503 carries ``Retry-After``);
-- a body that is not JSON, or not a JSON object, is 400; fields of the wrong type or missing
-  are 422, the detail naming each field;
+- a body that is not JSON, or not a JSON object, is 400, and so is a path refused by the one
+  path check (absolute, ``..``, a link out, a reserved ``.assay`` name:
+  :class:`assay.errors.UnsafePathError`); fields of the wrong type or missing are 422, the
+  detail naming each field;
 - unknown routes are 404, wrong methods 405 (with ``Allow``), oversized bodies 413;
 - anything unexpected is 500 with a detail that asks to look at the server's log; the
   traceback goes to the log, never to the client.
@@ -125,8 +127,8 @@ _NOT_AN_OBJECT = ("model_attributes_type", "model_type", "dict_type")
 
 
 def describe_request_errors(errors_: list[dict[str, Any]], what: str) -> tuple[int, str]:
-    """The status (400 for a body that is not a JSON object, 422 otherwise) and one detail
-    line naming every broken field."""
+    """The status (400 for a body that is not a JSON object or for a refused path, 422
+    otherwise) and one detail line naming every broken field."""
     lines: list[str] = []
     status = 422
     for err in errors_:
@@ -148,6 +150,8 @@ def describe_request_errors(errors_: list[dict[str, Any]], what: str) -> tuple[i
             status = 400
             lines.append(f"the request body must be a JSON object ({message})")
             continue
+        if isinstance((err.get("ctx") or {}).get("error"), errors.UnsafePathError):
+            status = 400  # a path refused (assay.schema.paths), as the API's own checks say
         shown = repr(err.get("input"))
         if len(shown) > 80:
             shown = shown[:77] + "..."

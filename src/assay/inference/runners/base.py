@@ -224,9 +224,14 @@ def configuration(service: InferenceService) -> dict[str, Any]:
     return dict(runner.configuration or {}) if runner is not None else {}
 
 
-def config_error(service: InferenceService, key: str, problem: str) -> errors.ValidationError:
+def config_error(
+    service: InferenceService,
+    key: str,
+    problem: str,
+    cls: type[errors.ValidationError] = errors.ValidationError,
+) -> errors.ValidationError:
     kind = str(service.runner.kind) if service.runner else "?"
-    return errors.ValidationError(
+    return cls(
         f"InferenceService {service.name!r}: runner.configuration.{key} {problem} (runner kind {kind!r})",
         field=f"runner.configuration.{key}",
     )

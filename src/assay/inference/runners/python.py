@@ -118,6 +118,7 @@ class PythonRunner(ProcessRunner):
                 "target",
                 f"names {target!r}, whose module is not a file inside a Module ({exc}); name "
                 "it by its dotted import path, e.g. 'mypackage.model:Model'",
+                errors.UnsafePathError,
             ) from None
         kwargs = config.get("kwargs") or {}
         if not isinstance(kwargs, dict):
