@@ -3,6 +3,7 @@ their scores and curves checked and published, and compared across systems."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -308,3 +309,65 @@ def test_forged_scores_are_refused(audit: Audit, notebook: str, expected: str) -
 def test_notebook_method_checks(platform: LocalPlatform, audit: Audit) -> None:
     with pytest.raises(errors.ValidationError, match=r"has no notebook 'missing\.ipynb'"):
         audit.notebook_method("missing.ipynb")
+
+
+def test_the_document_names_its_system_and_shows_its_provenance(
+    platform: LocalPlatform, audit: Audit
+) -> None:
+    method = audit.notebook_method("ok.ipynb")
+    pages = []
+    for seed in (1, 2):
+        evaluation, measurement = audit.evaluate(seed=seed)
+        case = audit.safety_case(method, evaluation, measurement)
+        assert case.status == Status.Complete, case.message
+        pages.append((case, evaluation, measurement, platform.safetycases.document(case.id)))
+    titles = [re.search(r"<title>(.*?)</title>", page).group(1) for *_, page in pages]  # type: ignore[union-attr]
+    assert titles[0] != titles[1], titles  # two systems, two titles
+    for (case, evaluation, measurement, page), title in zip(pages, titles, strict=True):
+        service = platform.evaluations.require(evaluation).inferenceSession
+        assert service is not None
+        name = service.inferenceService.name
+        assert name in title
+        footer = page[page.index('<footer class="assay-provenance">') :]
+        block = platform.provenance(case.id) or {}
+        method_digest = block["method"]["digest"].removeprefix("sha256:")
+        measured = (platform.provenance(measurement) or {})["output"]["digest"]
+        for text in (
+            case.id,
+            method,
+            measurement,
+            method_digest[:12],
+            measured.removeprefix("sha256:")[:12],
+            "assay verify",
+            "Assay ",
+        ):
+            assert text in footer, text
+    assert platform.verify(pages[0][0].id).ok
+
+
+def test_scores_carry_provenance_and_say_when_a_comparison_is_paired(
+    platform: LocalPlatform, audit: Audit, tmp_path: Path
+) -> None:
+    from assay import provenance
+
+    method = audit.notebook_method("ok.ipynb")
+    cases = []
+    for seed in (1, 2):
+        evaluation, measurement = audit.evaluate(seed=seed)
+        cases.append(audit.safety_case(method, evaluation, measurement).id)
+    audit.dataset = ready_dataset(platform, tmp_path / "other-data", rows=25)
+    evaluation, measurement = audit.evaluate(seed=3)
+    cases.append(audit.safety_case(method, evaluation, measurement).id)
+    scores = {s.analysis: s for s in platform.scores.query(method=method, name="mean_length")}
+    first, second, third = (scores[c] for c in cases)
+    for score in (first, second, third):
+        assert score.provenance is not None and score.provenance["analysis"] == score.analysis
+        assert len(score.provenance["datasets"]) == 1 and len(score.provenance["methods"]) == 2
+        assert "provenance" not in score.to_wire()  # never on the wire
+    same = provenance.compare(first, second)
+    assert same.paired and same.same_data and same.same_methods, same.why
+    other = provenance.compare(first, third)
+    assert not other.paired and not other.same_data and other.same_methods
+    assert "the data differ" in other.why and audit.dataset in other.why
+    bare = first.model_copy(update={"provenance": None})
+    assert not provenance.compare(bare, second).paired

@@ -259,6 +259,11 @@ def test_the_audit_through_the_client(
     assert client.scores.query(method=notebook_method.id, name="mean_length") == [score]
     assert client.scores.query(name=["mean_length", "other"], evaluation=evaluation.id) == [score]
     assert client.scores.query(name=[]) == []
+    # what it stands on: the data set and both methods, by digest (never on the wire)
+    assert score.provenance is not None and score.provenance["analysis"] == case.id
+    assert set(score.provenance["datasets"]) == {dataset.id}
+    assert set(score.provenance["methods"]) == {notebook_method.id, measurement.method.id}
+    assert client.verify(case.id).ok
     (curve,) = client.safetycases.curves(case.id)
     assert curve.points["threshold"] == [10.0, 100.0]
     assert client.scores.curves(analysis=case.id) == [curve]

@@ -73,7 +73,7 @@ def test_status_codes_map_to_error_classes(
         ) as client,
         pytest.raises(errors.AssayError) as info,
     ):
-        client.datasets.get(ID)
+        client.datasets.require(ID)  # get answers None for a 404; require raises it
     assert type(info.value) is expected
     if message is not None:
         assert str(info.value) == message
@@ -106,8 +106,9 @@ def test_credentials(live_server: LiveServer, make_client: Callable[..., Client]
     alice = make_client(ALICE)
     family = alice.families.create({"account": ALICE, "memberKind": "Dataset"})
     assert make_client(token=reader).datasets.query(id=family.id) == []
+    assert make_client(BOB).families.get(family.id) is None  # as for an unknown id
     with pytest.raises(errors.NotFoundError) as info:
-        make_client(BOB).families.get(family.id)  # another account's ids cannot be probed
+        make_client(BOB).families.require(family.id)  # another account's ids cannot be probed
     assert (info.value.kind, info.value.id) == ("Family", family.id)
     assert make_client(BOB).families.query(id=family.id) == []
 

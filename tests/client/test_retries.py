@@ -63,7 +63,7 @@ def test_post_is_retried_only_when_the_server_did_nothing(tmp_path: Path) -> Non
             Answer(404, {"detail": "gone"}),
         )
         with pytest.raises(errors.NotFoundError, match="gone"):
-            client.inferencesessions.get(ID)  # a GET is retried after 504 too
+            client.inferencesessions.require(ID)  # a GET is retried after 504 too
         assert script.count("GET", f"/v0/inferencesessions/{ID}") == 2
 
 

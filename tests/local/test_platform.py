@@ -177,15 +177,17 @@ def test_link_entity_makes_an_editable_directory(platform: LocalPlatform, tmp_pa
 
 
 def test_get_unknown_id_names_kind_and_id(platform: LocalPlatform) -> None:
+    assert platform.evaluations.get("0" * 32) is None  # as the reference platform's get
     with pytest.raises(errors.NotFoundError) as info:
-        platform.evaluations.get("0" * 32)
+        platform.evaluations.require("0" * 32)
     assert "Evaluation" in str(info.value) and "0" * 32 in str(info.value)
 
 
 def test_get_with_wrong_kind_is_not_found(platform: LocalPlatform) -> None:
     model = platform.models.create(model_request())
+    assert platform.datasets.get(model.id) is None
     with pytest.raises(errors.NotFoundError):
-        platform.datasets.get(model.id)
+        platform.datasets.require(model.id)
 
 
 def test_invalid_request_names_field_and_writes_nothing(platform: LocalPlatform) -> None:
@@ -277,8 +279,9 @@ def test_delete_then_purge(platform: LocalPlatform, tmp_path: Path) -> None:
     assert (dataset.status, dataset.reason) == (Status.Deleted, Reason.DeleteCommand)
     platform.datasets.purge(dataset_id)
     assert not platform.entity_path(dataset_id).exists()
+    assert platform.datasets.get(dataset_id) is None
     with pytest.raises(errors.NotFoundError):
-        platform.datasets.get(dataset_id)
+        platform.datasets.require(dataset_id)
 
 
 def test_purge_refused_while_dependents_live(platform: LocalPlatform) -> None:

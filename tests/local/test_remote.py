@@ -405,8 +405,9 @@ def test_local_evaluation_sends_a_local_dataset_to_the_servers_session(
     assert evaluation.labels[REMOTE_SESSION_LABEL] == audit.session
     service = evaluation.inferenceSession.inferenceService
     assert service.interface == client.inferenceservices.get(audit.service).interface
-    with pytest.raises(errors.NotFoundError):  # the evaluation is local only
-        client.evaluations.get(evaluation_id)
+    assert client.evaluations.get(evaluation_id) is None  # the evaluation is local only
+    with pytest.raises(errors.NotFoundError):
+        client.evaluations.require(evaluation_id)
 
     outputs = local.evaluations.open(evaluation_id).to_table()
     assert outputs.column_names[:3] == ["_index_", "_replication_", "responses"]

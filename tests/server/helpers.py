@@ -257,10 +257,30 @@ def analysis_request(
     }
 
 
+def import_report(core: PlatformCore, account: str, evaluation: str) -> str:
+    """A ``Complete`` Report record over ``evaluation``, stored as a fetched one is (Reports
+    cannot be created: the specification deprecates them); returns its id."""
+    from assay.schema import ids
+
+    source = core.evaluations.require(evaluation)
+    doc = {
+        "kind": "Report",
+        "id": ids.generate_entity_id(),
+        "account": account,
+        "status": "Complete",
+        "creationTime": "2024-01-01T00:00:00Z",
+        "rubric": "x.Rubric",
+        "evaluation": evaluation,
+        "dataset": source.dataset,
+        "inferenceService": source.inferenceSession.inferenceService.id,
+    }
+    return core.reports._import_record(doc).id
+
+
 def build_world(server: Server, caller: Caller, account: str) -> dict[str, str]:
-    """One entity of every resource kind, owned by ``account``, made through the API; returns
-    resource → id. The data set is not uploaded, so the evaluation and the analyses wait
-    (nothing heavy runs)."""
+    """One entity of every resource kind, owned by ``account``, made through the API (the
+    Report, which cannot be created, imported); returns resource → id. The data set is not
+    uploaded, so the evaluation and the analyses wait (nothing heavy runs)."""
     world: dict[str, str] = {}
     world["models"] = caller.create("models", model_request(account))["id"]
     files = module_files()
@@ -296,9 +316,8 @@ def build_world(server: Server, caller: Caller, account: str) -> dict[str, str]:
         "safetycases",
         analysis_request(account, notebook_method, evaluation["id"], "lengths", measurement),
     )["id"]
-    world["reports"] = caller.create(
-        "reports", {"account": account, "rubric": "x.Rubric", "evaluation": evaluation["id"]}
-    )["id"]
+    # Reports cannot be created (deprecated; POST /reports is refused): one imported instead
+    world["reports"] = import_report(server.core, account, evaluation["id"])
     world["families"] = caller.create("families", {"account": account, "memberKind": "Dataset"})[
         "id"
     ]

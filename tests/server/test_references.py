@@ -163,23 +163,7 @@ def _attacks(mine: dict[str, str]) -> dict[str, tuple[Attack, str]]:
             ),
             "measurements",
         ),
-        "report's evaluation": (
-            ("POST", "/reports", lambda id: {"account": BOB, "rubric": "x.R", "evaluation": id}),
-            "evaluations",
-        ),
-        "report's modules": (
-            (
-                "POST",
-                "/reports",
-                lambda id: {
-                    "account": BOB,
-                    "rubric": "x.R",
-                    "evaluation": mine["evaluations"],
-                    "modules": [id],
-                },
-            ),
-            "modules",
-        ),
+        # (no Report cases: every Report create request is refused, whatever it references)
         "family member": (
             (
                 "PATCH",

@@ -49,10 +49,17 @@ def test_public_names_are_sorted_and_exist() -> None:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def test_put_bytes_reports_size_and_md5(storage: LocalStorage, entity: str) -> None:
+def test_put_bytes_reports_size_md5_and_sha256(storage: LocalStorage, entity: str) -> None:
+    import hashlib
+
     data = b"hello, audit\n" * 1000
     info = storage.put_bytes(entity, "data/hello.txt", data)
-    assert info == ArtifactInfo(path="data/hello.txt", size=len(data), md5=md5_of(data))
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert info == ArtifactInfo(
+        path="data/hello.txt", size=len(data), md5=md5_of(data), sha256=sha256
+    )
+    assert storage.sha256(entity, "data/hello.txt") == sha256
+    assert storage.hashes(entity, "data/hello.txt") == (md5_of(data), sha256)
     assert storage.read_bytes(entity, "data/hello.txt") == data
     assert (storage.entity_dir(entity) / "data" / "hello.txt").read_bytes() == data
     assert storage.md5(entity, "data/hello.txt") == md5_of(data)
@@ -75,7 +82,7 @@ def test_put_file_streams_a_local_file(storage: LocalStorage, entity: str, tmp_p
     data = os.urandom(2 * assay.storage.CHUNK_SIZE + 3)
     source.write_bytes(data)
     info = storage.put_file(entity, "copy/source.bin", source)
-    assert info == ArtifactInfo("copy/source.bin", len(data), md5_of(data))
+    assert (info.path, info.size, info.md5) == ("copy/source.bin", len(data), md5_of(data))
     with storage.open(entity, "copy/source.bin") as handle:
         assert handle.read() == data
     with pytest.raises(errors.NotFoundError, match="does not exist"):

@@ -461,10 +461,58 @@ _MIME_ORDER = (
 _XML_PROLOGUE = re.compile(r"<\?xml[^>]*\?>|<!DOCTYPE[^>\[]*(\[[^\]]*\])?\s*>", re.IGNORECASE)
 
 
-def render_html(nb: NotebookNode, *, title: str, show_streams: bool = False) -> str:
+def provenance_footer(block: Mapping[str, Any] | None, system: Mapping[str, Any]) -> str:
+    """The document's footer: what it was made from — the analysis, the method, the system
+    and the inputs, with ids, short digests, the time and Assay's version
+    (:mod:`assay.provenance`; ``assay verify ID`` checks them)."""
+    if not block:
+        return ""
+
+    def short(digest: Any) -> str:
+        text = str(digest or "").removeprefix("sha256:")
+        return f'<code title="sha256:{_esc(text)}">{_esc(text[:12])}</code>' if text else "—"
+
+    rows = [
+        ("Safety case", f"<code>{_esc(block.get('id', ''))}</code>"),
+        (
+            "Method",
+            f"{_esc(block.get('method', {}).get('name', ''))} "
+            f"<code>{_esc(block.get('method', {}).get('id', ''))}</code> "
+            f"{short(block.get('method', {}).get('digest'))}",
+        ),
+    ]
+    scope = block.get("scope") or {}
+    for key, label in (("inferenceService", "System"), ("model", "Model"), ("dataset", "Dataset")):
+        if scope.get(key):
+            name = system.get(f"{key}Name")
+            rows.append(
+                (label, (f"{_esc(name)} " if name else "") + f"<code>{_esc(scope[key])}</code>")
+            )
+    for link in block.get("inputs") or []:
+        rows.append(
+            (
+                f"Input ({_esc(link.get('kind', ''))})",
+                f"<code>{_esc(link.get('id', ''))}</code> {short(link.get('digest'))}",
+            )
+        )
+    rows.append(
+        ("Made", f"{_esc(block.get('started', ''))} by Assay {_esc(block.get('assay', ''))}")
+    )
+    items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
+    return (
+        '<footer class="assay-provenance"><h2>Provenance</h2>'
+        f"<dl>{items}</dl><p>Check every digest back to the data: "
+        f"<code>assay verify {_esc(block.get('id', ''))}</code></p></footer>"
+    )
+
+
+def render_html(
+    nb: NotebookNode, *, title: str, show_streams: bool = False, footer: str = ""
+) -> str:
     """The executed notebook ``nb`` as one self-contained HTML document titled ``title``:
     Markdown cells rendered, code hidden, outputs shown (the richest representation of each,
-    in Jupyter's usual order), ``print`` output only if ``show_streams``."""
+    in Jupyter's usual order), ``print`` output only if ``show_streams``; ``footer`` (HTML,
+    :func:`provenance_footer`) after them."""
     parts: list[str] = []
     for cell in nb.cells:
         if cell.cell_type == "markdown":
@@ -484,7 +532,9 @@ def render_html(nb: NotebookNode, *, title: str, show_streams: bool = False) -> 
         f"<title>{_esc(title)}</title>\n"
         f"<style>{_PAGE_CSS}{WIDGET_CSS}</style>\n</head>\n<body>\n"
         f'<header class="assay-report-header">{_esc(title)}</header>\n'
-        '<main class="assay-report">\n' + "\n".join(parts) + "\n</main>\n</body>\n</html>\n"
+        '<main class="assay-report">\n'
+        + "\n".join(parts)
+        + f"\n</main>\n{footer}\n</body>\n</html>\n"
     )
 
 
@@ -607,6 +657,13 @@ tbody tr:nth-child(even) { background: #fafbfc; }
 .assay-error { border-left: 4px solid #c53030; background: #fdf0f0; padding: .5rem 1rem;
   border-radius: 0 6px 6px 0; }
 .assay-error pre { background: transparent; padding: 0; }
+.assay-provenance { max-width: 52rem; margin: 0 auto; padding: 1rem 1.5rem 2rem;
+  border-top: 1px solid #d8dce1; color: #4a525c; font-size: .8rem; }
+.assay-provenance h2 { font-size: .95rem; margin: .25em 0 .5em; }
+.assay-provenance dl { display: grid; grid-template-columns: max-content 1fr;
+  gap: .15rem 1rem; margin: 0 0 .5rem; }
+.assay-provenance dt { font-weight: 600; }
+.assay-provenance dd { margin: 0; overflow-wrap: anywhere; }
 @media print {
   .assay-report-header { display: none; }
   .assay-report { max-width: none; padding: 0; }

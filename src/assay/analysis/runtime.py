@@ -320,7 +320,15 @@ def run_notebook(config: Mapping[str, Any], config_path: Path) -> dict[str, Any]
         raise MethodFailure(f"{what}: {exc}") from None
     _print_streams(executed)
     title = analysis.get("name") or analysis["method"].get("name") or "Safety case"
-    html = notebook.render_html(executed, title=title)
+    system = config.get("system") or {}
+    for key in ("inferenceService", "model"):  # two systems' documents never share a title
+        if system.get(f"{key}Id"):
+            name = system.get(f"{key}Name") or key
+            title = f"{title}: {name} ({system[f'{key}Id'][:8]})"
+            break
+    html = notebook.render_html(
+        executed, title=title, footer=notebook.provenance_footer(config.get("provenance"), system)
+    )
     (output / DOCUMENT_FILE).write_text(html, encoding="utf-8")
     notebook.write_notebook(executed, output / NOTEBOOK_FILE)
     return {"widgets": [[mime, payload] for mime, payload in notebook.collect(executed)]}

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from assay import errors, sandbox
+from assay import __version__, errors, provenance, sandbox
 from assay.analysis import launcher
 from assay.analysis.context import write_config
 from assay.analysis.runtime import ERROR_FILE, NOTEBOOK_FILE, RESULT_FILE
@@ -77,6 +77,28 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
         field = "method.implementation.jupyterNotebook.notebookPath"
         check_entity_path(notebook.notebookPath, field=field, entity=what, root=root)
         config["notebook"] = str(root / notebook.notebookPath)
+    # provenance: the method's code as it runs, and the inputs' recorded digests (a safety
+    # case's document shows them in its footer)
+    started_at = provenance.now()
+    method_block = provenance.method_block(core, entity.method)
+    inputs = [
+        provenance.input_link(core, config["inputs"][b.keyword]["kind"], b.entity)
+        for b in entity.inputs
+        if b.keyword in config["inputs"]
+    ]
+    config["provenance"] = {
+        "kind": entity.kind,
+        "id": entity.id,
+        "assay": __version__,
+        "started": started_at,
+        "method": {
+            "id": entity.method.id,
+            "name": entity.method.name,
+            "digest": method_block["digest"],
+        },
+        "inputs": inputs,
+        "scope": entity.scope.model_dump(mode="json", exclude_none=True),
+    }
     config_path = write_config(work / "config.json", config)
     ctx.progress(f"running {entity.method.name!r}", force=True)
     method = entity.method
@@ -105,9 +127,21 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
         rows = int(result.get("rows", 0))
         message = f"{rows:,} row{'s' if rows != 1 else ''}"
     # only regular files inside the output folder come back (never what a link points to)
+    written: dict[str, str | None] = {}
     for name, path in sandbox.regular_files(output):
-        storage.put_file(entity.id, name, path)
+        written[name] = storage.put_file(entity.id, name, path).sha256
     shutil.rmtree(work, ignore_errors=True)
+    block = provenance.make(
+        entity.kind,
+        entity.id,
+        files=provenance.output_files(storage, entity.id, written),
+        started=started_at,
+        inputs=inputs,
+        method=method_block,
+        scope=entity.scope.model_dump(mode="json", exclude_none=True),
+        settings={"arguments": [a.model_dump(mode="json") for a in entity.arguments or []]},
+    )
+    provenance.record(core, entity.id, block)
     return WorkflowResult(message=message)
 
 
@@ -129,7 +163,7 @@ def _inputs(core: Any, entity: Any) -> dict[str, Any]:
                 value=binding.keyword,
             )
         group = core.group(kind)
-        source = group.get(binding.entity)
+        source = group.require(binding.entity)
         paths = group.data_paths(source)
         schema = getattr(source, "schema_", None)
         inputs[binding.keyword] = {
@@ -145,9 +179,18 @@ def _system(core: Any, entity: Any) -> dict[str, Any]:
     """Names of the scope's entities, for documents that show them."""
     names: dict[str, Any] = {}
     scope = entity.scope
-    for key in ("inferenceService", "model", "dataset"):
-        id = getattr(scope, key)
-        if id:
+    ids = {key: getattr(scope, key) for key in ("inferenceService", "model", "dataset")}
+    evaluation = core.store.get(scope.evaluation) if scope.evaluation else None
+    if evaluation is not None:  # an evaluation's system is its session's service
+        session = evaluation.doc.get("inferenceSession") or {}
+        reference = evaluation.doc.get("inferenceSessionReference")
+        if not session and reference and (found := core.store.get(reference)) is not None:
+            session = found.doc
+        ids["inferenceService"] = ids["inferenceService"] or session.get("inferenceService")
+        ids["dataset"] = ids["dataset"] or evaluation.doc.get("dataset")
+    for key, id in ids.items():
+        if isinstance(id, str) and id:
+            names[f"{key}Id"] = id
             record = core.store.get(id)
             if record is not None and record.doc.get("name"):
                 names[f"{key}Name"] = record.doc["name"]

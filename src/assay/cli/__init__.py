@@ -8,7 +8,8 @@ Commands: ``demo`` (``demo.py``), ``serve`` (``serve.py``), ``token`` (``tokens.
 everyday commands over a server's entities, ``<kind> list|get|delete|wait|download|logs`` and
 ``scores list`` (``entities.py``), and ``pipelines list|get|versions|deploy|undeploy|logs|
 export|counters`` over a server's serving pipelines (``pipelines.py``), and ``secrets
-set|list|delete`` over an account's runner credentials (``secrets.py``).
+set|list|delete`` over an account's runner credentials (``secrets.py``), and ``verify ID``
+(``verify.py``), which re-checks a result's digests back to its data.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     add_entity_parsers(sub)
     add_pipeline_parser(sub)
     add_secret_parser(sub)
+    from assay.cli.verify import add_verify_parser
+
+    add_verify_parser(sub)
     return parser
 
 
@@ -88,6 +92,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from assay.cli.secrets import run_secret_command
 
             return run_secret_command(args)
+        if getattr(args, "verify_parser", None) is not None:
+            from assay.cli.verify import run_verify
+
+            return run_verify(args)
         parser.print_help()
         return 0
     except errors.AssayError as exc:

@@ -357,7 +357,7 @@ def _list(client: Client, args: argparse.Namespace) -> int:
 def _get(client: Client, args: argparse.Namespace) -> int:
     from assay.cli.output import entity_fields, to_json
 
-    entity = _group(client, args).get(args.id)
+    entity = _group(client, args).require(args.id)
     print(to_json(entity) if args.json else entity_fields(entity))
     return 0
 
@@ -399,7 +399,7 @@ def _watch(client: Client, args: argparse.Namespace) -> int:
     shown = 0  # log lines printed so far
     last: tuple[Any, ...] | None = None
     while True:
-        entity = group.get(args.id)  # first the status, then the lines written until then
+        entity = group.require(args.id)  # first the status, then the lines written until then
         if callable(logs):
             lines = logs(args.id).splitlines()
             for line in lines[shown:]:

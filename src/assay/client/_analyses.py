@@ -40,7 +40,7 @@ class _OutputData:
         """The workflow's output data as a ``pyarrow.dataset.Dataset``: its files are
         downloaded to the client's cache directory (once; md5 checked) and read from there."""
         group: Any = self
-        entity = group.get(id)
+        entity = group.require(id)
         group._require_success(entity, "open")
         return open_cached(group, entity, None)
 
@@ -59,7 +59,7 @@ class Evaluations(_OutputData, WorkflowLogs, TerminableGroup["Evaluation"]):
     def local_evaluation(self, *, dataset: str, inferencesession: str) -> str:
         """Evaluate the Dataset ``dataset`` with the running session ``inferencesession`` (an
         Evaluation with ``inferenceSessionReference``); returns the evaluation's id."""
-        session = self._client.inferencesessions.get(inferencesession)
+        session = self._client.inferencesessions.require(inferencesession)
         request = {
             "account": session.account,
             "dataset": dataset,
@@ -87,7 +87,8 @@ class SafetyCases(_Analyses["SafetyCase"]):
         """The scores the safety case ``id`` published."""
         from assay.schema.platform import Score
 
-        return [parse_answer(Score, s, "Score") for s in self._call("GET", id, "scores")]
+        scores = [parse_answer(Score, s, "Score") for s in self._call("GET", id, "scores")]
+        return with_lineage(self._transport, scores)
 
     def curves(self, id: str) -> list[Curve]:
         """The curves the safety case ``id`` published."""
@@ -104,7 +105,7 @@ class SafetyCases(_Analyses["SafetyCase"]):
     def document_path(self, id: str) -> Path:
         """A local file of the safety case's HTML document (to open in a browser), downloaded
         to the client's cache directory."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "read the document of")
         files = self._artifacts.cached(
             self.resource, self.kind, id, wanted=lambda link: link.path == DOCUMENT_FILE
@@ -132,7 +133,8 @@ class Scores:
         may see, e.g. the same score across systems: ``query(method=m, name="accuracy")``."""
         from assay.schema.platform import Score
 
-        return [parse_answer(Score, s, "Score") for s in self._query("/scores", filters)]
+        scores = [parse_answer(Score, s, "Score") for s in self._query("/scores", filters)]
+        return with_lineage(self._transport, scores)
 
     def curves(self, **filters: Any) -> list[Curve]:
         """Curves matching every filter (the same filters as :meth:`query`)."""
@@ -148,3 +150,19 @@ class Scores:
             return []
         answer: list[Any] = self._transport.json("GET", path, params=params, kind="Score")
         return answer
+
+
+def with_lineage(transport: Any, scores: list[Score]) -> list[Score]:
+    """``scores``, each with its ``provenance`` (what it stands on: the server's
+    ``/safetycases/{analysis}/lineage``), as LocalPlatform's ``scores.query`` gives them."""
+    known: dict[str, Any] = {}
+    for score in scores:
+        if score.analysis not in known:
+            try:
+                known[score.analysis] = transport.json(
+                    "GET", f"/safetycases/{score.analysis}/lineage"
+                )
+            except errors.NotFoundError:
+                known[score.analysis] = None
+        score.provenance = known[score.analysis]
+    return scores

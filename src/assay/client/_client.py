@@ -22,6 +22,7 @@ from assay.client._secrets import Secrets
 from assay.client._sessions import InferenceSessions
 from assay.client._transport import Transport
 from assay.client._uploads import Datasets, Models, Modules
+from assay.provenance import Verification
 
 __all__ = ["ENDPOINT_VARIABLE", "GROUPS", "LOCAL_ONLY_ATTRIBUTES", "TOKEN_VARIABLE", "Client"]
 
@@ -173,6 +174,40 @@ class Client:
     def cache_dir(self) -> Path:
         """Where ``open(id)`` keeps downloaded data."""
         return self._artifacts.cache_dir
+
+    def provenance(self, id: str) -> dict[str, Any] | None:
+        """Entity ``id``'s provenance block (``LocalPlatform.provenance``); None where it
+        recorded none."""
+        resource = self._provenance_kind(id)
+        try:
+            block: dict[str, Any] = self._transport.json("GET", f"/{resource}/{id}/provenance")
+        except errors.NotFoundError:
+            return None
+        return block
+
+    def verify(self, id: str) -> Verification:
+        """Re-hash the chain from entity ``id`` back to its data, on the server
+        (``LocalPlatform.verify``)."""
+        from assay.provenance import Link
+
+        resource = self._provenance_kind(id)
+        answer = self._transport.json("GET", f"/{resource}/{id}/verify")
+        links = [Link(**link) for link in answer.get("links") or []]
+        return Verification(answer.get("id", id), links)
+
+    def _provenance_kind(self, id: str) -> str:
+        """The resource of entity ``id`` among those that record provenance."""
+        for resource in ("safetycases", "measurements", "evaluations", "datasets"):
+            try:
+                self._transport.json("GET", f"/{resource}/{id}")
+            except errors.NotFoundError:
+                continue
+            return resource
+        raise errors.NotFoundError(
+            f"no Dataset, Evaluation, Measurement or SafetyCase {id!r} (the kinds that record "
+            "provenance); check the id",
+            id=id,
+        )
 
     def close(self) -> None:
         """Close the connections. Closing twice is harmless."""

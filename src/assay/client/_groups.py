@@ -1,7 +1,9 @@
 """The API groups of :class:`~assay.client.Client`: one per entity kind, all with the shape of
 ``LocalPlatform``'s (:mod:`assay.core.groups`), speaking the REST API.
 
-Every group offers ``get``, ``create``, ``delete``, ``query(**filters)``, ``label(id, {...})``,
+Every group offers ``get`` (None for an unknown id), ``require`` (the same, but
+:class:`~assay.errors.NotFoundError` for an unknown id), ``create``, ``delete``,
+``query(**filters)``, ``label(id, {...})``,
 ``documentation(id)``, ``edit_documentation(id, ...)``, ``wait(id, timeout=None)`` and
 ``download(id, dest)``; those of jobs add ``terminate(id)`` (:class:`TerminableGroup`);
 kind-specific operations live in subclasses in their own modules.
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
         FamilyMemberBase,
         InferenceService,
         Method,  # noqa: F401  (the groups' type arguments, in quotes)
-        Report,  # noqa: F401  (the groups' type arguments, in quotes)
+        Report,
     )
     from assay.schema.requests import FamilyMembersEditRequest, LabelsEditRequest
 
@@ -150,7 +152,16 @@ class RemoteGroup(Generic[E]):
 
     # -- reading -------------------------------------------------------------------------
 
-    def get(self, id: str) -> E:
+    def get(self, id: str) -> E | None:
+        """The entity with this id; None if there is none, or the token may not see it (the
+        server answers 404), as the reference platform's ``get``. :meth:`require` raises
+        instead."""
+        try:
+            return self.require(id)
+        except errors.NotFoundError:
+            return None
+
+    def require(self, id: str) -> E:
         """The entity with this id; :class:`assay.errors.NotFoundError` if there is none (or
         the token may not see it)."""
         return self._parse(self._call("GET", id))
@@ -249,7 +260,7 @@ class RemoteGroup(Generic[E]):
         deadline = None if timeout is None else time.monotonic() + timeout
         delay = _POLL_FIRST
         while True:
-            entity = self.get(id)
+            entity = self.require(id)
             if is_status_terminal(entity.status):
                 return entity
             if deadline is not None and time.monotonic() >= deadline:
@@ -295,7 +306,7 @@ class TerminableGroup(RemoteGroup[E]):
         running work stops within a second, keeping what it wrote.
         :class:`~assay.errors.ConflictError` if it has ended already."""
         self._call("PUT", id, "terminate")
-        return self.get(id)
+        return self.require(id)
 
 
 def parse_answer(cls: type[M], data: Any, what: str) -> M:
@@ -378,14 +389,14 @@ class Families(RemoteGroup["Family"]):
     def get_member(self, id: str, tag: str) -> Entity | None:
         """The entity tagged ``tag`` in the Family ``id``; None when the Family has no such
         tag."""
-        member = self.get(id).members.get(tag)
+        member = self.require(id).members.get(tag)
         if member is None:
             return None
         from assay.schema.platform import Resources
 
         kind = str(getattr(member.entity.kind, "value", member.entity.kind))
         group = getattr(self._client, Resources.for_kind(kind).value)
-        entity: Entity = group.get(member.entity.id)
+        entity: Entity = group.require(member.entity.id)
         return entity
 
 
@@ -396,9 +407,19 @@ class Methods(RemoteGroup["Method"]):
 
 
 class Reports(RemoteGroup["Report"]):
+    """Report records: read (``get``, ``query``) where they exist; never created."""
+
     kind = "Report"
     resource = "reports"
     request_name = "ReportCreateRequest"
+
+    def create(self, request: Any) -> Report:
+        """Refused here, without a request to the server (which refuses it too): Reports are
+        deprecated in the specification, and Assay does not run them. Create a Method and run
+        it as a Measurement instead. Always an :class:`~assay.errors.ValidationError`."""
+        from assay.core.kinds import reports_refused
+
+        raise reports_refused()
 
 
 class InferenceServices(RemoteGroup["InferenceService"]):

@@ -228,7 +228,7 @@ class RemotePipeline(PipelineBuilder):
         """The InferenceService of the deployed version, or None when not deployed."""
         summary = self._summary()
         id = summary.get("inferenceService") if summary else None
-        return self._client.inferenceservices.get(id) if id else None
+        return self._client.inferenceservices.require(id) if id else None
 
     @property
     def inference_session(self) -> str | None:

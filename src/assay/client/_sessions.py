@@ -87,7 +87,7 @@ class InferenceSessions(WorkflowLogs, RemoteGroup["InferenceSession"]):
     def terminate(self, id: str) -> InferenceSession:
         """Stop the session's replicas; it becomes ``Terminated``."""
         self._call("PUT", id, "terminate")
-        return self.get(id)
+        return self.require(id)
 
     def infer(self, id: str, endpoint: str, request: dict[str, Any]) -> list[dict[str, Any]]:
         """One raw inference call (no adapters), with the API token: the service's reply as a
@@ -108,33 +108,32 @@ class InferenceSessions(WorkflowLogs, RemoteGroup["InferenceSession"]):
     ) -> InferenceSessionClient:
         """A client for inference calls to the session, through the server. Without
         ``interface`` the service's own interface is used; ``endpoint`` and the adapters
-        override its parts. The token is checked at once."""
+        override its parts. The token is checked at once.
+
+        Replies are checked against ``interface.outputSchema`` — unless ``output_adapter``
+        overrides the output pipeline: the schema does not describe the items the override
+        yields, so then each is only checked to be a JSON object (see
+        :meth:`~assay.inference.client.InferenceSessionClient.for_interface`)."""
         from assay.inference.client import InferenceSessionClient, ReplicaCaller
         from assay.inference.runners.base import ReplicaHandle
-        from assay.schema.adapters import create_pipeline
         from assay.schema.base import validate_model
         from assay.schema.platform import InferenceInterface
 
-        session = self.get(session_id)
+        session = self.require(session_id)
         self._check_token(session_id, token)
         if interface is None:
             interface = session.inferenceService.interface
         elif not isinstance(interface, InferenceInterface):
             interface = validate_model(InferenceInterface, interface, what="interface")
-        if input_adapter is None and interface.inputPipeline:
-            input_adapter = create_pipeline([a.model_dump() for a in interface.inputPipeline])
-        if output_adapter is None and interface.outputPipeline:
-            output_adapter = create_pipeline([a.model_dump() for a in interface.outputPipeline])
-        schema = interface.outputSchema.arrow_schema() if interface.outputSchema else None
         what = f"InferenceSession {session_id}"
         service = RemoteSessionService(self._transport, session_id, token, timeout)
         handle = ReplicaHandle(index=0, style="inprocess", service=service)
-        return InferenceSessionClient(
+        return InferenceSessionClient.for_interface(
             ReplicaCaller([handle], timeout=timeout, what=what),
-            endpoint=endpoint or interface.endpoint,
+            interface,
+            endpoint=endpoint,
             input_adapter=input_adapter,
             output_adapter=output_adapter,
-            output_schema=schema,
             what=what,
         )
 

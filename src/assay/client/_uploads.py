@@ -56,7 +56,7 @@ class RemoteUploadGroup(RemoteGroup[U]):
         """Ask the server to check that every declared artifact is stored with its declared
         digest and to start ingest. Returns the entity at once (``wait(id)`` for ingest)."""
         self._call("POST", id, "finalize")
-        return self.get(id)
+        return self.require(id)
 
     def _upload_directory(self, entity: Any, directory: Path) -> U:
         """Put every declared artifact from ``directory``, finalize, and wait for ingest."""
@@ -76,7 +76,7 @@ class RemoteUploadGroup(RemoteGroup[U]):
         return self.wait(entity.id)
 
     def _entity(self, entity: Any) -> Any:
-        return self.get(entity if isinstance(entity, str) else entity.id)
+        return self.require(entity if isinstance(entity, str) else entity.id)
 
 
 class Datasets(RemoteUploadGroup["Dataset"]):
@@ -125,7 +125,7 @@ class Datasets(RemoteUploadGroup["Dataset"]):
     def open(self, id: str) -> pyarrow.dataset.Dataset:
         """The data set's data as a ``pyarrow.dataset.Dataset``: its files are downloaded to
         the client's cache directory (once; md5 checked) and read from there."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "open")
         return open_cached(self, entity, set(self.data_paths(entity)))
 
@@ -245,7 +245,7 @@ class Models(RemoteUploadGroup["Model"]):
     def files_dir(self, id: str) -> Path:
         """A local directory with the files of a ``Ready`` Model: downloaded to the client's
         cache directory (once; md5 checked)."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "read the files of")
         if not self._declared(entity):
             raise errors.ValidationError(

@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from assay import errors
+from assay import errors, provenance
 from assay.core.uploads import UploadGroup, file_md5, list_files
 from assay.engine import WorkflowContext, WorkflowResult
 from assay.schema.dataschema import DataSchema
@@ -121,12 +121,12 @@ class Datasets(UploadGroup[Dataset]):
     ) -> Dataset:
         """Upload the files of a Dataset made by :meth:`create_arrow_dataset` and ingest them.
         Returns the Dataset (``Ready``, or ``Error`` with ``reason = IngestFailed``)."""
-        entity = self.get(dataset if isinstance(dataset, str) else dataset.id)
+        entity = self.require(dataset if isinstance(dataset, str) else dataset.id)
         return self._upload_directory(entity, Path(dataset_directory))
 
     def open(self, id: str) -> pyarrow.dataset.Dataset:
         """The data set's data as a ``pyarrow.dataset.Dataset`` (read lazily)."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "open")
         return open_entity_data(self._core, entity, self.data_paths(entity))
 
@@ -225,6 +225,9 @@ def ingest_dataset(ctx: WorkflowContext) -> WorkflowResult:
                 f"{what}: {INDEX!r} is not unique ({len(column) - unique} duplicate values); "
                 "give every instance its own index"
             )
+    # provenance: the digest of the data, computed once, here
+    files = {a.path: storage.sha256(entity.id, a.path) for a in entity.artifacts}
+    provenance.record(ctx.platform, entity.id, provenance.make("Dataset", entity.id, files=files))
     return WorkflowResult(
         message=f"{plural(rows, 'instance')} in {plural(len(entity.artifacts), 'file')}"
     )

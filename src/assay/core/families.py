@@ -58,7 +58,7 @@ class Families(EntityGroup[Family]):
             req = members
         else:
             req = validate_model(FamilyMembersEditRequest, {"members": dict(members)}, what=what)
-        family = self.get(id)
+        family = self.require(id)
         for tag, member in req.members.items():
             if member is not None:
                 self._check_member(family, tag, member, what)
@@ -106,9 +106,9 @@ class Families(EntityGroup[Family]):
     def get_member(self, id: str, tag: str) -> Entity | None:
         """The entity tagged ``tag`` in the Family ``id``; None when the Family has no such
         tag."""
-        member = self.get(id).members.get(tag)
+        member = self.require(id).members.get(tag)
         if member is None:
             return None
         kind = str(getattr(member.entity.kind, "value", member.entity.kind))
-        entity: Entity = self._core.group(kind).get(member.entity.id)
+        entity: Entity = self._core.group(kind).require(member.entity.id)
         return entity

@@ -1,6 +1,8 @@
 """The API groups: one per entity kind, all with the same shape.
 
-Every group offers ``get``, ``create``, ``delete``, ``purge``, ``query(**filters)``,
+Every group offers ``get`` (None for an unknown id), ``require`` (the same, but
+:class:`~assay.errors.NotFoundError` for an unknown id), ``create``, ``delete``, ``purge``,
+``query(**filters)``,
 ``label(id, {...})``, ``documentation(id)`` and ``edit_documentation(id, ...)``; groups of
 workflow kinds add ``wait(id, timeout=None)``, and those of jobs (evaluations, measurements,
 safety cases; sessions have their own) ``terminate(id)`` (:class:`TerminableGroup`).
@@ -99,9 +101,18 @@ class EntityGroup(Generic[E]):
 
     # -- reading -------------------------------------------------------------------------
 
-    def get(self, id: str) -> E:
+    def get(self, id: str) -> E | None:
+        """The entity with this id; None if there is none (as the reference platform's
+        ``get``). :meth:`require` raises instead."""
+        record = self._core.store.get(id, kind=self.kind)
+        return None if record is None else self._parse(record.doc)
+
+    def require(self, id: str) -> E:
         """The entity with this id; :class:`assay.errors.NotFoundError` if there is none."""
-        return self._parse(self._core.store.require(id, kind=self.kind).doc)
+        entity = self.get(id)
+        if entity is None:
+            raise errors.NotFoundError.entity(self.kind, id)
+        return entity
 
     def query(self, **filters: Any) -> list[E]:
         """Entities of this kind matching every filter. String filters match exactly; a list
@@ -216,7 +227,7 @@ class EntityGroup(Generic[E]):
         # initial_state looked, with nobody left to notify this entity).
         runnable = status == Status.Created and reason != Reason.WaitingForUpload
         if runnable and core.engine.schedule(entity.id):
-            return self.get(entity.id)
+            return self.require(entity.id)
         return self._parse(doc)
 
     @staticmethod
@@ -254,7 +265,7 @@ class EntityGroup(Generic[E]):
                 field="remote_client",
             )
         self.remote_source.fetch(self, id)
-        return self.get(id)
+        return self.require(id)
 
     def _import_record(
         self,
@@ -333,7 +344,7 @@ class EntityGroup(Generic[E]):
             if existing is None:
                 storage.delete_entity(id)
             raise
-        return self.get(id)
+        return self.require(id)
 
     def _recorded_digests(self, entity: E) -> dict[str, str]:
         """The md5 of each file, as the entity's own record declares them (none here)."""
@@ -417,8 +428,9 @@ class EntityGroup(Generic[E]):
         )
 
     def purge(self, id: str, *, force: bool = False) -> None:
-        """Remove the entity's record and artifacts for good. Refused while entities that are
-        not deleted depend on it, unless ``force``."""
+        """Remove the entity's record and artifacts for good, with the Scores and Curves it
+        published (a SafetyCase's). Refused while entities that are not deleted depend on
+        it, unless ``force``."""
         self._core.store.require(id, kind=self.kind)
         if not force:
             dependents = [
@@ -432,6 +444,8 @@ class EntityGroup(Generic[E]):
                     f"{self.kind} {id} cannot be purged: {len(dependents)} entities depend on it "
                     f"({listed}); delete or purge them first, or pass force=True"
                 )
+        # what it published first, its record last: a purge cut short can be run again
+        self._core.scores._purge(id)
         self._core.storage.delete_entity(id)
         self._core.store.delete(id)
 
@@ -463,10 +477,10 @@ class TerminableGroup(EntityGroup[E]):
         """Stop the workflow: it becomes ``Terminated`` (``TerminateCommand``) at once, and its
         handler, wherever it runs, stops at its next check (within a second), keeping what it
         wrote. :class:`~assay.errors.ConflictError` if it has ended already."""
-        self.get(id)
+        self.require(id)
         if not self._core.engine.terminate(id):
-            raise ended_conflict(self.get(id), "terminate")
-        return self.get(id)
+            raise ended_conflict(self.require(id), "terminate")
+        return self.require(id)
 
 
 def ended_conflict(entity: Entity, action: str) -> errors.ConflictError:

@@ -155,4 +155,4 @@ def import_evaluation(
     except BaseException:
         storage.delete_entity(entity.id)
         raise
-    return group.get(entity.id)
+    return group.require(entity.id)

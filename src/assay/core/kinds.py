@@ -49,6 +49,12 @@ if TYPE_CHECKING:
 
 #: How long a session token lasts unless asked otherwise (never past the session's expiry).
 DEFAULT_TOKEN_SECONDS = 24 * 3600
+#: Said by a refused session token: Assay verifies them, where the reference's local
+#: platform ignores them (``docs/design/wire-format.md``, "Where Assay differs").
+TOKEN_CHECKED = (
+    "Assay checks session tokens, on the embedded platform too (the reference's local "
+    "platform ignores them): pass the token that inferencesessions.create() returned"
+)
 
 __all__ = [
     "Evaluations",
@@ -59,6 +65,7 @@ __all__ = [
     "Reports",
     "SafetyCases",
     "mock_service_request",
+    "reports_refused",
 ]
 
 
@@ -249,10 +256,11 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         body["inferenceService"] = foreign(ForeignInferenceService, service)
         return self._new(body)
 
-    def get(self, id: str) -> InferenceSession:
-        """The session; one past its ``expires`` is ``Terminated`` (``Expired``) already."""
+    def get(self, id: str) -> InferenceSession | None:
+        """The session (None if there is none); one past its ``expires`` is ``Terminated``
+        (``Expired``) already."""
         session = super().get(id)
-        if self._expired(session):
+        if session is not None and self._expired(session):
             session = super().get(id)
         return session
 
@@ -273,7 +281,7 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
     def delete(self, id: str) -> None:
         """Mark the session ``Deleted`` and stop its replicas; clients made before refuse
         inference from then on."""
-        had_replicas = self.get(id).status in (Status.Admitted, Status.Ready)
+        had_replicas = self.require(id).status in (Status.Admitted, Status.Ready)
         super().delete(id)
         self._core.sessions.stop(id, "deleted" if had_replicas else None)
 
@@ -311,7 +319,7 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         it (an ``expires`` after the minter's expiry is refused; the default is cut to it),
         never allows more (the minter must allow ``consume`` on the session) and is revoked
         with it (it carries the minter's lineage)."""
-        session = self.get(id)
+        session = self.require(id)
         now = time.time()
         until = expires.timestamp() if expires is not None else now + DEFAULT_TOKEN_SECONDS
         if expires is not None and expires.tzinfo is None:
@@ -343,9 +351,15 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         return token
 
     def authorize(self, id: str, token: str) -> None:
-        """Refuse ``token`` unless it is valid, unexpired and allows inference on ``id``."""
-        claims = self._core.signer.verify(token)
-        session = self.get(id)
+        """Refuse ``token`` unless it is valid, unexpired and allows inference on ``id``.
+
+        Assay checks session tokens on the embedded platform too (the reference's local
+        platform ignores them); the errors say so."""
+        try:
+            claims = self._core.signer.verify(token)
+        except errors.AuthenticationError as exc:
+            raise errors.AuthenticationError(f"{exc}; {TOKEN_CHECKED}") from None
+        session = self.require(id)
         for grant in claims.get("grants") or []:
             resources = grant.get("resources") or []
             functions = grant.get("functions") or []
@@ -359,7 +373,7 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
                 return
         raise errors.PermissionDeniedError(
             f"the token does not allow inference on InferenceSession {id} (it was made for {claims.get('sub')}); "
-            f"get one with inferencesessions.token({id!r})"
+            f"get one with inferencesessions.token({id!r}). {TOKEN_CHECKED}"
         )
 
     def _expiry_check(self, token: str, session_id: str) -> Callable[[], None]:
@@ -378,17 +392,17 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
 
     def ready(self, id: str) -> bool:
         """True when the session is ``Ready`` and its replicas answer."""
-        self.get(id)
+        self.require(id)
         return bool(self._core.sessions.ready(id))
 
     def terminate(self, id: str) -> InferenceSession:
         """Stop the session's replicas; it becomes ``Terminated`` (``TerminateCommand``), and
         clients made before refuse inference. :class:`~assay.errors.ConflictError` if it has
         ended already."""
-        self.get(id)
+        self.require(id)
         if not self._core.sessions.terminate(id):
-            raise ended_conflict(self.get(id), "terminate")
-        return self.get(id)
+            raise ended_conflict(self.require(id), "terminate")
+        return self.require(id)
 
     def client(
         self,
@@ -402,28 +416,27 @@ class InferenceSessions(WorkflowLogs, EntityGroup[InferenceSession]):
         timeout: float = 30.0,
     ) -> InferenceSessionClient:
         """A client for inference calls to the session. Without ``interface`` the service's
-        own interface is used; ``endpoint`` and the adapters override its parts."""
+        own interface is used; ``endpoint`` and the adapters override its parts.
+
+        Replies are checked against ``interface.outputSchema`` — unless ``output_adapter``
+        overrides the output pipeline: the schema does not describe the items the override
+        yields, so then each is only checked to be a JSON object (see
+        :meth:`~assay.inference.client.InferenceSessionClient.for_interface`)."""
         from assay.inference.client import InferenceSessionClient
-        from assay.schema.adapters import create_pipeline
         from assay.schema.platform import InferenceInterface
 
         self.authorize(session_id, token)
-        session = self.get(session_id)
+        session = self.require(session_id)
         if interface is None:
             interface = session.inferenceService.interface
         elif not isinstance(interface, InferenceInterface):
             interface = validate_model(InferenceInterface, interface, what="interface")
-        if input_adapter is None and interface.inputPipeline:
-            input_adapter = create_pipeline([a.model_dump() for a in interface.inputPipeline])
-        if output_adapter is None and interface.outputPipeline:
-            output_adapter = create_pipeline([a.model_dump() for a in interface.outputPipeline])
-        schema = interface.outputSchema.arrow_schema() if interface.outputSchema else None
-        return InferenceSessionClient(
+        return InferenceSessionClient.for_interface(
             self._core.sessions.caller(session_id, timeout=timeout),
-            endpoint=endpoint or interface.endpoint,
+            interface,
+            endpoint=endpoint,
             input_adapter=input_adapter,
             output_adapter=output_adapter,
-            output_schema=schema,
             authorize=self._expiry_check(token, session_id),
             what=f"InferenceSession {session_id}",
         )
@@ -449,7 +462,7 @@ class _OutputData:
     def open(self, id: str) -> pyarrow.dataset.Dataset:
         """The workflow's output data as a ``pyarrow.dataset.Dataset`` (read lazily)."""
         group: Any = self
-        entity = group.get(id)
+        entity = group.require(id)
         group._require_success(entity, "open")
         return open_entity_data(group._core, entity, self.data_paths(entity))
 
@@ -673,7 +686,7 @@ class SafetyCases(_Analyses):
 
     def scores(self, id: str) -> list[Score]:
         """The scores the safety case ``id`` published."""
-        self.get(id)
+        self.require(id)
         return self._core.scores.query(analysis=id)
 
     def _import_related(self, entity: Any, records: Sequence[Any]) -> None:
@@ -692,19 +705,19 @@ class SafetyCases(_Analyses):
 
     def curves(self, id: str) -> list[Curve]:
         """The curves the safety case ``id`` published."""
-        self.get(id)
+        self.require(id)
         return self._core.scores.curves(analysis=id)
 
     def document(self, id: str) -> str:
         """The rendered document (one self-contained HTML page) of a ``Complete`` safety
         case."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "read the document of")
         return self._core.storage.read_bytes(id, DOCUMENT_FILE).decode("utf-8")
 
     def document_path(self, id: str) -> Path:
         """The local file of the safety case's HTML document (to open in a browser)."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "read the document of")
         path = self._core.storage.local_path(id, DOCUMENT_FILE)
         if path is None:
@@ -722,18 +735,27 @@ class SafetyCases(_Analyses):
         return spec.model_dump(by_alias=True, exclude_none=True)
 
 
+def reports_refused() -> errors.ValidationError:
+    """The refusal of every Report create request (LocalPlatform, the Client, the server)."""
+    return errors.ValidationError(
+        "Report create request refused: Reports are deprecated in the specification (creation "
+        "of new Reports is disabled) and Assay does not run them. To compute statistics over an "
+        "Evaluation, create a Method (a Python function or notebook over the Evaluation) with "
+        "methods.create(...) and run it as a Measurement with measurements.create(...)",
+        entity="Report",
+    )
+
+
 class Reports(EntityGroup[Report]):
+    """Report records: read (``get``, ``query``) where they exist, e.g. imported ones; never
+    created (:func:`reports_refused`)."""
+
     kind = "Report"
     request_type = ReportCreateRequest
     ref_filters = ("evaluation", "dataset", "inferenceService", "model")
 
-    def _build(self, request: Any) -> Report:
-        evaluation: Evaluation = self._resolve("Evaluation", request.evaluation, field="evaluation")
-        for i, module in enumerate(request.modules):
-            self._resolve("Module", module, field=f"modules[{i}]")
-        body = request.model_dump(by_alias=True, exclude_none=True, exclude={"schemaVersion"})
-        service = evaluation.inferenceSession.inferenceService
-        body.update(dataset=evaluation.dataset, inferenceService=service.id)
-        if service.model is not None:
-            body["model"] = service.model.id
-        return self._new(body)
+    def create(self, request: Any) -> Report:
+        """Refused: Reports are deprecated in the specification, and Assay does not run them.
+        Create a Method and run it as a Measurement instead. Always an
+        :class:`~assay.errors.ValidationError`; nothing is stored."""
+        raise reports_refused()

@@ -114,7 +114,7 @@ class WorkflowLogs:
         (``'30m'``, ``'2h'``, ``'1d'``, an ISO 8601 time or a ``datetime``), the last
         ``limit`` of them (None: all)."""
         group: Any = self
-        entity = group.get(id)
+        entity = group.require(id)
         lines = read_entity_log(group._core, entity)
         return select_lines(lines, limit=limit, since=since, what=f"{self.kind} {id}")
 

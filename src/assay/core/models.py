@@ -150,7 +150,7 @@ class Models(UploadGroup[Model]):
     def upload_volume(self, model: Model | str, directory: str | Path) -> Model:
         """Upload the files of a Model made by :meth:`create_from_volume`; it becomes
         ``Ready`` once every file is stored with its declared digest."""
-        entity = self.get(model if isinstance(model, str) else model.id)
+        entity = self.require(model if isinstance(model, str) else model.id)
         return self._upload_directory(entity, Path(directory))
 
     # -- UploadGroup's hooks: a Model declares its files in artifact.volume.files, with sizes
@@ -173,7 +173,7 @@ class Models(UploadGroup[Model]):
         """The local directory that holds the files of a ``Ready`` Model (what runners load).
         ConflictError while it is not ``Ready``; ValidationError for a Model without files or
         a storage that does not keep files on this machine."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_success(entity, "read the files of")
         if not self._declared(entity):
             raise errors.ValidationError(

@@ -110,7 +110,7 @@ class Modules(UploadGroup[Module]):
 
     def upload_package(self, module: Module | str, package_directory: str | Path) -> Module:
         """Upload the files of a Module made by :meth:`create_package`; it becomes ``Ready``."""
-        entity = self.get(module if isinstance(module, str) else module.id)
+        entity = self.require(module if isinstance(module, str) else module.id)
         return self._upload_directory(entity, Path(package_directory))
 
 

@@ -42,7 +42,15 @@ class Scores:
         """Scores matching every filter (``name``, ``analysis``, ``method``, ``dataset``,
         ``evaluation``, ``inferenceService``, ``model``; a list means "any of"), e.g. the same
         score across systems: ``query(method=m, name="accuracy")``."""
-        return [Score.model_validate(doc) for doc in self._query("Score", filters)]
+        scores = [Score.model_validate(doc) for doc in self._query("Score", filters)]
+        from assay import provenance
+
+        known: dict[str, Any] = {}
+        for score in scores:  # what each stands on (never on the wire: an excluded field)
+            if score.analysis not in known:
+                known[score.analysis] = provenance.lineage(self._core, score.analysis)
+            score.provenance = known[score.analysis]
+        return scores
 
     def curves(self, **filters: Any) -> list[Curve]:
         """Curves matching every filter (the same filters as :meth:`query`)."""
@@ -81,6 +89,15 @@ class Scores:
             if self._core.store.get(score.id) is not None:
                 self._core.store.delete(score.id)
             self._core.store.create(doc, refs=refs_lists)
+
+    def _purge(self, analysis: str) -> int:
+        """Remove every score and curve the analysis ``analysis`` published (its ``purge``
+        does); how many records were removed."""
+        removed = 0
+        for kind in ("Score", "Curve"):
+            for doc in self._core.store.query(kind=kind, refs={"analysis": analysis}):
+                removed += bool(self._core.store.delete(doc["id"]))
+        return removed
 
 
 def _body(doc: dict[str, Any]) -> dict[str, Any]:

@@ -105,7 +105,7 @@ class UploadGroup(EntityGroup[U]):
     ) -> str:
         """Store one declared artifact (bytes, a file path, a binary file or byte chunks) and
         return its md5. A digest declared at creation must match."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_waiting(entity)
         artifact = self._artifact(entity, path)
         storage = self._core.storage
@@ -131,7 +131,7 @@ class UploadGroup(EntityGroup[U]):
     def finalize(self, id: str) -> U:
         """Check that every declared artifact is stored with its declared digest, record the
         digests, and start ingest. Returns the entity (``Ready`` once ingest is done)."""
-        entity = self.get(id)
+        entity = self.require(id)
         self._require_waiting(entity)
         storage = self._core.storage
         declared = self._declared(entity)
@@ -167,7 +167,7 @@ class UploadGroup(EntityGroup[U]):
 
         self._core.store.update(id, mutate, kind=self.kind)
         self._core.engine.schedule(id)
-        return self.get(id)
+        return self.require(id)
 
     def _upload_directory(self, entity: U, directory: Path) -> U:
         """Put every declared artifact from ``directory`` and finalize; on any failure the

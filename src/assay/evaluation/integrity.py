@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pyarrow
     import pyarrow.dataset
 
-__all__ = ["INTEGRITY_ANNOTATION", "Integrity", "check_integrity"]
+__all__ = ["INTEGRITY_ANNOTATION", "Integrity", "Problems", "check_integrity", "locate_problems"]
 
 INTEGRITY_ANNOTATION = "assay.io/integrity"
 
@@ -31,6 +31,9 @@ class Integrity:
     """Output rows whose pair was not expected (an unknown index or replication)."""
     skipped: int = 0
     """Pairs answered with no responses because the instance failed (``Skip`` policy)."""
+    deduplicated: int = 0
+    """Duplicate output rows removed before this count (``duplicateOutputPolicy``
+    ``Deduplicate``): the output held that many more rows when the evaluation ended."""
 
     @property
     def ok(self) -> bool:
@@ -129,6 +132,12 @@ class _Lookup:
             return np.where((at >= 0) & (at < self.n), at, -1)
         at = np.minimum(np.searchsorted(self._ordered, values), self.n - 1)
         return np.where(self._ordered[at] == values, at, -1)
+
+    def value(self, position: int) -> int:
+        """The index at ``position`` (the inverse of :meth:`position`)."""
+        if self._low is not None:
+            return self._low + position
+        return int(self._ordered[position])
 
 
 def _check_streaming(
@@ -252,3 +261,118 @@ def _check_joined(
         unexpected=unexpected,
         skipped=skipped,
     )
+
+
+@dataclass
+class Problems:
+    """Where an output's integrity problems are (:func:`locate_problems`): an example pair of
+    each kind, and the rows whose removal leaves every pair once."""
+
+    extra_rows: dict[str, list[int]] = field(default_factory=dict)
+    """File → positions (in the file) of its rows whose pair came before — in the order the
+    files were given, then row order: each pair's first row is kept. Removing these rows,
+    all at once or file by file (and again after a stop), leaves each pair exactly once."""
+    duplicate: tuple[Any, Any] | None = None
+    """An (``_index_``, ``_replication_``) pair present more than once."""
+    missing: tuple[int, str] | None = None
+    """An expected pair with no output row."""
+    unexpected: tuple[Any, Any] | None = None
+    """A pair present that was not expected."""
+
+    @property
+    def duplicates(self) -> int:
+        """Output rows beyond the first for a pair (as :attr:`Integrity.duplicates`)."""
+        return sum(map(len, self.extra_rows.values()))
+
+
+def locate_problems(
+    files: Iterable[tuple[str, Iterable[pyarrow.RecordBatch]]],
+    indices: pyarrow.Array | pyarrow.ChunkedArray,
+    replications: list[str],
+) -> Problems:
+    """What :func:`check_integrity` counts, located: ``files`` are the output's files in a
+    fixed order, each with its batches of the two columns (read once). Meant for when the
+    check found a problem: the expected pairs are marked in a bitmap as the check marks them,
+    the others kept in a set."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    indices = indices.cast(pa.int64())
+    lookup = None
+    if indices.null_count == 0:
+        with contextlib.suppress(ImportError):
+            lookup = _Lookup.build(indices)
+    found = Problems()
+    strays: set[tuple[Any, Any]] = set()  # pairs seen that were not expected
+    expected: set[tuple[Any, Any]] | None = None  # without a lookup: every pair, in a set
+    seen_pairs: set[tuple[Any, Any]] = set()  # without a lookup: the pairs seen
+    seen: Any = None
+    if lookup is not None:
+        import numpy as np
+
+        seen = np.zeros(lookup.n * len(replications), dtype=bool)
+        names = pa.array(replications, pa.string())
+    else:
+        expected = {(i, r) for r in replications for i in indices.to_pylist()}
+    for path, batches in files:
+        offset = 0
+        extra: list[int] = []
+        for batch in batches:
+            index, replication = _joined([batch])
+            rows = len(index)
+            if lookup is not None:
+                codes = pc.index_in(replication, value_set=names)
+                valid = pc.and_(index.is_valid(), codes.is_valid())
+                at = np.full(rows, -1, dtype=np.int64)
+                ok = valid.to_numpy(zero_copy_only=False)
+                if ok.any():
+                    at[ok] = lookup.position(index.filter(valid).to_numpy())
+                hit = at >= 0
+                keys = codes.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+                keys = keys * lookup.n + np.maximum(at, 0)
+                again = np.zeros(rows, dtype=bool)
+                hits = np.flatnonzero(hit)
+                if len(hits):
+                    mine = keys[hits]
+                    _, first = np.unique(mine, return_index=True)
+                    repeated = np.ones(len(hits), dtype=bool)
+                    repeated[first] = False  # the first row of each pair in this batch
+                    again[hits] = repeated | seen[mine]
+                    seen[mine] = True
+                others = np.flatnonzero(~hit).tolist()
+                repeats = set(np.flatnonzero(again).tolist())
+            else:
+                others, repeats = list(range(rows)), set()
+            for r in others:
+                pair = (index[r].as_py(), replication[r].as_py())
+                if expected is not None and pair in expected:
+                    if pair in seen_pairs:
+                        repeats.add(r)
+                    seen_pairs.add(pair)
+                elif pair in strays:
+                    repeats.add(r)
+                else:
+                    strays.add(pair)
+                    found.unexpected = found.unexpected or pair
+            if repeats:
+                first_repeat = min(repeats)
+                if found.duplicate is None:
+                    found.duplicate = (
+                        index[first_repeat].as_py(),
+                        replication[first_repeat].as_py(),
+                    )
+                extra.extend(offset + r for r in sorted(repeats))
+            offset += rows
+        if extra:
+            found.extra_rows[path] = extra
+    if lookup is not None:
+        free = np.flatnonzero(~seen)
+        if len(free):
+            code, position = divmod(int(free[0]), lookup.n)
+            found.missing = (lookup.value(position), replications[code])
+    elif expected is not None:
+        found.missing = next(
+            ((i, r) for r in replications for i in indices.to_pylist() if (i, r) not in seen_pairs),
+            None,
+        )
+    return found

@@ -475,6 +475,8 @@ class PartWriter:
         self._in_flight = in_flight
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="assay-part-writer")
         self._pending: deque[Future[None]] = deque()
+        #: path → hex sha256 of each file stored, taken while it was written (provenance)
+        self.digests: dict[str, str] = {}
 
     def write(self, *files: tuple[str, Any]) -> None:
         """Store each ``(path, table)`` (a Table or RecordBatch) as a Parquet artifact, in
@@ -486,7 +488,9 @@ class PartWriter:
 
     def _store(self, encoded: list[tuple[str, bytes]]) -> None:
         for path, data in encoded:
-            self._storage.put_bytes(self._entity_id, path, data)
+            info = self._storage.put_bytes(self._entity_id, path, data)
+            if info.sha256:  # a storage that did not hash it: read once at the end instead
+                self.digests[path] = info.sha256
 
     def flush(self) -> None:
         while self._pending:

@@ -25,12 +25,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
-from assay import errors
+from assay import errors, provenance
 from assay.engine import WorkflowCancelled, WorkflowContext, WorkflowResult
 from assay.engine.progress import Meter, duration_text
 from assay.evaluation.cache import CachedDispatcher, service_key
 from assay.evaluation.dispatch import HTTPDispatcher, InProcessDispatcher, Request
-from assay.evaluation.integrity import INTEGRITY_ANNOTATION, check_integrity
+from assay.evaluation.integrity import (
+    INTEGRITY_ANNOTATION,
+    Integrity,
+    check_integrity,
+    locate_problems,
+)
 from assay.evaluation.outcomes import (
     Answers,
     BadRequest,
@@ -182,6 +187,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
     core = ctx.platform
     config = evaluation.client
     started = time.monotonic()
+    started_at = provenance.now()
     own = evaluation.inferenceSessionReference is None
     session_id = _own_session(ctx, evaluation) if own else evaluation.inferenceSessionReference
     assert session_id is not None
@@ -194,7 +200,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             return WorkflowResult(
                 status=Status.Failed, reason=Reason.FailedDependency, message=str(exc)
             )
-        service = core.inferencesessions.get(session_id).inferenceService
+        service = core.inferencesessions.require(session_id).inferenceService
         interface = service.interface
         adapters = []
         if config.inputPipeline:
@@ -219,7 +225,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         )
         endpoint = interface.endpoint
 
-        dataset = core.datasets.get(evaluation.dataset)
+        dataset = core.datasets.require(evaluation.dataset)
         paths = [a.path for a in dataset.artifacts]
         rows = _count_rows(core, dataset.id, paths)
         if not requester.passthrough:  # without a pipeline every instance is its request
@@ -315,7 +321,9 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         retried = _retried(dispatcher.retries)
         if retried:
             ctx.log(f"requests retried: {retried}")
-        result = _verify(ctx, evaluation, core, dataset.id, paths, replications)
+        result = _verify(ctx, evaluation, core, dataset.id, paths, replications, writer.digests)
+        if result.status in (None, Status.Complete):
+            _record_provenance(core, evaluation, service, writer.digests, started_at)
         if failures.total:
             ctx.log(f"skipped after errors: {failures.summary()}")
         took = duration_text(time.monotonic() - started)
@@ -615,6 +623,31 @@ def _write_part(
     writer.write(*files)  # in this order
 
 
+def _record_provenance(
+    core: Any, evaluation: Evaluation, service: Any, written: dict[str, str], started: str
+) -> None:
+    """The Evaluation's provenance (:mod:`assay.provenance`): its output parts' digests
+    (taken as they were written), its Dataset's, the system's and the settings."""
+    if not provenance.ENABLED:
+        return
+    files = provenance.output_files(core.storage, evaluation.id, written)
+    settings = {
+        "replications": evaluation.replications,
+        "workersPerReplica": evaluation.workersPerReplica,
+        "client": evaluation.client.model_dump(mode="json", by_alias=True),
+    }
+    block = provenance.make(
+        "Evaluation",
+        evaluation.id,
+        files=files,
+        started=started,
+        inputs=[provenance.input_link(core, "Dataset", evaluation.dataset)],
+        system=provenance.system_block(core, service),
+        settings=settings,
+    )
+    provenance.record(core, evaluation.id, block)
+
+
 def _verify(
     ctx: WorkflowContext,
     evaluation: Evaluation,
@@ -622,9 +655,15 @@ def _verify(
     dataset_id: str,
     paths: list[str],
     replications: list[str],
+    written: dict[str, str] | None = None,
 ) -> WorkflowResult:
+    """The integrity check, and the client's output policies (``policies.py``): files that
+    ``Deduplicate`` rewrites lose their digest in ``written`` (taken as they were written)."""
+    import dataclasses
+
     import pyarrow as pa
 
+    from assay.evaluation import policies
     from assay.evaluation.parts import DATA_PREFIX
 
     # Read file by file (see read_columns): memory must not grow with the number of parts.
@@ -633,15 +672,41 @@ def _verify(
         for b in read_columns(core.storage, dataset_id, paths, ["_index_"])
     ]
     indices = pa.chunked_array(chunks, pa.int64())
-    outputs = [i.path for i in core.storage.list(evaluation.id, DATA_PREFIX)]
-    output = read_columns(core.storage, evaluation.id, outputs, ["_index_", "_replication_"])
-    # Counted from the recorded errors, so instances skipped before a resume count too.
-    skipped = (
-        _count_skipped(core, evaluation.id)
-        if core.storage.list(evaluation.id, ERRORS_PREFIX)
-        else 0
-    )
-    result = check_integrity(output, indices, replications, skipped=skipped)
+    columns = ["_index_", "_replication_"]
+
+    def check() -> tuple[list[str], Integrity]:
+        outputs = [i.path for i in core.storage.list(evaluation.id, DATA_PREFIX)]
+        output = read_columns(core.storage, evaluation.id, outputs, columns)
+        # Counted from the recorded errors, so instances skipped before a resume count too.
+        skipped = (
+            _count_skipped(core, evaluation.id)
+            if core.storage.list(evaluation.id, ERRORS_PREFIX)
+            else 0
+        )
+        return outputs, check_integrity(output, indices, replications, skipped=skipped)
+
+    outputs, result = check()
+    config = evaluation.client
+    failed = None
+    if not result.ok:  # where the problems are: examples, and the rows to deduplicate
+        problems = locate_problems(
+            ((p, read_columns(core.storage, evaluation.id, [p], columns)) for p in outputs),
+            indices,
+            replications,
+        )
+        failed = policies.failure(result, problems, config)
+        if failed is None and result.duplicates and config.duplicateOutputPolicy == "Deduplicate":
+            changed = policies.deduplicate(core.storage, evaluation.id, problems.extra_rows)
+            if written is not None:
+                for path in changed:
+                    written.pop(path, None)
+            ctx.log(
+                f"duplicateOutputPolicy Deduplicate: removed {problems.duplicates:,} duplicate "
+                f"output rows (e.g. {policies.pair_text(problems.duplicate)}) from "
+                f"{len(changed):,} files"
+            )
+            _, result = check()
+            result = dataclasses.replace(result, deduplicated=problems.duplicates)
 
     def record(doc: dict[str, Any]) -> dict[str, Any]:
         notes = [a for a in doc.get("annotations") or [] if a.get("key") != INTEGRITY_ANNOTATION]
@@ -652,23 +717,17 @@ def _verify(
         return doc
 
     core.store.update(evaluation.id, record)
-    config = evaluation.client
     summary = f"{result.answered:,} / {result.expected:,} instances x replications answered" + (
         f", {result.skipped:,} skipped after errors" if result.skipped else ""
     )
-    if result.duplicates and config.duplicateOutputPolicy == "Error":
+    if failed is not None:
+        policy, why = failed
         return WorkflowResult(
             status=Status.Failed,
-            reason=UNVERIFIED,
-            message=f"{summary}; {result.duplicates:,} duplicate outputs",
+            reason=UNVERIFIED if policy == "duplicateOutputPolicy" else INCOMPLETE,
+            message=f"{summary}; {why}",
         )
-    if (result.missing or result.unexpected) and config.missingOutputPolicy == "Error":
-        return WorkflowResult(
-            status=Status.Failed,
-            reason=INCOMPLETE,
-            message=f"{summary}; {result.missing:,} missing, {result.unexpected:,} unexpected outputs",
-        )
-    return WorkflowResult(message=f"{summary}; integrity verified" if result.ok else summary)
+    return WorkflowResult(message=f"{summary}; {policies.completed(result, config)}")
 
 
 def _count_skipped(core: Any, evaluation_id: str) -> int:

@@ -4,6 +4,12 @@
 a local replica process or a remote service: a reply that is a JSON array is a stream of its
 items, a reply that is an object is a stream of one, and nothing else is flattened. Calls are
 spread over the replicas in turn.
+
+Replies are checked against the shape of what the output pipeline yields: the interface's
+``outputSchema`` describes the items its own ``outputPipeline`` makes, so it is the check when
+that pipeline is used. An ``output_adapter`` given to ``inferencesessions.client(...)``
+overrides the pipeline, and the items it makes are not described by ``outputSchema``; then
+each item is only checked to be a JSON object (see :meth:`InferenceSessionClient.for_interface`).
 """
 
 from __future__ import annotations
@@ -24,8 +30,15 @@ if TYPE_CHECKING:
     import pyarrow.dataset
 
     from assay.schema.adapters import Adapter
+    from assay.schema.platform import InferenceInterface
 
-__all__ = ["InferenceSessionClient", "ReplicaCaller", "StatusCheck", "check_reply"]
+__all__ = [
+    "InferenceSessionClient",
+    "ReplicaCaller",
+    "StatusCheck",
+    "check_objects",
+    "check_reply",
+]
 
 JSONObject = dict[str, Any]
 
@@ -200,6 +213,18 @@ def _detail(reply: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
+def check_objects(items: list[Any], what: str) -> None:
+    """Refuse output items that are not JSON objects (the check of an ``output_adapter``
+    override, whose items no schema describes)."""
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise errors.ValidationError(
+                f"{what}: response {i} is {type(item).__name__} ({json.dumps(item, default=repr)[:60]}), "
+                "but the output adapter must yield JSON objects",
+                field=f"responses[{i}]",
+            )
+
+
 def check_reply(items: list[Any], item_schema: pyarrow.Schema | None, what: str) -> None:
     """Refuse output items that do not fit the interface's output schema, naming the field."""
     if item_schema is None:
@@ -255,7 +280,12 @@ def _python_types(t: pyarrow.DataType) -> tuple[type, ...] | None:
 
 class InferenceSessionClient:
     """Makes inference calls to one session. Create it with
-    ``inferencesessions.client(session_id, token, ...)``."""
+    ``inferencesessions.client(session_id, token, ...)``.
+
+    ``output_schema`` is the schema of the items that ``output_adapter`` yields (an output
+    schema with ``responses``, or the fields of one item); each item is checked against it.
+    Without one, items are not checked, unless ``objects_only``: then each must be a JSON
+    object."""
 
     def __init__(
         self,
@@ -265,6 +295,7 @@ class InferenceSessionClient:
         input_adapter: Adapter | None = None,
         output_adapter: Adapter | None = None,
         output_schema: pyarrow.Schema | None = None,
+        objects_only: bool = False,
         authorize: Callable[[], None] | None = None,
         what: str = "session",
     ) -> None:
@@ -274,8 +305,60 @@ class InferenceSessionClient:
         self._output = output_adapter
         self._schema = output_schema
         self._item_schema = _item_schema(output_schema)
+        self._objects_only = objects_only and output_schema is None
         self._authorize = authorize
         self._what = what
+
+    @classmethod
+    def for_interface(
+        cls,
+        caller: ReplicaCaller,
+        interface: InferenceInterface,
+        *,
+        endpoint: str | None = None,
+        input_adapter: Adapter | None = None,
+        output_adapter: Adapter | None = None,
+        authorize: Callable[[], None] | None = None,
+        what: str = "session",
+    ) -> InferenceSessionClient:
+        """The client of ``inferencesessions.client(...)``: ``interface``'s endpoint and
+        pipelines, each overridden by ``endpoint``, ``input_adapter`` and ``output_adapter``
+        where given.
+
+        Replies are checked as what the output pipeline in use yields. Without an
+        ``output_adapter`` (or with one that is the interface's own ``outputPipeline``, spec
+        for spec), that is ``interface.outputSchema``: a reply that does not fit it is an
+        :class:`~assay.errors.ValidationError` naming the field. An ``output_adapter``
+        override reshapes the replies into items that ``outputSchema`` does not describe, and
+        an adapter does not declare the schema of what it yields; so the override's items are
+        *not* checked against ``outputSchema`` (which would refuse a legitimate reshaping),
+        only that each is a JSON object (a ``ValidationError`` otherwise). Check the fields
+        you rely on yourself, or give ``interface=`` an ``outputSchema`` and
+        ``outputPipeline`` that describe the override instead of passing ``output_adapter``.
+        """
+        from assay.schema.adapters import create_pipeline
+
+        own_output = (
+            create_pipeline([a.model_dump() for a in interface.outputPipeline])
+            if interface.outputPipeline
+            else None
+        )
+        if input_adapter is None and interface.inputPipeline:
+            input_adapter = create_pipeline([a.model_dump() for a in interface.inputPipeline])
+        schema = interface.outputSchema.arrow_schema() if interface.outputSchema else None
+        overridden = output_adapter is not None and not _same_pipeline(output_adapter, own_output)
+        if output_adapter is None:
+            output_adapter = own_output
+        return cls(
+            caller,
+            endpoint=endpoint or interface.endpoint,
+            input_adapter=input_adapter,
+            output_adapter=output_adapter,
+            output_schema=None if overridden else schema,
+            objects_only=overridden,
+            authorize=authorize,
+            what=what,
+        )
 
     @property
     def endpoint(self) -> str:
@@ -307,7 +390,10 @@ class InferenceSessionClient:
         if self._output is not None:
             stream = self._output(iter(stream))
         items = list(stream)
-        check_reply(items, self._item_schema, self._what)
+        if self._objects_only:
+            check_objects(items, self._what)
+        else:
+            check_reply(items, self._item_schema, self._what)
         return items
 
     def infer(self, body: JSONObject) -> list[JSONObject]:
@@ -363,6 +449,36 @@ class InferenceSessionClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _specs(adapter: Any) -> list[dict[str, Any]] | None:
+    """The specs of the adapters ``adapter`` applies, pipelines flattened; None when one of
+    them is not one of Assay's adapter kinds (its output cannot be compared)."""
+    from assay.schema.adapters import BaseAdapter, Pipeline
+
+    if isinstance(adapter, Pipeline):
+        specs: list[dict[str, Any]] = []
+        for inner in adapter.adapters:
+            more = _specs(inner)
+            if more is None:
+                return None
+            specs.extend(more)
+        return specs
+    if isinstance(adapter, BaseAdapter):
+        try:
+            return [adapter.to_spec()]
+        except errors.ValidationError:
+            return None
+    return None
+
+
+def _same_pipeline(adapter: Any, own: Any) -> bool:
+    """True when ``adapter`` applies just the adapters of the interface's pipeline ``own``, so
+    the interface's output schema describes what it yields."""
+    if adapter is own:
+        return True
+    specs = _specs(adapter)
+    return specs is not None and specs == (_specs(own) if own is not None else [])
 
 
 def _item_schema(schema: pyarrow.Schema | None) -> pyarrow.Schema | None:

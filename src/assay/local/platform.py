@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from assay import errors
+from assay import provenance as provenance_
 from assay._logging import logger
 from assay.core import PlatformCore
 from assay.core.platform import CoreConfig
@@ -224,13 +225,39 @@ class LocalPlatform:
             )
         return self._root / id
 
-    def link_entity(self, path: str | os.PathLike[str], id: str | None = None) -> str:
-        """Make ``<storage_root>/<id>`` a link to the directory ``path`` (an "editable"
-        package: refer to it by a stable id while its files change). Returns the id."""
+    def link_entity(self, package: str | os.PathLike[str], id: str | None = None) -> str:
+        """Make ``<storage_root>/<id>`` a link to the directory ``package`` (an "editable"
+        package: refer to it by a stable id while its files change). ``id`` becomes the
+        linked package's id; without it a new one is made. Returns the id.
+
+        Unlike the reference platform, which takes any string, an id given here must be an
+        Assay entity id: 32 lowercase hex digits (e.g. from
+        :func:`assay.schema.ids.generate_entity_id`)."""
+        if id is not None and not ids.is_entity_id(id):
+            raise errors.ValidationError(
+                f"link_entity: id {id!r} is not an entity id: Assay ids are 32 lowercase hex "
+                "digits (unlike the reference platform, which takes any string here); leave id "
+                "out to get a new one, or make one with assay.schema.ids.generate_entity_id()",
+                field="id",
+                value=id,
+            )
         id = id or ids.generate_entity_id()
-        self.entity_path(id)
-        self._core.storage.link(id, Path(path).expanduser().resolve())
+        self._core.storage.link(id, Path(package).expanduser().resolve())
         return id
+
+    def provenance(self, id: str) -> dict[str, Any] | None:
+        """Entity ``id``'s provenance block (:mod:`assay.provenance`): the digests of its
+        output files, inputs, system, method and settings; None where it recorded none.
+        :class:`assay.errors.NotFoundError` for an unknown id."""
+        self._core.store.require(id)
+        return provenance_.read(self._core, id)
+
+    def verify(self, id: str) -> provenance_.Verification:
+        """Re-hash the chain from entity ``id`` (a Score's analysis, a SafetyCase, a
+        Measurement, an Evaluation, a Dataset) back to its data: every recorded file against
+        its bytes, every input's digest, every Module's files. ``.ok``; ``.mismatches`` name
+        the entity, the artifact and both digests; ``print()`` it for a report."""
+        return provenance_.verify(self._core, id)
 
     def resume(self) -> list[str]:
         """Continue every workflow that a killed process left unfinished; returns their ids.

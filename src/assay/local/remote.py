@@ -71,7 +71,7 @@ class ClientSource:
         kind = group.kind
         resource = Resources.for_kind(kind).value
         remote = getattr(self._client, resource)
-        entity: Entity = remote.get(id)
+        entity: Entity = remote.require(id)
         if not is_status_success(entity.status):
             state = entity.status + (f" ({entity.reason})" if entity.reason else "")
             hint = (
@@ -118,17 +118,16 @@ class ClientSource:
         ``inferencesession``; returns the local Evaluation's id once it is done."""
         platform, client = self._platform, self._client
         what = "local_evaluation"
-        try:
-            data = platform.datasets.get(dataset)
-        except errors.NotFoundError:
+        data = platform.datasets.get(dataset)
+        if data is None:
             raise errors.NotFoundError(
                 f"{what}: dataset {dataset!r} is not a Dataset of this platform (its instances "
                 f"are read here and sent to the server's session); fetch it first with "
                 f"datasets.fetch({dataset!r}), or create it here",
                 kind="Dataset",
                 id=dataset,
-            ) from None
-        session: InferenceSession = client.inferencesessions.get(inferencesession)
+            )
+        session: InferenceSession = client.inferencesessions.require(inferencesession)
         if session.status != Status.Ready:
             state = session.status + (f" ({session.reason})" if session.reason else "")
             raise errors.ConflictError(

@@ -54,10 +54,7 @@ class ServiceCatalog:
                 f"{field} must be an InferenceService or its id, got {type(service).__name__}",
                 field=field,
             )
-        try:
-            entity = self._services.get(id)
-        except errors.NotFoundError:
-            entity = None
+        entity = self._services.get(id)
         # one that the caller may not use is answered as one that does not exist
         if entity is None or not references.may_use("InferenceService", entity.account, id):
             raise errors.NotFoundError(
@@ -79,16 +76,16 @@ class ServiceCatalog:
     def name_of(self, id: str) -> str:
         """The name of service ``id`` (its id when it no longer exists)."""
         if id not in self._names:
-            try:
-                self._names[id] = self._services.get(id).name
-            except errors.NotFoundError:
+            entity = self._services.get(id)
+            if entity is None:
                 return id
+            self._names[id] = entity.name
         return self._names[id]
 
     def item_schema(self, id: str) -> pa.Schema | None:
         """The schema of one response of service ``id`` (None: it cannot be read)."""
         try:
-            schema = self._services.get(id).interface.outputSchema.arrow_schema()
+            schema = self._services.require(id).interface.outputSchema.arrow_schema()
             item = schema.field("responses").type.value_type
         except Exception:  # a schema we cannot read: the columns are checked at inference
             return None

@@ -133,7 +133,7 @@ class Pipeline(PipelineBuilder):
         sessions = self._deployed_sessions()
         if not sessions:
             return None
-        return self._core.inferenceservices.get(sessions[-1]["inferenceService"]["id"])
+        return self._core.inferenceservices.require(sessions[-1]["inferenceService"]["id"])
 
     @property
     def inference_session(self) -> str | None:
@@ -273,15 +273,16 @@ class Pipeline(PipelineBuilder):
         from assay.schema.requests import InferenceServiceCreateRequest
 
         id = uuid.uuid5(_SERVICE_NAMESPACE, version.id).hex
-        with contextlib.suppress(errors.NotFoundError):
-            return self._core.inferenceservices.get(id)
+        existing = self._core.inferenceservices.get(id)
+        if existing is not None:
+            return existing
         definition = version.definition
         item = self._catalog.output_schema(definition)
         if item is not None:
             output = make_output_schema(item).model_dump(by_alias=True)
         else:  # unknown or not unifiable: the first answering service's schema
             first = next(s for s in definition.steps if isinstance(s, ANSWERING)).services()[0]
-            output = self._core.inferenceservices.get(first).interface.outputSchema.model_dump(
+            output = self._core.inferenceservices.require(first).interface.outputSchema.model_dump(
                 by_alias=True
             )
         request = {
@@ -305,7 +306,7 @@ class Pipeline(PipelineBuilder):
         try:
             return group._insert(entity)
         except errors.ConflictError:  # another process made it first
-            return group.get(id)
+            return group.require(id)
 
     def __repr__(self) -> str:
         return f"Pipeline(name={self.name!r}, account={self.account!r}, steps={len(self._steps)})"

@@ -28,6 +28,7 @@ __all__ = [
     "AnalysisBase",
     "AnalysisData",
     "AnalysisInput",
+    "AnalysisOutputQueryFields",
     "AnalysisRequestBase",
     "AnalysisScope",
     "ForeignMethod",
@@ -47,6 +48,7 @@ __all__ = [
     "MethodOutputKind",
     "MethodParameter",
     "MethodScope",
+    "QueryableEntity",
     "SafetyCase",
     "SafetyCaseSpec",
 ]
@@ -330,6 +332,27 @@ class Analysis(AnalysisBase):
     """The Method that is run."""
     data: list[AnalysisData] = Field(default_factory=list)
     """Inline data given to the analysis."""
+
+
+class QueryableEntity(SchemaModel):
+    """An entity named by its id and its name (``QueryableDyffEntity`` in the reference)."""
+
+    id: str
+    """The id of the entity."""
+    name: str
+    """The name of the entity."""
+
+
+class AnalysisOutputQueryFields(SchemaModel):
+    """What queries of analysis outputs (Measurements, SafetyCases, Scores) can filter on:
+    the analysis that made them, its Method and its inputs."""
+
+    analysis: str | None = None
+    """The id of the analysis that produced the output."""
+    method: QueryableEntity
+    """The Method that was run to produce the output."""
+    inputs: list[str] | None = None
+    """The ids of the entities that were inputs to the analysis."""
 
 
 def _analysis_refs(analysis: Analysis) -> dict[str, list[str | None]]:

@@ -11,22 +11,31 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 from pydantic import Field, StringConstraints
 
-from assay.schema._entity import Artifact, Entity, EntityIdentifier
+from assay.schema._entity import (
+    Artifact,
+    DocumentationBase,
+    Entity,
+    EntityIdentifier,
+    now_utc,
+)
 from assay.schema._inference import (
     DataView,
     InferenceSessionBase,
     InferenceSessionSpec,
+    ResourceAllocation,
     SchemaAdapter,
+    session_allocation,
 )
 from assay.schema.base import SUMMARY_MAX_LENGTH, SchemaModel, TagName
 from assay.schema.dataschema import DataSchema
 
 __all__ = [
+    "ArchiveFormat",
     "Audit",
     "AuditProcedure",
     "AuditRequirement",
@@ -39,6 +48,7 @@ __all__ = [
     "EvaluationClientConfiguration",
     "EvaluationInferenceSessionRequest",
     "EvaluationRequestBase",
+    "ExtractorStep",
     "Family",
     "FamilyBase",
     "FamilyMember",
@@ -89,6 +99,26 @@ class DataSource(Entity):
     """The kind of source, e.g. ``huggingface``, ``upload``, ``zenodo``."""
     source: str | None = None
     """Where the data comes from (kind-specific, e.g. a repository id)."""
+
+
+class ArchiveFormat(SchemaModel):
+    """One of the archives that make up a DataSource."""
+
+    name: str
+    """The name of the archive (e.g. its file name)."""
+    format: str
+    """The archive format, e.g. ``zip`` or ``tar.gz``."""
+
+
+class ExtractorStep(SchemaModel):
+    """One step of turning a hierarchical DataSource into a Dataset."""
+
+    action: str
+    """What the step does, e.g. ``extract`` or ``select``."""
+    name: str | None = None
+    """The name of what the step acts on, where it has one."""
+    type: str | None = None
+    """The type of what the step acts on, where it matters."""
 
 
 class DatasetFilter(SchemaModel):
@@ -251,6 +281,13 @@ class Evaluation(Entity, EvaluationBase):
             "inferenceSession": [self.inferenceSessionReference],
         }
 
+    def resource_allocation(self) -> ResourceAllocation | None:
+        """One running workflow, and the replicas and GPUs of the session it starts (none
+        when it uses a running session: ``inferenceSessionReference``)."""
+        if self.inferenceSessionReference:
+            return session_allocation(None)
+        return session_allocation(self.inferenceSession)
+
 
 # -- modules and reports -------------------------------------------------------------------------
 
@@ -334,6 +371,12 @@ class FamilyMemberBase(SchemaModel):
     description: Annotated[str, StringConstraints(max_length=SUMMARY_MAX_LENGTH)] | None = None
     """How this version differs from the others (at most 280 characters); Markdown."""
 
+    @property
+    def resource(self) -> str:
+        """The id of the member entity (``entity.id``; the older reference schema's
+        ``resource`` field)."""
+        return self.entity.id
+
 
 class FamilyMember(FamilyMemberBase):
     """A member of a Family under a tag."""
@@ -342,8 +385,8 @@ class FamilyMember(FamilyMemberBase):
     """The member's tag, unique in the Family, e.g. ``v1.2``."""
     family: str
     """The id of the Family."""
-    creationTime: datetime
-    """When the tag was created (UTC)."""
+    creationTime: datetime = Field(default_factory=now_utc)
+    """When the tag was created (UTC; now, when a member is made without it)."""
 
 
 class FamilyMembers(SchemaModel):
@@ -365,6 +408,33 @@ class Family(Entity, FamilyBase, FamilyMembers):
 
     kind: Literal["Family"] = "Family"
     """Always ``Family``."""
+
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _documentation_in_metadata(cls, data: Any) -> Any:
+        """Take the documented top-level ``documentation`` (the older reference schema's
+        field) into ``metadata.documentation``, where the wire carries it."""
+        if not isinstance(data, dict) or "documentation" not in data:
+            return data
+        data = dict(data)
+        documentation = data.pop("documentation")
+        metadata = data.get("metadata")
+        if isinstance(metadata, pydantic.BaseModel):
+            metadata = metadata.model_dump(exclude_unset=True)
+        metadata = dict(metadata or {})
+        if metadata.get("documentation") is not None:
+            raise ValueError(
+                "documentation: given twice (as documentation and as "
+                "metadata.documentation); give one of them"
+            )
+        metadata["documentation"] = documentation
+        data["metadata"] = metadata
+        return data
+
+    @property
+    def documentation(self) -> DocumentationBase:
+        """The Family's documentation (``metadata.documentation``)."""
+        return self.metadata.documentation
 
     def _query_refs(self) -> dict[str, list[str | None]]:
         return {"members": [m.entity.id for m in self.members.values()]}

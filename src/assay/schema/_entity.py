@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import enum
 import re
-from datetime import datetime
-from typing import Any, ClassVar, Literal
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import pydantic
 from pydantic import Field
@@ -33,6 +33,9 @@ from assay.schema.base import (
     SchemaModel,
 )
 from assay.schema.status import Status
+
+if TYPE_CHECKING:
+    from assay.schema._inference import ResourceAllocation
 
 __all__ = [
     "APIFunctions",
@@ -85,6 +88,11 @@ EntityKind = Literal[
     "Score",
 ]
 """The ``kind`` of anything that has an id on the platform."""
+
+
+def now_utc() -> datetime:
+    """The time now, in UTC (the default of ``creationTime`` fields)."""
+    return datetime.now(UTC)
 
 
 def unique(ids: list[str | None]) -> list[str]:
@@ -284,18 +292,9 @@ class Documentation(DocumentationBase):
     """Version of the schema of this record."""
 
 
-class StatusInfo(SchemaModel):
-    """The status fields of an entity, as returned by ``PUT /R/{id}/delete`` and similar calls.
-
-    (Named ``StatusInfo`` because :class:`assay.schema.status.Status` holds the status values.)
-    """
-
-    status: str
-    """Top-level status (see :class:`assay.schema.status.Status`)."""
-    reason: str | None = None
-    """Why the entity has its status (see :class:`assay.schema.status.Reason`)."""
-    message: str | None = None
-    """What happened, in words, and what to do about it."""
+class StatusInfo(Status):
+    """The status fields of an entity, as returned by ``PUT /R/{id}/delete`` and similar calls:
+    a :class:`~assay.schema.status.Status` (the same fields; an older Assay name for it)."""
 
 
 class EntityIdentifier(SchemaModel):
@@ -352,8 +351,9 @@ class Entity(ModelWithID, Labeled):
     """Why the entity has its status, assigned by the platform."""
     message: str | None = None
     """What happened, in words (progress, or what went wrong and what to do)."""
-    creationTime: datetime
-    """When the entity was created (UTC), assigned by the platform."""
+    creationTime: datetime = Field(default_factory=now_utc)
+    """When the entity was created (UTC), assigned by the platform (now, when an entity is
+    made without it)."""
     lastTransitionTime: datetime | None = None
     """When ``status`` or ``reason`` last changed (UTC)."""
     annotations: list[Annotation] = Field(default_factory=list)
@@ -383,6 +383,17 @@ class Entity(ModelWithID, Labeled):
         dependency fails, the workflow fails with ``reason = FailedDependency``.
         """
         return unique([*self._dependencies(), *(p.id for p in self.metadata.preconditions)])
+
+    def resource_allocation(self) -> ResourceAllocation | None:
+        """What running this entity's workflow takes while it runs, or None for kinds that
+        run no workflow (Family, Method, Model, ...). A workflow takes one
+        ``workflows.assay.io/admitted``; kinds that run an inference session add its replicas
+        and GPUs (see :class:`~assay.schema.platform.ResourceAllocation`)."""
+        if not self.is_workflow:
+            return None
+        from assay.schema._inference import session_allocation
+
+        return session_allocation(None)
 
     def query_refs(self) -> dict[str, list[str]]:
         """The named references that queries filter on, e.g. ``{"dataset": [id]}``; names with

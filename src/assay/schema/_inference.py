@@ -18,7 +18,7 @@ import pydantic
 from pydantic import Field, StringConstraints
 
 from assay.schema._entity import Entity, EntityIdentifier, File, ModelWithID
-from assay.schema.base import SchemaModel, TagName
+from assay.schema.base import LabelKey, SchemaModel, TagName
 from assay.schema.dataschema import DataSchema
 
 __all__ = [
@@ -30,12 +30,14 @@ __all__ = [
     "EnvVar",
     "ForeignInferenceService",
     "ForeignModel",
+    "Frameworks",
     "InferenceInterface",
     "InferenceService",
     "InferenceServiceBase",
     "InferenceServiceBuilder",
     "InferenceServiceRunner",
     "InferenceServiceRunnerKind",
+    "InferenceServiceSources",
     "InferenceServiceSpec",
     "InferenceSession",
     "InferenceSessionAndToken",
@@ -57,6 +59,7 @@ __all__ = [
     "ModelStorage",
     "ModelStorageMedium",
     "NonNegativeQuantity",
+    "ResourceAllocation",
     "SchemaAdapter",
     "Volume",
     "VolumeMount",
@@ -87,6 +90,36 @@ NonNegativeQuantity = Annotated[
     StringConstraints(pattern=NONNEGATIVE_QUANTITY_PATTERN),
     pydantic.BeforeValidator(_check_quantity),
 ]
+
+#: The resource keys of :class:`ResourceAllocation` that Assay uses.
+ADMITTED_RESOURCE = "workflows.assay.io/admitted"
+REPLICAS_RESOURCE = "inference.assay.io/replicas"
+GPUS_RESOURCE = "inference.assay.io/gpus"
+
+
+class ResourceAllocation(SchemaModel):
+    """What running a workflow takes while it runs (what ``resource_allocation()`` of an
+    entity returns).
+
+    Assay's keys: ``workflows.assay.io/admitted`` (one running workflow),
+    ``inference.assay.io/replicas`` (replicas of an inference service) and
+    ``inference.assay.io/gpus`` (GPUs, over all the replicas).
+    """
+
+    quantities: dict[LabelKey, NonNegativeQuantity] = Field(default_factory=dict)
+    """The amount of each resource, by key (label-key rules), in Kubernetes quantity
+    notation."""
+
+
+def session_allocation(session: InferenceSessionBase | None) -> ResourceAllocation:
+    """The allocation of a workflow that runs ``session`` (None: that runs no session)."""
+    quantities = {ADMITTED_RESOURCE: "1"}
+    if session is not None:
+        quantities[REPLICAS_RESOURCE] = str(session.replicas)
+        gpu = session.accelerator.gpu if session.accelerator is not None else None
+        if gpu is not None:
+            quantities[GPUS_RESOURCE] = str(gpu.count * session.replicas)
+    return ResourceAllocation(quantities=quantities)
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -276,6 +309,19 @@ class InferenceServiceBuilder(SchemaModel):
     """The kind of builder."""
     args: list[str] | None = None
     """Arguments for the builder."""
+
+
+class Frameworks(enum.StrEnum):
+    """Machine-learning frameworks a model can be written for."""
+
+    transformers = "transformers"
+
+
+class InferenceServiceSources(enum.StrEnum):
+    """Where an InferenceService comes from: uploaded as it is, or built on the platform."""
+
+    upload = "upload"
+    build = "build"
 
 
 class InferenceServiceRunnerKind(enum.StrEnum):
@@ -544,6 +590,10 @@ class InferenceSession(Entity, InferenceSessionSpec):
             "inferenceService": [self.inferenceService.id],
             "model": [model.id if model else None],
         }
+
+    def resource_allocation(self) -> ResourceAllocation | None:
+        """One running workflow, the session's replicas and their GPUs."""
+        return session_allocation(self)
 
 
 class InferenceSessionAndToken(SchemaModel):

@@ -24,7 +24,7 @@ from assay.schema._data import (
     Module,
     Report,
 )
-from assay.schema._entity import Entity
+from assay.schema._entity import Entity, now_utc
 from assay.schema._inference import InferenceService, InferenceSession, Model
 from assay.schema.base import SchemaModel, validate_model
 
@@ -47,8 +47,8 @@ class RevisionMetadata(SchemaModel):
 
     previousRevision: str | None = None
     """The id of the revision this one was derived from (none for the first)."""
-    creationTime: datetime
-    """When the revision was created (UTC)."""
+    creationTime: datetime = Field(default_factory=now_utc)
+    """When the revision was created (UTC; now, when a revision is made without it)."""
 
 
 class ForeignRevision(RevisionMetadata):
@@ -70,8 +70,44 @@ class History(Entity):
     revisions: list[ForeignRevision]
     """The known revisions, oldest first."""
 
+    @pydantic.model_validator(mode="before")
+    @classmethod
+    def _documented_shape(cls, data: Any) -> Any:
+        """Also take the older reference schema's shape: ``revisions`` as a mapping of
+        revision ids to their metadata (in order, oldest first), and ``latest`` as the id of
+        one of them. The wire shape stays a list of revisions and the latest revision."""
+        if not isinstance(data, dict) or not isinstance(data.get("revisions"), dict):
+            return data
+        data = dict(data)
+        revisions: dict[str, Any] = {}
+        for id, metadata in data["revisions"].items():
+            fields = _as_dict(metadata if metadata is not None else {})
+            if not isinstance(fields, dict):
+                raise ValueError(
+                    f"revisions[{id!r}]: expected the revision's metadata (previousRevision, "
+                    f"creationTime), got {type(metadata).__name__}"
+                )
+            revisions[id] = {**fields, "id": id}
+        data["revisions"] = list(revisions.values())
+        latest = data.get("latest")
+        if isinstance(latest, str):
+            if latest not in revisions:
+                raise ValueError(
+                    f"latest: {latest!r} is not one of the revisions "
+                    f"({', '.join(revisions) or 'there are none'})"
+                )
+            data["latest"] = revisions[latest]
+        return data
+
     def _query_refs(self) -> dict[str, list[str | None]]:
         return {"historyOf": [self.historyOf]}
+
+
+def _as_dict(value: Any) -> Any:
+    """A model as a dict of its fields; anything else as it is."""
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump()
+    return value
 
 
 RevisionableEntity = Annotated[
@@ -122,6 +158,12 @@ class Revision(Entity, RevisionMetadata):
     """The id of the entity this is a revision of."""
     data: RevisionData
     """The revision's content."""
+
+    @property
+    def entity(self) -> RevisionableEntity | None:
+        """The entity as of this revision, where the revision is a full snapshot (None for a
+        ``JsonMergePatch`` revision: apply the patches to the current entity instead)."""
+        return self.data.snapshot
 
     def _query_refs(self) -> dict[str, list[str | None]]:
         return {"revisionOf": [self.revisionOf]}

@@ -258,6 +258,18 @@ class Score(ScoreData):
     """Always ``Score``."""
     id: str
     """Unique id: ``ids.score_id(analysis, name)`` (computed when left out)."""
+    provenance: dict[str, Any] | None = Field(default=None, exclude=True)
+    """What the score was made from (Assay; filled in by ``scores.query``, never sent on the
+    wire): its analysis's digest, the digests of every Method and Dataset of its chain —
+    :func:`assay.provenance.compare` says from these whether two scores are paired. Not part
+    of the score: two scores are equal when their records are."""
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Score):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = None  # type: ignore[assignment]
 
     @pydantic.model_validator(mode="before")
     @classmethod

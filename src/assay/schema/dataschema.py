@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from assay.schema.base import SchemaModel
 
@@ -21,6 +21,13 @@ class DyffDataSchema(SchemaModel):
     """The named canonical components; the schema is their composition."""
     schemaVersion: Literal["0.1"] = "0.1"
     """Version of the component naming scheme."""
+
+    def model_type(self) -> type[BaseModel]:
+        """The composite model type: the fields of the components, in the order listed
+        (:func:`assay.schema.dataset.component_model`)."""
+        from assay.schema.dataset import component_model
+
+        return component_model(self)
 
 
 class DataSchema(SchemaModel):
@@ -45,6 +52,16 @@ class DataSchema(SchemaModel):
         from assay.schema.dataset.arrow import encode_schema
 
         return DataSchema(arrowSchema=encode_schema(schema))
+
+    @staticmethod
+    def from_model(model: type[BaseModel]) -> DataSchema:
+        """The schema of data shaped like the pydantic model type ``model``, as it is (no
+        special fields added): its Arrow schema and its JSON Schema."""
+        from assay.schema.dataset.arrow import arrow_schema, encode_schema
+
+        return DataSchema(
+            arrowSchema=encode_schema(arrow_schema(model)), jsonSchema=model.model_json_schema()
+        )
 
     @staticmethod
     def make_input_schema(schema: Any) -> DataSchema:

@@ -6,7 +6,9 @@ only set once the outputs are durably written (see ``docs/design/workflows.md``)
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
+
+from assay.schema.base import SchemaModel
 
 __all__ = [
     "FAILURE_STATUSES",
@@ -20,22 +22,35 @@ __all__ = [
 ]
 
 
-class Status:
-    """The status values (the ``status`` field of every entity)."""
+class Status(SchemaModel):
+    """The status of an entity, and the status values.
 
-    Created: Final = "Created"
-    Schedulable: Final = "Schedulable"
-    Admitted: Final = "Admitted"
-    Terminated: Final = "Terminated"
-    Deleted: Final = "Deleted"
-    Ready: Final = "Ready"
-    Complete: Final = "Complete"
-    Error: Final = "Error"
-    Failed: Final = "Failed"
-    Denied: Final = "Denied"
-    Approved: Final = "Approved"
+    Both things the reference calls ``Status``: a model with the ``status``, ``reason`` and
+    ``message`` fields (the fields every entity has, e.g. ``Status(status="Complete")``), and
+    the values of ``status`` as class constants (``Status.Complete == "Complete"``;
+    :attr:`ALL` lists them).
+    """
 
-    ALL: Final = (
+    status: str
+    """Top-level status, assigned by the platform (one of :attr:`ALL`)."""
+    reason: str | None = None
+    """Why the entity has its status, assigned by the platform (see :class:`Reason`)."""
+    message: str | None = None
+    """What happened, in words, and what to do about it."""
+
+    Created: ClassVar[str] = "Created"
+    Schedulable: ClassVar[str] = "Schedulable"
+    Admitted: ClassVar[str] = "Admitted"
+    Terminated: ClassVar[str] = "Terminated"
+    Deleted: ClassVar[str] = "Deleted"
+    Ready: ClassVar[str] = "Ready"
+    Complete: ClassVar[str] = "Complete"
+    Error: ClassVar[str] = "Error"
+    Failed: ClassVar[str] = "Failed"
+    Denied: ClassVar[str] = "Denied"
+    Approved: ClassVar[str] = "Approved"
+
+    ALL: ClassVar[tuple[str, ...]] = (
         "Created",
         "Schedulable",
         "Admitted",

@@ -172,7 +172,7 @@ def entity_for(
     wanted = (functions,) if isinstance(functions, str) else tuple(functions)
     if not any(principal.allows(resource, function) for function in wanted):
         raise _denied(principal, wanted[0], resource)
-    entity = group.get(id)
+    entity = group.require(id)
     authorize(principal, resource, wanted, kind=group.kind, account=entity.account, entity_id=id)
     return entity
 

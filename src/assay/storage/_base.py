@@ -48,6 +48,9 @@ class ArtifactInfo:
     """Size in bytes."""
     md5: str | None
     """Hex md5 digest; None where it was not asked for (see :meth:`ArtifactStorage.list`)."""
+    sha256: str | None = None
+    """Hex sha256 digest, where it was computed while writing (:meth:`ArtifactStorage.put_stream`)
+    — the digest of provenance (:mod:`assay.provenance`); md5 is the upload checksum."""
 
 
 def md5_hasher() -> hashlib._Hash:
@@ -77,7 +80,8 @@ class ArtifactStorage(abc.ABC):
     @abc.abstractmethod
     def put_stream(self, id: str, path: str, chunks: Chunks) -> ArtifactInfo:
         """Store the bytes of ``chunks`` as ``path`` of entity ``id``, atomically, replacing
-        any artifact at that path. Returns its size and md5."""
+        any artifact at that path. Returns its size, md5 and sha256 (computed while
+        streaming)."""
 
     def put_bytes(self, id: str, path: str, data: bytes) -> ArtifactInfo:
         """Store ``data`` as ``path`` of entity ``id`` (atomically)."""
@@ -118,6 +122,24 @@ class ArtifactStorage(abc.ABC):
     def md5(self, id: str, path: str) -> str:
         """The hex md5 digest of ``path`` of entity ``id``, computed by streaming it."""
         hasher = md5_hasher()
+        with self.open(id, path) as handle:
+            for block in iter_chunks(handle):
+                hasher.update(block)
+        return hasher.hexdigest()
+
+    def hashes(self, id: str, path: str) -> tuple[str, str]:
+        """The hex md5 and sha256 digests of ``path`` of entity ``id``, in one read."""
+        md5, sha256 = md5_hasher(), hashlib.sha256()
+        with self.open(id, path) as handle:
+            for block in iter_chunks(handle):
+                md5.update(block)
+                sha256.update(block)
+        return md5.hexdigest(), sha256.hexdigest()
+
+    def sha256(self, id: str, path: str) -> str:
+        """The hex sha256 digest of ``path`` of entity ``id``, read from its bytes every time
+        (never a digest a backend remembers): what verification compares."""
+        hasher = hashlib.sha256()
         with self.open(id, path) as handle:
             for block in iter_chunks(handle):
                 hasher.update(block)

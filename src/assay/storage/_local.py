@@ -9,6 +9,7 @@ cannot lead a read or a write outside it. See ``docs/design/store.md``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -18,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from assay import errors
+from assay import errors, provenance
 
 from ._base import ArtifactInfo, ArtifactStorage, Chunks, iter_chunks, md5_hasher
 
@@ -79,12 +80,15 @@ class LocalStorage(ArtifactStorage):
             )
         temp = directory / f"{TEMP_PREFIX}{secrets.token_hex(8)}"
         hasher, size = md5_hasher(), 0
+        sha256 = hashlib.sha256() if provenance.ENABLED else None
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_BINARY, 0o666)
             with open(fd, "wb") as out:
                 for chunk in iter_chunks(chunks):
                     out.write(chunk)
                     hasher.update(chunk)
+                    if sha256 is not None:
+                        sha256.update(chunk)
                     size += len(chunk)
                 out.flush()
                 os.fsync(out.fileno())
@@ -93,7 +97,12 @@ class LocalStorage(ArtifactStorage):
             temp.unlink(missing_ok=True)
             raise
         _fsync_directory(directory)
-        return ArtifactInfo(path=path, size=size, md5=hasher.hexdigest())
+        return ArtifactInfo(
+            path=path,
+            size=size,
+            md5=hasher.hexdigest(),
+            sha256=sha256.hexdigest() if sha256 is not None else None,
+        )
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -145,7 +154,7 @@ class LocalStorage(ArtifactStorage):
             known = self._digests.get(file)
         if known is not None and known[0] == stamp:
             return known[1]
-        digest = super().md5(id, path)
+        digest, _ = self.hashes(id, path)
         with self._digests_lock:
             self._digests.pop(file, None)
             self._digests[file] = (stamp, digest)

@@ -27,6 +27,10 @@ With a ``seed``, a mock's reply depends on the seed and the request alone, whate
 of the calls, their concurrency or the number of replicas (:class:`Faulty` draws its faults
 from one seeded sequence instead). Without one, replies vary from call to call. Write your own
 mock by subclassing :class:`InferenceServiceMock`.
+
+:class:`InferenceSessionClientMock` calls a mock directly, with no platform or session
+(``InferenceSessionClientMock(mocks.TextCompletion(), inference_endpoint="generate")``); it has
+the methods of the client that ``inferencesessions.client(...)`` returns.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 from assay.local.mocks._base import InferenceServiceMock
 from assay.local.mocks._chat import ChatMessage, ChatModel
 from assay.local.mocks._classifier import Classifier, ClassifierOutput, LabelScore
+from assay.local.mocks._client import InferenceSessionClientMock
 from assay.local.mocks._embedder import Embedder
 from assay.local.mocks._faulty import Faulty, TransientServiceError
 from assay.local.mocks._slow import Slow
@@ -47,6 +52,7 @@ __all__ = [
     "Embedder",
     "Faulty",
     "InferenceServiceMock",
+    "InferenceSessionClientMock",
     "LabelScore",
     "Slow",
     "TextCompletion",

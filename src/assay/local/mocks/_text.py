@@ -82,6 +82,11 @@ class TextCompletion(SingleEndpointMock):
             for i, prompt in enumerate(prompts)
         ]
 
+    def generate(self, x: dict[str, Any]) -> list[dict[str, Any]]:
+        """The ``generate`` endpoint: ``responses_per_request`` objects ``{"text": str}``,
+        each ``x["text"]`` followed by a "generated" continuation."""
+        return self.answer(x)
+
     def answer(self, request: dict[str, Any]) -> list[dict[str, Any]]:
         prompt: str = request_field(request, "text")
         rng = self._random.for_request(prompt)

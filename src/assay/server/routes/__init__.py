@@ -15,6 +15,7 @@ from assay.server.routes.entities import add_entity_routes
 from assay.server.routes.families import add_family_routes
 from assay.server.routes.logs import add_log_routes
 from assay.server.routes.pipelines import add_pipeline_routes
+from assay.server.routes.provenance import add_provenance_routes
 from assay.server.routes.scores import add_score_routes
 from assay.server.routes.secrets import add_secret_routes
 from assay.server.routes.sessions import add_session_routes
@@ -37,6 +38,7 @@ def api_router() -> APIRouter:
         add_entity_routes(router, rk)
         add_artifact_routes(router, rk)
         add_log_routes(router, rk)
+        add_provenance_routes(router, rk)
     return router
 
 

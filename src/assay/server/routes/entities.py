@@ -177,7 +177,7 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
         group = rk.group(state.core)
         get_entity(state.core, principal, id, "delete")
         group.delete(id)
-        return json_response(status_of(group.get(id)))
+        return json_response(status_of(group.require(id)))
 
     router.add_api_route(
         f"/{R}/{{id}}/delete",
