@@ -304,8 +304,9 @@ class Link:
     id: str
     what: str
     """``file`` (an artifact's bytes), ``output`` (the digest of the files), ``input`` (an
-    input's digest as recorded by its user), ``module`` (a Module's files), ``recorded``
-    (the entity has a provenance block at all)."""
+    input's digest as recorded by its user), ``module`` (a Module's files), ``integrity``
+    (an Evaluation's exactly-once check), ``recorded`` (the entity has a provenance block at
+    all)."""
     ok: bool
     artifact: str | None = None
     expected: str | None = None
@@ -437,6 +438,8 @@ def _verify(core: Any, id: str, result: Verification, seen: set[str]) -> None:
                 detail="the block differs from the summary in the entity's annotation",
             )
         )
+    if kind == "Evaluation":
+        links.append(_integrity(record_.doc, id))
     for module_id, recorded in _modules(block):
         _verify_module(core, kind, id, module_id, recorded, links)
     for link in block.get("inputs") or []:
@@ -467,6 +470,27 @@ def _verify(core: Any, id: str, result: Verification, seen: set[str]) -> None:
         )
         if core.store.get(input_id) is not None:
             _verify(core, input_id, result, seen)
+
+
+#: The annotation of an Evaluation's integrity check (``assay.evaluation.integrity``).
+_INTEGRITY = "assay.io/integrity"
+
+
+def _integrity(doc: Mapping[str, Any], id: str) -> Link:
+    """The evaluation's integrity check (every instance and replication answered exactly
+    once), as it recorded it: one link of the chain."""
+    for note in doc.get("annotations") or []:
+        if note.get("key") == _INTEGRITY:
+            try:
+                counts = json.loads(note.get("value") or "")
+            except ValueError:
+                break
+            ok = bool(counts.get("ok"))
+            said = ", ".join(
+                f"{counts.get(k, 0):,} {k}" for k in ("duplicates", "missing", "unexpected")
+            )
+            return Link("Evaluation", id, "integrity", ok, detail="" if ok else said)
+    return Link("Evaluation", id, "integrity", False, detail="no integrity check recorded")
 
 
 def _modules(block: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:

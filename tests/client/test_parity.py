@@ -84,8 +84,11 @@ def test_same_refusals(local: LocalPlatform, alice: Client, tmp_path: Path) -> N
     # refused by the server, with the class LocalPlatform raises
     missing = "0" * 32
     for group in ("datasets", "evaluations", "safetycases"):
-        remote = _refusal(lambda group=group: getattr(alice, group).get(missing))
-        assert remote[0] is _refusal(lambda group=group: getattr(local, group).get(missing))[0]
+        # get answers None on both (the reference's get); require raises the same class
+        assert getattr(alice, group).get(missing) is None
+        assert getattr(local, group).get(missing) is None
+        remote = _refusal(lambda group=group: getattr(alice, group).require(missing))
+        assert remote[0] is _refusal(lambda group=group: getattr(local, group).require(missing))[0]
         assert missing in remote[1]
     assert _refusal(lambda: alice.datasets.query(colour="red"))[0] is errors.ValidationError
     assert _refusal(lambda: local.datasets.query(colour="red"))[0] is errors.ValidationError

@@ -32,9 +32,22 @@ def _public(cls: type) -> dict[str, inspect.Signature]:
     }
 
 
+#: Methods of the embedded platform's pipelines that the server does not offer yet: an
+#: explainability run calls the pipeline's services and stores a Measurement in-process
+#: (docs/design/pipelines.md, "Explainability configs").
+EMBEDDED_ONLY = {
+    "create_explainability_config",
+    "explainability_results",
+    "get_explainability_config",
+    "list_explainability_configs",
+    "run_explainability_config",
+}
+
+
 def test_same_methods_and_signatures_as_local() -> None:
     for local, remote in ((LoggedPipeline, RemotePipeline), (LocalPipelines, RemotePipelines)):
         local_methods, remote_methods = _public(local), _public(remote)
+        local_methods = {k: v for k, v in local_methods.items() if k not in EMBEDDED_ONLY}
         assert sorted(local_methods) == sorted(remote_methods), local
         for name, signature in local_methods.items():
             assert list(remote_methods[name].parameters) == list(signature.parameters), name

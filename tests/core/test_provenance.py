@@ -122,6 +122,8 @@ def test_verify_holds_for_an_untouched_chain(
         ("Module", "module"),
     ):
         assert (kind, chain[key]) in checked, str(result)
+    # the evaluation's integrity check is one link of the chain
+    assert any(link.what == "integrity" and link.ok for link in result.links), str(result)
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -159,17 +160,44 @@ def test_flushes_by_rows_and_by_time(tmp_path: Path) -> None:
 
 
 def test_a_full_queue_drops_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import fcntl
+
     with (
         caplog.at_level(logging.WARNING, "assay.pipelines.log"),
-        InferenceLog(tmp_path / "p", flush_rows=10**6, flush_seconds=3600, queue_limit=5) as log,
+        InferenceLog(tmp_path / "p", durable=False, flush_seconds=3600, queue_limit=5) as log,
     ):
-        assert log.append(records(0, 4))
-        assert not log.append(records(4, 2))
-        assert not log.append(records(6, 3))
-        assert log.counters()["dropped"] == 5 and log.counters()["queued"] == 4
+        # another writer holds the journal: nothing this one accepts becomes durable
+        held = os.open(tmp_path / "p" / "journal" / "lock", os.O_RDWR)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        waited: list[bool] = []
+        try:
+            assert log.append(records(0, 4))
+            assert not log.append(records(4, 2))
+            assert not log.append(records(6, 3))
+            assert log._writer.counters()["queued"] == 4
+            # a caller that waits for durability is never refused: it waits
+            waiter = threading.Thread(
+                target=lambda: waited.append(log.append(records(9, 1), wait=True))
+            )
+            waiter.start()
+            waiter.join(0.2)
+            assert waiter.is_alive() and log._writer.counters()["queued"] == 5
+        finally:
+            fcntl.flock(held, fcntl.LOCK_UN)
+            os.close(held)
+        waiter.join(30)
+        assert waited == [True] and log.counters()["dropped"] == 5
         log.flush()
-        assert log.append(records(9, 5))  # room again once written
-    assert log.counters() == {"written": 9, "failed": 0, "dropped": 5, "segments": 2, "queued": 0}
+        assert log.append(records(10, 5))  # room again once written
+    assert log.counters() == {
+        "written": 10,
+        "failed": 0,
+        "last_seq": 9,
+        "journaled": 0,
+        "dropped": 5,
+        "segments": 2,
+        "queued": 0,
+    }
     warnings = [r for r in caplog.records if "queue full" in r.getMessage()]
     assert len(warnings) == 1 and "dropping 2 records" in warnings[0].getMessage()
 
@@ -192,7 +220,8 @@ def test_a_failed_write_keeps_the_records_and_retries(
         InferenceLog(tmp_path / "p", flush_seconds=0.01) as log,
     ):
         log.append(records(0, 3))
-        wait_for(lambda: log.counters()["written"] == 3)
+        assert log.counters()["written"] == 3  # durable in the journal at once
+        wait_for(lambda: log.counters()["segments"] == 1)  # a segment, at the second try
         assert len(log.read(limit=None)[0]) == 3
     assert any("writing a segment failed" in r.getMessage() for r in caplog.records)
 
@@ -267,8 +296,9 @@ def test_sigkill_loses_only_what_was_not_flushed(tmp_path: Path) -> None:
     values = pa.concat_tables([pq.read_table(p) for p in segments]).column("in.x").to_pylist()
     assert set(range(2000)) <= set(values)  # everything flushed is there, every file whole
     assert sorted(values) == list(range(len(values)))  # and nothing twice, nothing torn
-    with InferenceLog(tmp_path / "p") as log:  # a crashed log opens again
-        assert len(log.read(limit=None)[0]) == len(values)
+    with InferenceLog(tmp_path / "p") as log:  # a crashed log opens again, with its journal
+        again = sorted(log.read(limit=None)[0].column("in.x").to_pylist())
+    assert len(again) >= len(values) and again == list(range(len(again)))
 
 
 def test_a_clean_exit_loses_nothing(tmp_path: Path) -> None:

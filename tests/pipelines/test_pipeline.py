@@ -101,21 +101,28 @@ def test_steps_replace_remove_clear(platform: LocalPlatform, services: dict[str,
     pipeline.add_validations(neg="out.label == 'negative'")
     steps = pipeline.steps()
     assert steps[0] == "0: model clf-a" and "key split on 'lang'" in steps[2]
+    # a shadow deploy is three steps: multi-model, audit, select
     assert "sticky on 'user'" in steps[3] and "shadow deploy" in steps[4]
-    assert steps[5] == "5: audit [:3]" and steps[7].startswith("7: validations neg")
+    assert steps[5].startswith("5: audit services [1:]") and steps[6].startswith("6: select ")
+    assert steps[7] == "7: audit [:3]" and steps[9].startswith("9: validations neg")
     pipeline.replace_with_model_step(0, services["b"])
     pipeline.replace_with_select(1, 2)
-    pipeline.replace_with_audit(5, "0:2")
+    pipeline.replace_with_audit(7, "0:2")
     pipeline.replace_with_key_split(2, services["b"], "lang", {"en": services["a"]})
     pipeline.replace_with_random_split(3, [(1, services["c"])])
+    pipeline.replace_with_multi_model_step(8, [services["c"]])
+    pipeline.replace_with_validations(9, neg="out.label == 'neutral'")
+    # replacing a shadow deploy: its first step by the new three, then its other two removed
     pipeline.replace_with_shadow_deploy(4, services["b"], [services["c"]])
-    pipeline.replace_with_multi_model_step(6, [services["c"]])
-    pipeline.replace_with_validations(7, neg="out.label == 'neutral'")
+    pipeline.remove_step(7).remove_step(7)
     steps = pipeline.steps()
     assert steps[0] == "0: model clf-b" and steps[1] == "1: select 2"
-    assert steps[5] == "5: audit [0:2]" and "neutral" in steps[7]
+    assert steps[4] == (
+        "4: multi-model [clf-b, clf-c] (shadow deploy: a challenger's failure is recorded)"
+    )
+    assert steps[7] == "7: audit [0:2]" and "neutral" in steps[9]
     pipeline.remove_step(1)
-    assert len(pipeline.steps()) == 7
+    assert len(pipeline.steps()) == 9
     with pytest.raises(errors.ValidationError, match="no step 9"):
         pipeline.remove_step(9)
     pipeline.clear()
@@ -199,7 +206,9 @@ def test_random_split_ratios_and_stickiness(
 ) -> None:
     n = 2000
     pipeline = _pipeline(platform)
-    pipeline.add_random_split([(1, services["a"]), (3, services["b"])], hash_key="user")
+    pipeline.add_random_split(
+        [(1, services["a"]), (3, services["b"])], hash_key="user", hash_key_mode="hash"
+    )
     pipeline.deploy()
     keys: list[Any] = [f"user-{i}" for i in range(n // 2)] + list(range(n // 4))
     keys += [{"id": i} for i in range(n // 8)] + [[i, "x"] for i in range(n // 8)]

@@ -53,7 +53,9 @@ def test_a_deployed_pipeline_is_evaluated_like_any_service(
     pipeline = platform.pipelines.create("assistant")
     # an evaluation's requests carry _index_, which the input schema need not declare
     pipeline.set_input_schema(pa.schema([("text", pa.string())]))
-    pipeline.add_random_split([(1, services["text"]), (1, services["other"])], hash_key="text")
+    pipeline.add_random_split(
+        [(1, services["text"]), (1, services["other"])], hash_key="text", hash_key_mode="hash"
+    )
     pipeline.add_validations(long="in.text == 'prompt 3'")
     version = pipeline.deploy()
 
@@ -79,7 +81,7 @@ def test_a_deployed_pipeline_is_evaluated_like_any_service(
 
     # every instance of the evaluation went through the pipeline and is in its log
     pipeline.log.flush()
-    logged = pipeline.logs(limit=None, arrow=True)
+    logged = pipeline.logs(limit=None, arrow=True, dataset=["*", "metadata"])
     assert sorted(logged.column("in.text").to_pylist()) == sorted(f"prompt {i}" for i in range(20))
     assert logged.column("anomaly.count").to_pylist().count(1) == 1
     routes = set(logged.column("metadata.answered_by").to_pylist())
@@ -179,7 +181,7 @@ def test_the_input_schema_refuses_rows_that_do_not_fit(platform: LocalPlatform) 
     for row, message in cases.values():
         with pytest.raises(errors.ValidationError, match=f"input row 0 .*{message}"):
             pipeline.infer(row)
-    failures = pipeline.logs(failures=True, arrow=True)
+    failures = pipeline.logs(failures=True, arrow=True, dataset=["*", "metadata"])
     assert failures.num_rows == 3
     assert set(failures.column("metadata.error_step_kind").to_pylist()) == {"input"}
     # the schema is part of the version: a rollback restores it

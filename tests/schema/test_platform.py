@@ -903,6 +903,11 @@ def test_score_interval_is_kept_checked_and_rendered() -> None:
     assert result.value_string() == "95.0% [93.0%, 96.7%]"
     assert P.Score.model_validate(json.loads(json.dumps(result.to_wire()))) == result
     assert P.Score(**fields).value_string() == "95.0%"  # the reference's scores have none
+    # Assay's extensions: on Assay's wire, not on the reference's (whose Score lacks them)
+    reference = result.to_wire(reference=True)
+    assert not {"interval", "confidence"} & set(reference)
+    assert P.Score.model_validate(reference) == P.Score(**fields)
+    assert result.model_dump()["interval"] == [0.93, 0.967]
     for interval, confidence, fragment in (
         ([0.96, 0.99], 0.95, "does not hold the quantity"),
         ([0.99, 0.9], 0.95, "low <= high"),
@@ -1002,6 +1007,78 @@ def test_runner_kinds_include_reference_and_assay_kinds() -> None:
     assert {"python", "http", "openai", "vllm", "pipeline"} <= kinds
     runner = P.InferenceServiceRunner(kind="http", configuration={"url": "http://x/v1"})
     assert runner.to_wire() == {"kind": "http", "configuration": {"url": "http://x/v1"}, "nodes": 1}
+
+
+#: Assay's extensions: the wire fields the reference's schema lacks (and a runner's
+#: ``configuration``: adapters have one in the reference too).
+EXTENSIONS = {"interval", "confidence", "cache", "requestBatchSize"}
+EXTENSIONS |= {"transientErrorRetryBudgetSeconds"}
+
+
+def runners(value: Any) -> list[Any]:
+    """The ``runner`` values anywhere in a wire form."""
+    found: list[Any] = []
+    if isinstance(value, dict):
+        found += [value["runner"]] if "runner" in value else []
+        for item in value.values():
+            found += runners(item)
+    elif isinstance(value, list):
+        for item in value:
+            found += runners(item)
+    return found
+
+
+@pytest.mark.parametrize("kind", sorted(BUILDERS))
+def test_reference_wire_leaves_out_assays_extensions_and_still_parses(kind: str) -> None:
+    entity = BUILDERS[kind]()
+    reference = entity.to_wire(reference=True)
+    assert not keys(reference) & EXTENSIONS
+    assert all("configuration" not in r and "resources" in r for r in runners(reference))
+    assert no_none_fields(reference) == []
+    parsed = P.parse_entity(json.loads(json.dumps(reference)))  # Assay reads it too
+    assert type(parsed) is type(entity)
+    assert entity.to_wire() == P.parse_entity(entity.to_wire()).to_wire()
+
+
+def test_a_runner_on_the_reference_wire() -> None:
+    mock = P.InferenceServiceRunner(
+        kind="mock", configuration={"mockType": "assay.local.mocks.TextCompletion", "kwargs": {}}
+    )
+    assert mock.to_wire(reference=True) == {
+        "kind": "mock",
+        "nodes": 1,
+        "resources": {},  # the reference requires it
+        "args": ["assay.local.mocks.TextCompletion"],  # where the reference client names it
+    }
+    assert mock.to_wire()["configuration"]["mockType"] == "assay.local.mocks.TextCompletion"
+    stated = P.InferenceServiceRunner(
+        kind="mock", resources=P.ModelResources(memory="1Gi"), args=["assay.local.mocks.Echo"]
+    )
+    assert stated.to_wire(reference=True)["resources"] == {"memory": "1Gi"}
+    assert stated.to_wire(reference=True)["args"] == ["assay.local.mocks.Echo"]
+
+    # a service of one of Assay's own runner kinds has no runner on the reference's wire
+    # (the reference's runner is optional), wherever the service is: alone, in a session
+    http = P.InferenceServiceRunner(kind="http", configuration={"url": "http://x/v1"})
+    service = make_service().model_copy(update={"runner": http})
+    assert "runner" not in service.to_wire(reference=True)
+    assert service.to_wire()["runner"]["kind"] == "http"
+    foreign = P.ForeignInferenceService.model_validate(
+        {k: v for k, v in service.to_wire().items() if k in P.ForeignInferenceService.model_fields}
+    )
+    session = make_session().model_copy(update={"inferenceService": foreign})
+    assert "runner" not in session.to_wire(reference=True)["inferenceService"]
+    assert session.to_wire()["inferenceService"]["runner"]["kind"] == "http"
+
+
+def test_evaluation_client_options_on_the_reference_wire() -> None:
+    config = P.EvaluationClientConfiguration(cache=True, requestBatchSize=8)
+    assert {"cache", "requestBatchSize", "transientErrorRetryBudgetSeconds"} <= set(
+        config.to_wire()
+    )
+    reference = config.to_wire(reference=True)
+    assert not {"cache", "requestBatchSize", "transientErrorRetryBudgetSeconds"} & set(reference)
+    assert reference["batchSize"] == 1000 and reference["transientErrorRetryLimit"] == 120
 
 
 @pytest.mark.parametrize(

@@ -16,10 +16,13 @@ from tests.server.helpers import (
     dataset_request,
     md5,
     model_request,
+    module_files,
+    module_request,
     parquet_bytes,
     service_request,
 )
 
+from assay.schema.base import EXTENSIONS_HEADER
 from assay.server.compat import DEFAULT_MOCK, md5_hex
 
 #: What the reference's runner carries instead of a configuration.
@@ -89,7 +92,12 @@ def test_a_mock_runner_without_configuration_serves_its_args_or_the_default(
 ) -> None:
     service = alice.create("inferenceservices", _reference_service(args))
     assert service["status"] == "Ready"
-    assert service["runner"]["configuration"] == {"mockType": served}
+    # the reference's wire names the mock in args[0]; Assay's has its configuration
+    assert service["runner"]["args"] == [served] and "configuration" not in service["runner"]
+    extended = alice.ok(
+        "GET", f"/inferenceservices/{service['id']}", headers={EXTENSIONS_HEADER: "true"}
+    )
+    assert extended["runner"]["configuration"] == {"mockType": served}
 
 
 def test_a_mock_runner_without_configuration_is_still_only_assays_mocks(alice: Caller) -> None:
@@ -112,3 +120,53 @@ def test_a_reference_style_mock_serves_inference(server: Server, alice: Caller) 
     )
     assert reply.status_code == 200, reply.text
     assert all(item["text"].startswith("Hello") for item in reply.json())
+
+
+def test_answers_are_in_the_references_wire_format_unless_assays_is_asked_for(
+    server: Server, alice: Caller
+) -> None:
+    """Assay's extensions — a runner's configuration, Assay's runner kinds, Assay's
+    evaluation client options — are on the wire only for ``X-Assay-Extensions: true``;
+    fields the reference requires (``runner.resources``) are always there."""
+    mock = alice.create("inferenceservices", service_request(ALICE))
+    assert mock["runner"] == {
+        "kind": "mock",
+        "nodes": 1,
+        "resources": {},
+        "args": ["assay.local.mocks.TextCompletion"],
+    }
+    module = alice.create("modules", module_request(ALICE, module_files()))["id"]
+    request = service_request(ALICE)
+    request["runner"] = {"kind": "python", "configuration": {"module": module, "target": "a:B"}}
+    python = alice.create("inferenceservices", request)
+    assert "runner" not in python  # a kind the reference does not know
+    again = alice.ok("GET", f"/inferenceservices/{python['id']}", headers={EXTENSIONS_HEADER: "1"})
+    assert again["runner"]["kind"] == "python"
+    data, schema = parquet_bytes()
+    dataset = alice.create("datasets", dataset_request(ALICE, data, schema))["id"]
+    evaluation = alice.create(
+        "evaluations",
+        {
+            "account": ALICE,
+            "dataset": dataset,
+            "inferenceSession": {"inferenceService": mock["id"]},
+            "client": {"cache": True, "requestBatchSize": 4},
+        },
+    )
+    assert not {"cache", "requestBatchSize", "transientErrorRetryBudgetSeconds"} & set(
+        evaluation["client"]
+    )
+    assert "configuration" not in evaluation["inferenceSession"]["inferenceService"]["runner"]
+
+    extended = {EXTENSIONS_HEADER: "true"}
+    full = alice.ok("GET", f"/evaluations/{evaluation['id']}", headers=extended)
+    assert full["client"]["cache"] is True and full["client"]["requestBatchSize"] == 4
+    assert full["client"]["transientErrorRetryBudgetSeconds"] == 600
+    runner = full["inferenceSession"]["inferenceService"]["runner"]
+    assert runner["configuration"]["mockType"] == "assay.local.mocks.TextCompletion"
+    listed = alice.ok("GET", "/inferenceservices", headers={EXTENSIONS_HEADER: "true"})
+    assert [s["runner"]["kind"] for s in listed] == ["mock", "python"]
+    assert "configuration" in listed[0]["runner"] and "resources" not in listed[0]["runner"]
+    listed = alice.ok("GET", "/inferenceservices", headers={EXTENSIONS_HEADER: "false"})
+    assert [s.get("runner", {}).get("kind") for s in listed] == ["mock", None]
+    assert "configuration" not in listed[0]["runner"]

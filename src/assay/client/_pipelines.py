@@ -214,6 +214,21 @@ class RemotePipeline(PipelineBuilder):
             return []
         return [PipelineVersion.model_validate(v) for v in found]
 
+    def get_pipeline_configuration(self, version: str | int) -> dict[str, Any]:
+        """The configuration of version ``version`` (its number, as an int or a str like
+        ``"2"``, or its id) on the server, as ``LoggedPipeline.get_pipeline_configuration``
+        gives it."""
+        wanted = str(version).strip()
+        for stored in self.versions():
+            if wanted in (str(stored.version), stored.id):
+                found: dict[str, Any] = stored.model_dump(mode="json", by_alias=True)
+                return found
+        raise errors.NotFoundError(
+            f"pipeline {self.name!r} has no version {version!r}; its versions are "
+            f"{[v.version for v in self.versions()]}",
+            kind="PipelineVersion",
+        )
+
     @property
     def deployed_version(self) -> PipelineVersion | None:
         """The version running now on the server (None: not deployed)."""

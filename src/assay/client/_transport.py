@@ -24,6 +24,7 @@ from assay.client._retries import (
     RetryMode,
     parse_retry_after,
 )
+from assay.schema.base import EXTENSIONS_HEADER
 
 __all__ = ["API_VERSION", "Content", "Transport", "normalize_endpoint"]
 
@@ -77,7 +78,8 @@ class Transport:
         self.retries = retries or Retries()
         self._http = httpx.Client(
             timeout=timeout,
-            headers={"User-Agent": f"assay-client/{__version__}"},
+            # Assay's wire format, with its extensions (``assay.server.wire``)
+            headers={"User-Agent": f"assay-client/{__version__}", EXTENSIONS_HEADER: "true"},
             follow_redirects=False,
             transport=transport,
         )

@@ -19,12 +19,15 @@ Design notes: ``docs/design/pipelines.md``.
 
 from assay.pipelines.definition import PipelineDefinition
 from assay.pipelines.execution import PipelineStepError
+from assay.pipelines.explain import ExplainabilityConfig, ExplainabilityResult
 from assay.pipelines.group import LoggedPipeline, MoreLogRecordsWarning, Pipelines
 from assay.pipelines.log import ExportResult, InferenceLog
 from assay.pipelines.pipeline import Pipeline
 from assay.pipelines.versions import PipelineVersion
 
 __all__ = [
+    "ExplainabilityConfig",
+    "ExplainabilityResult",
     "ExportResult",
     "InferenceLog",
     "LoggedPipeline",

@@ -1,4 +1,6 @@
-"""Exporting an inference log to JSON Lines or Arrow IPC files, under a size limit."""
+"""Exporting an inference log to JSON Lines or Arrow IPC files, under a size limit, in the
+order records were logged (their sequence numbers), so that an export stopped by its limit
+goes on from ``start_sequence`` without skipping or repeating a record."""
 
 from __future__ import annotations
 
@@ -7,22 +9,22 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from assay import errors
-from assay.pipelines._log_read import Query, columns_of
-from assay.pipelines._log_segments import segment_files
+from assay.pipelines._log_read import Query, columns_of, shaped
+from assay.pipelines._log_segments import segment_files, seq_range
 
 __all__ = [
+    "SEQUENCE",
     "ExportResult",
     "export_segments",
     "json_default",
@@ -51,6 +53,11 @@ _UNITS = {
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _CHUNK = 1000  # rows converted and written at a time
+#: The column of an export's tables that holds each record's sequence number (its position
+#: in its log); :func:`write_tables` uses it to say where to go on, and does not write it.
+SEQUENCE = "__assay_sequence__"
+_RESUME = b"assay.resume"  # schema metadata: the argument that resumes in the table's log
+_END = b"assay.sequence_end"  # schema metadata: the number after its segment's last record
 
 
 def parse_size(value: str | int) -> int:
@@ -92,11 +99,24 @@ class ExportResult:
     files: list[Path] = field(default_factory=list)
     """The files written, in order (a new one at each change of schema)."""
     last_time: dt.datetime | None = None
-    """The ``time`` of the last record written."""
+    """The ``time`` of the last record written (None: none, or ``time`` not exported)."""
     complete: bool = True
     """False when the export stopped at ``data_size_limit`` (or ``limit``) before the end."""
     message: str = ""
     """One line saying how far it got, and how to go on."""
+    resume: dict[str, Any] = field(default_factory=dict)
+    """Where to go on: the arguments to give the next export (``**resume``; ints, typed
+    ``Any`` so that they splat into ``export_logs``): ``start_sequence`` (the
+    sequence number of the first record of the log not exported: after a stop, the one after
+    the last record written; after a complete export, the first record logged after it) and,
+    when ``valid=False`` added the failure log, ``start_failure_sequence``."""
+    existing_bytes: int = 0
+    """Bytes of the files already in the directory, counted against ``data_size_limit``."""
+
+    @property
+    def next_sequence(self) -> int | None:
+        """``resume["start_sequence"]``: the export's next record in the log it read."""
+        return self.resume.get("start_sequence")
 
 
 def json_default(value: Any) -> Any:
@@ -158,7 +178,7 @@ class _Output:
         self.left -= size
         self.result.records += rows
         self.result.bytes += size
-        if rows:
+        if rows and "time" in chunk.column_names:
             self.result.last_time = chunk.column("time")[rows - 1].as_py()
 
     def _write_json(self, chunk: pa.Table) -> int:
@@ -202,29 +222,36 @@ class _Output:
 
 
 def segment_tables(
-    folder: Path,
+    logs: Sequence[tuple[str, Path, int | None]],
     *,
     query: Query,
     dataset: Sequence[str] | str | None,
     dataset_exclude: Sequence[str] | str | None,
-    dataset_separator: str,
+    dataset_separator: Sequence[str] | str | None,
     limit: int | None,
 ) -> Iterator[pa.Table]:
-    """The records of ``folder``'s segments that ``query`` selects, in time order, until
-    ``limit`` records have been given: one table per segment (a segment with none selected is
-    an empty table), except where segments written at once by several writers overlap in time
-    — their records are merged by time and given as runs, each a slice of one segment, so
-    that every table keeps its segment's schema. What :func:`write_tables` writes, in order."""
+    """The records that ``query`` selects, log by log and in each in sequence order (the
+    order they were committed), until ``limit`` records have been given. ``logs``:
+    ``(resume, folder, start)`` — the argument that resumes in that log (``start_sequence``
+    or ``start_failure_sequence``), its folder, and the sequence number to start at (None:
+    the first).
+
+    Per log, an empty table first, then one per segment (a segment with none selected gives
+    an empty table), shaped as ``dataset_separator`` asks, with each record's sequence number
+    in the column :data:`SEQUENCE` and, in the schema's metadata, the ``resume`` argument and
+    where to go on once the table is written (for the first, the start; else the number
+    after the segment's last record). What :func:`write_tables` writes, in order."""
     given = 0
-    for cluster in _overlapping(segment_files(folder)):
-        tables = []
-        for path in cluster:
-            data = ds.dataset(str(path), format="parquet")
-            columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
-            needed = columns if "time" in columns else ["time", *columns]
-            table = data.to_table(columns=needed, filter=query.filter(data.schema))
-            tables.append(table.sort_by("time"))
-        for table in _merged_runs(tables):
+    for resume, folder, start in logs:
+        for table in _log_tables(
+            resume,
+            folder,
+            start,
+            query=query,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        ):
             if limit is not None:
                 table = table.slice(0, limit - given)
             given += table.num_rows
@@ -233,53 +260,68 @@ def segment_tables(
                 return
 
 
-def _overlapping(paths: Sequence[Path]) -> Iterator[list[Path]]:
-    """The segments in order of their first record's time, grouped where their time ranges
-    overlap (one writer's segments never do; several writers' may)."""
-    ranges = []
-    for path in paths:
-        times = pq.read_table(path, columns=["time"]).column("time")
-        low, high = pc.min(times).value, pc.max(times).value
-        if low is not None:
-            ranges.append((low, high, path))
-    ranges.sort(key=lambda r: r[0])
-    cluster: list[Path] = []
-    end = None
-    for low, high, path in ranges:
-        if cluster and end is not None and low > end:
-            yield cluster
-            cluster, end = [], None
-        cluster.append(path)
-        end = high if end is None else max(end, high)
-    if cluster:
-        yield cluster
+def _log_tables(
+    resume: str,
+    folder: Path,
+    start: int | None,
+    *,
+    query: Query,
+    dataset: Sequence[str] | str | None,
+    dataset_exclude: Sequence[str] | str | None,
+    dataset_separator: Sequence[str] | str | None,
+) -> Iterator[pa.Table]:
+    """The selected records of one log from sequence number ``start``, a table per segment,
+    each in ``seq`` order.
+
+    A record's sequence number is its ``seq``, which the log gives it as it is committed
+    (records and failures together, across processes); one writer at a time turns the
+    journal into segments, oldest first, so each log's segments come in ``seq`` order and a
+    record published after an export read the log has a number above every record of that
+    log the export saw — resuming at ``start`` skips nothing and repeats nothing, whatever
+    the records' times. Segments written before records had a ``seq`` (they precede the
+    others) number their records by position, below 0: ``-n`` to ``-1`` for ``n`` of them."""
+    paths = segment_files(folder)
+    schemas = [pq.read_schema(p) for p in paths]
+    every = list(dict.fromkeys(n for s in schemas for n in s.names))
+    wanted = columns_of(every, dataset, dataset_exclude, dataset_separator) if every else []
+    older = [p for p, s in zip(paths, schemas, strict=True) if "seq" not in s.names]
+    first = -sum(pq.read_metadata(p).num_rows for p in older)
+    start = first if start is None else start
+    marker = pa.table({SEQUENCE: pa.array([], pa.int64())})
+    yield marker.replace_schema_metadata({_RESUME: resume, _END: str(start)})
+    for path, schema in zip(paths, schemas, strict=True):
+        stored = "seq" in schema.names
+        if stored:
+            bounds = seq_range(path)
+            end = start if bounds is None else bounds[1] + 1
+        else:
+            end = first + pq.read_metadata(path).num_rows
+        if end > start:
+            columns = [n for n in wanted if n in schema.names]
+            where = query.filter(schema)
+            needed = ["seq"] if stored else []
+            needed += [n for n in ("time", "anomaly.count", "error") if n in schema.names]
+            data = ds.dataset(str(path), format="parquet")
+            table = data.to_table(columns=list(dict.fromkeys([*columns, *needed])))
+            numbers = (
+                table.column("seq").cast(pa.int64())
+                if stored
+                else pa.array(np.arange(first, end, dtype=np.int64))
+            )
+            table = table.append_column(SEQUENCE, numbers).sort_by(SEQUENCE)
+            table = table.filter(ds.field(SEQUENCE) >= start)
+            if where is not None:
+                table = table.filter(where)
+            out = shaped(table.select(columns), dataset_separator)
+            out = out.append_column(SEQUENCE, table.column(SEQUENCE))
+            yield out.replace_schema_metadata({_RESUME: resume, _END: str(end)})
+        if not stored:
+            first = end
 
 
-def _merged_runs(tables: Sequence[pa.Table]) -> Iterator[pa.Table]:
-    """The records of ``tables`` (each sorted by time) in time order, as runs of consecutive
-    records of one table."""
-    if len(tables) == 1:
-        yield tables[0]
-        return
-    keys = pa.table(
-        {
-            "time": pa.chunked_array(
-                [t.column("time").cast(pa.int64()) for t in tables], type=pa.int64()
-            ),
-            "table": pa.array(np.repeat(np.arange(len(tables)), [t.num_rows for t in tables])),
-            "row": pa.array(np.concatenate([np.arange(t.num_rows) for t in tables])),
-        }
-    )
-    order = keys.sort_by([("time", "ascending"), ("table", "ascending"), ("row", "ascending")])
-    owners = order.column("table").to_numpy()
-    rows = order.column("row").to_numpy()
-    if owners.size == 0:
-        yield tables[0].slice(0, 0)
-        return
-    starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
-    stops = np.r_[starts[1:], owners.size]
-    for start, stop in zip(starts, stops, strict=True):
-        yield tables[int(owners[start])].slice(int(rows[start]), int(stop - start))
+def _bytes_in(directory: Path) -> int:
+    """The size of every file under ``directory``."""
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
 
 
 def write_tables(
@@ -290,20 +332,33 @@ def write_tables(
     size_limit: int,
     arrow: bool,
     limit: int | None,
+    start: Mapping[str, int] | None = None,
 ) -> ExportResult:
     """Write ``tables`` (as :func:`segment_tables` gives them: a pipeline's log here, or one
     read from a server) into ``directory`` as an export: a new file at each change of schema,
-    stopping before ``size_limit`` bytes or after ``limit`` records."""
+    stopping before the files in ``directory`` (those already there included) would pass
+    ``size_limit`` bytes, or after ``limit`` records. ``start``: the ``resume`` arguments
+    the export started from (``{"start_sequence": 0}``...), updated as tables are written."""
     directory.mkdir(parents=True, exist_ok=True)
-    output = _Output(directory, prefix, arrow, size_limit)
+    existing = _bytes_in(directory)
+    output = _Output(directory, prefix, arrow, max(size_limit - existing, 0))
+    resume = dict(start or {})
     stopped = False
     try:
         for table in tables:
-            if table.num_rows and not output.write(table):
-                stopped = True
-                break
-            if limit is not None and output.result.records >= limit:
-                stopped = True
+            meta = table.schema.metadata or {}
+            sequence = table.column(SEQUENCE) if SEQUENCE in table.column_names else None
+            body = table.drop_columns([SEQUENCE]) if sequence is not None else table
+            before = output.result.records
+            whole = not body.num_rows or output.write(body.replace_schema_metadata(None))
+            written = output.result.records - before
+            stopped = not whole or (limit is not None and output.result.records >= limit)
+            key = meta.get(_RESUME, b"").decode()
+            if key and whole and not stopped and _END in meta:
+                resume[key] = int(meta[_END])  # past the segment's last record, selected or not
+            elif key and written and sequence is not None:
+                resume[key] = int(sequence[written - 1].as_py()) + 1
+            if stopped:
                 break
     finally:
         output.close()
@@ -315,29 +370,34 @@ def write_tables(
             result.files.remove(path)
     result.bytes = sum(p.stat().st_size for p in result.files)
     result.complete = not stopped
+    result.resume = resume
+    result.existing_bytes = existing
     where = f" up to {result.last_time.isoformat()}" if result.last_time else ""
     result.message = (
         f"exported {result.records:,} records{where} to {len(result.files)} file(s) in "
         f"{str(directory)!r} ({result.bytes:,} bytes)"
     )
+    again = ", ".join(f"{k}={v}" for k, v in resume.items())
     if stopped:
         reason = (
             f"the data_size_limit of {size_limit:,} bytes"
+            + (f" ({existing:,} of them taken by the files already there)" if existing else "")
             if limit is None or result.records < limit
             else f"the limit of {limit:,} records"
         )
-        result.message += (
-            f"; stopped at {reason} — export again with start_datetime just after the last "
-            "time exported to go on"
+        result.message += f"; stopped at {reason}" + (
+            f" — export again with {again} to go on" if again else ""
         )
         logger.warning("inference log export: %s", result.message)
     else:
+        if again:
+            result.message += f"; export again with {again} for the records logged since"
         logger.info("inference log export: %s", result.message)
     return result
 
 
 def export_segments(
-    folder: Path,
+    logs: Sequence[tuple[str, Path, int | None]],
     directory: Path,
     *,
     prefix: str,
@@ -346,13 +406,13 @@ def export_segments(
     query: Query,
     dataset: Sequence[str] | str | None,
     dataset_exclude: Sequence[str] | str | None,
-    dataset_separator: str,
+    dataset_separator: Sequence[str] | str | None,
     limit: int | None,
 ) -> ExportResult:
-    """Export the records of ``folder``'s segments that ``query`` selects, segment by segment
-    (records by time within one), into ``directory``."""
+    """Export the records of ``logs`` (as :func:`segment_tables` takes them) that ``query``
+    selects, in sequence order, into ``directory``."""
     tables = segment_tables(
-        folder,
+        logs,
         query=query,
         dataset=dataset,
         dataset_exclude=dataset_exclude,
@@ -360,5 +420,11 @@ def export_segments(
         limit=limit,
     )
     return write_tables(
-        tables, directory, prefix=prefix, size_limit=size_limit, arrow=arrow, limit=limit
+        tables,
+        directory,
+        prefix=prefix,
+        size_limit=size_limit,
+        arrow=arrow,
+        limit=limit,
+        start={resume: start for resume, _, start in logs if start is not None},
     )

@@ -1,6 +1,7 @@
 """The reading side of the inference log: the segments of a log as one ``pyarrow.dataset``
 (the union of their schemas, missing columns null), filtered by time, validity and column
-groups, without reading more than the columns it needs."""
+groups, without reading more than the columns it needs; and the shape of what is returned
+(flattened names joined by ``dataset_separator``, or nested structs)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,17 @@ import pyarrow.parquet as pq
 from assay import errors
 from assay.pipelines._log_segments import segment_files
 
-__all__ = ["TIME", "Query", "columns_of", "open_segments", "timestamp"]
+__all__ = [
+    "DEFAULT_GROUPS",
+    "TIME",
+    "Query",
+    "columns_of",
+    "group_of",
+    "open_segments",
+    "separator_of",
+    "shaped",
+    "timestamp",
+]
 
 #: The type of every log's ``time`` column.
 TIME = pa.timestamp("us", tz="UTC")
@@ -89,37 +100,114 @@ def _as_text(table: pa.Table, names: set[str]) -> pa.Table:
     return table
 
 
+#: The column groups ``dataset=["*"]`` (the default) selects: every one but ``metadata``.
+DEFAULT_GROUPS = ("time", "in", "out", "check_failures", "error")
+#: Names of a group that differ from the first part of its columns' names.
+_ALIASES = {"check_failures": "anomaly"}
+
+
+def group_of(name: str) -> str:
+    """The group of a stored column: ``time``, ``in``, ``out`` (``out.*`` and a challenger's
+    ``out_<name>.*``), ``check_failures`` (``anomaly.*``), ``metadata`` or ``error`` (a failed
+    inference's message)."""
+    head = name.split(".", 1)[0]
+    if head.startswith("out_"):
+        return "out"
+    return "check_failures" if head == "anomaly" else head
+
+
+def separator_of(value: Sequence[str] | str | None) -> str | None:
+    """``dataset_separator`` checked: a non-empty string (flattened names joined by it), or
+    None (nested columns: structs)."""
+    if value is not None and not isinstance(value, str):
+        values = list(value) if isinstance(value, Sequence) else []
+        value = values[0] if len(values) == 1 and isinstance(values[0], str) else ""
+    if value == "":
+        raise errors.ValidationError(
+            "dataset_separator must be a non-empty string such as '.' (flattened column "
+            "names) or None (nested columns)",
+            field="dataset_separator",
+        )
+    return value
+
+
 def columns_of(
     names: Sequence[str],
     dataset: Sequence[str] | str | None,
     exclude: Sequence[str] | str | None,
-    separator: str,
+    separator: Sequence[str] | str | None = ".",
 ) -> list[str]:
-    """The columns of ``names`` whose group (the part before ``separator``) or whole name is
-    selected by ``dataset`` (None or ``"*"``: all) and not by ``exclude``."""
+    """The stored columns of ``names`` (dotted) that ``dataset`` selects and ``exclude`` does
+    not. An entry is ``"*"`` (the groups of :data:`DEFAULT_GROUPS`: all but ``metadata``), a
+    group (``time``, ``in``, ``out``, ``check_failures`` or ``anomaly``, ``metadata``,
+    ``error``), a challenger's ``out_<name>``, or a column or a dotted prefix of columns
+    (``in.text``, ``out.1``; written with ``separator`` or with dots). None: ``["*"]``."""
 
     def as_list(value: Sequence[str] | str | None) -> list[str]:
         return [value] if isinstance(value, str) else list(value or [])
 
-    def matches(name: str, wanted: list[str]) -> bool:
-        return any(name == w or name.split(separator, 1)[0] == w for w in wanted)
+    sep = separator_of(separator) or "."
 
-    wanted = as_list(dataset)
-    if not separator:
-        raise errors.ValidationError(
-            "inference log: dataset_separator must not be empty (the stored names use '.')",
-            field="dataset_separator",
-        )
-    chosen = [n for n in names if not wanted or "*" in wanted or matches(n, wanted)]
-    if wanted and "*" not in wanted and not chosen:
-        groups = sorted({n.split(separator, 1)[0] for n in names})
+    def matches(name: str, wanted: list[str]) -> bool:
+        group = group_of(name)
+        for w in wanted:
+            w = _ALIASES.get(w, w).replace(sep, ".")
+            if w == "*" and group in DEFAULT_GROUPS:
+                return True
+            if group == w or name == w or name.startswith(w + "."):
+                return True
+        return False
+
+    wanted = as_list(dataset) or ["*"]
+    chosen = [n for n in names if matches(n, wanted)]
+    if not chosen and "*" not in wanted:
+        groups = sorted({n.split(".", 1)[0] for n in names})
         raise errors.ValidationError(
             f"inference log: dataset {wanted} selects no column; the groups are "
-            f"{', '.join(groups)} (or '*' for all)",
+            f"{', '.join(groups)} (check_failures names anomaly; '*' for all but metadata)",
             field="dataset",
         )
     dropped = as_list(exclude)
     return [n for n in chosen if not matches(n, dropped)]
+
+
+def shaped(table: pa.Table, separator: Sequence[str] | str | None) -> pa.Table:
+    """``table`` (dotted column names) as ``dataset_separator`` asks: ``"."`` as it is,
+    another separator in its names, None nested (``in.text`` and ``in.x`` become the fields of
+    a struct column ``in``)."""
+    sep = separator_of(separator)
+    if sep == ".":
+        return table
+    if sep is not None:
+        return table.rename_columns([n.replace(".", sep) for n in table.column_names])
+    names, arrays = _nest(
+        [n.split(".") for n in table.column_names],
+        [c.combine_chunks() for c in table.columns],
+    )
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _nest(paths: list[list[str]], arrays: list[pa.Array]) -> tuple[list[str], list[pa.Array]]:
+    """Columns named by ``paths`` nested by their first part (in order of appearance). A name
+    that is both a value and the parent of fields (a field that was a number in one record
+    and an object in another) keeps its dotted names at that level."""
+    heads: dict[str, list[int]] = {}
+    for i, path in enumerate(paths):
+        heads.setdefault(path[0], []).append(i)
+    names: list[str] = []
+    nested: list[pa.Array] = []
+    for head, members in heads.items():
+        if all(len(paths[i]) == 1 for i in members):
+            names.extend(head for _ in members)
+            nested.extend(arrays[i] for i in members)
+        elif any(len(paths[i]) == 1 for i in members):
+            names.extend(".".join(paths[i]) for i in members)
+            nested.extend(arrays[i] for i in members)
+        else:
+            fields, values = _nest([paths[i][1:] for i in members], [arrays[i] for i in members])
+            names.append(head)
+            nested.append(pa.StructArray.from_arrays(values, names=fields))
+    return names, nested
 
 
 class Query:
@@ -145,10 +233,21 @@ class Query:
         if self.end is not None:
             parts.append(time < self.end)
         if self.valid is not None:
+            # not valid: flagged by a check (anomaly.count > 0) or failed (with an error)
+            flagged: list[ds.Expression] = []
+            clean: list[ds.Expression] = []
             if "anomaly.count" in schema.names:
                 count = ds.field("anomaly.count")  # null: a segment without validations
-                parts.append(count.is_null() | (count == 0) if self.valid else count > 0)
-            elif not self.valid:
+                flagged.append(count > 0)
+                clean.append(count.is_null() | (count == 0))
+            if "error" in schema.names:
+                flagged.append(ds.field("error").is_valid())
+                clean.append(ds.field("error").is_null())
+            if self.valid:
+                parts.extend(clean)
+            elif flagged:
+                parts.append(flagged[0] if len(flagged) == 1 else flagged[0] | flagged[1])
+            else:
                 parts.append(ds.scalar(False))
         if not parts:
             return None
@@ -165,9 +264,12 @@ class Query:
         records match than were returned."""
         where = self.filter(data.schema)
         order = "ascending" if self.ranged else "descending"
-        needed = columns if "time" in columns else ["time", *columns]
+        # records of one time (the rows of one call) in the order they were logged
+        keys = [k for k in ("time", "seq") if k == "time" or k in data.schema.names]
+        needed = list(dict.fromkeys([*keys, *columns]))
+        by = [(k, order) for k in keys]
         if limit is None:
-            table = data.to_table(columns=needed, filter=where).sort_by([("time", order)])
+            table = data.to_table(columns=needed, filter=where).sort_by(by)
             return table.select(columns), False
         matched = data.count_rows(filter=where)
         if limit == 0:
@@ -180,6 +282,6 @@ class Query:
             time = ds.field("time")
             within = time <= bound if self.ranged else time >= bound
             where = within if where is None else where & within
-        table = data.to_table(columns=needed, filter=where).sort_by([("time", order)])
+        table = data.to_table(columns=needed, filter=where).sort_by(by)
         table = table.slice(0, max(limit, 0)).select(columns)
         return table, matched > table.num_rows

@@ -1,19 +1,24 @@
-"""The writing side of the inference log: a bounded queue drained by one writer thread into
-append-only Parquet segments, each written atomically (temporary file, fsync, hard link to its
-final name, fsync of the folder), so that a file named ``segment-*.parquet`` is always whole.
+"""The writing side of the inference log: a queue drained by a commit thread into the log's
+journal (``_log_journal``), one group commit at a time, and a compaction thread that turns full
+journals into append-only Parquet segments, each written atomically (temporary file, fsync,
+hard link to its final name, fsync of the folder), so that a file named ``segment-*.parquet``
+is always whole.
+
+The commit thread takes every record queued since its last commit, builds them into Arrow
+(merging the calls that arrived together), appends them to the journal with one ``write`` and
+makes them durable with one ``fsync``, then releases every caller waiting for them. A caller
+that waits (the default of a durable log) is answered only once its records are durable; one
+that does not wait may lose, in a crash, what the commit thread had not yet written — the last
+few milliseconds. Records get their sequence number (``seq``) as they are committed.
 
 Several writers — InferenceLog objects in one process, or processes — may append to one folder
-at once. Each writes its own temporary file (``.segment-<pid>-<random>.tmp``), and publishes it
-with :func:`os.link`, which is atomic and, unlike :func:`os.replace`, refuses a name that
-exists: a writer that loses the race for a segment number rescans the folder and takes the next
-free one, so no segment is ever overwritten. A starting writer removes only the temporaries of
-processes that are gone. Segment numbers are then in publishing order, not in time order across
-writers; readers order records by their ``time`` column.
-
-What a crash can lose: the records that were queued and not yet written — at most what
-arrives in ``flush_seconds`` or ``flush_rows`` records, whichever comes first (plus a write
-in progress). Everything written before is on disk and readable; :meth:`SegmentWriter.flush`
-returns only once every record queued before it is durable.
+at once: they share its journal (under a lock) and its segments. Each writes its own temporary
+segment file (``.segment-<pid>-<random>.tmp``), and publishes it with :func:`os.link`, which is
+atomic and, unlike :func:`os.replace`, refuses a name that exists: a writer that loses the race
+for a segment number rescans the folder and takes the next free one, so no segment is ever
+overwritten. A starting writer removes only the temporaries of processes that are gone. One
+writer at a time compacts the full journals, oldest first, so segments receive the records in
+``seq`` order; readers order records by their ``time`` column.
 """
 
 from __future__ import annotations
@@ -29,11 +34,16 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assay import errors
+from assay.pipelines._log_journal import Entry, Journal, read_entries, sealed_files
+from assay.pipelines._records import Records, concat
 
 __all__ = ["DROPS_FILE", "KINDS", "SegmentWriter", "dropped_records", "segment_files"]
 
@@ -43,8 +53,6 @@ logger = logging.getLogger("assay.pipelines.log")
 KINDS = ("log", "failures")
 
 _SEGMENT = re.compile(r"^segment-(\d+)\.parquet$")
-#: A segment being written: ``.segment-<pid of its writer>-<random>.tmp``.
-_TEMPORARY = re.compile(r"^\.segment-(\d+)-(\w+)\.tmp$")
 
 
 def segment_files(folder: Path) -> list[Path]:
@@ -79,11 +87,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _remove_stale_temporaries(folder: Path) -> None:
+def _remove_stale_temporaries(folder: Path, prefix: str = ".segment") -> None:
     """Remove the temporary files that no live writer will finish: those of processes that are
     gone (a write a crash interrupted), and any without a pid in their name."""
-    for path in folder.glob(".segment-*.tmp"):
-        match = _TEMPORARY.match(path.name)
+    pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)-(\w+)\.tmp$")
+    for path in folder.glob(f"{prefix}-*.tmp"):
+        match = pattern.match(path.name)
         if match is None or not _alive(int(match.group(1))):
             path.unlink(missing_ok=True)
 
@@ -127,15 +136,87 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-@dataclass
+_SEQ_RANGES: dict[Path, tuple[tuple[int, int], tuple[int, int] | None]] = {}
+_SEQ_LOCK = threading.Lock()
+
+
+def seq_range(path: Path) -> tuple[int, int] | None:
+    """The smallest and largest ``seq`` of a segment (from its footer's statistics; None for
+    a segment without the column), remembered per segment: a segment never changes."""
+    info = path.stat()
+    stamp = (info.st_size, info.st_mtime_ns)
+    with _SEQ_LOCK:
+        known = _SEQ_RANGES.get(path)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    meta = pq.read_metadata(path)
+    found: tuple[int, int] | None = None
+    leaf = next((i for i in range(meta.num_columns) if meta.schema.column(i).path == "seq"), None)
+    if leaf is not None:
+        lows, highs = [], []
+        for group in range(meta.num_row_groups):
+            stats = meta.row_group(group).column(leaf).statistics
+            if stats is not None and stats.has_min_max:
+                lows.append(int(stats.min))
+                highs.append(int(stats.max))
+        if highs:
+            found = (min(lows), max(highs))
+    with _SEQ_LOCK:
+        _SEQ_RANGES[path] = (stamp, found)
+    return found
+
+
+def after_segments(directory: Path) -> int:
+    """The sequence number after the newest record in the segments of both logs (0: none)."""
+    highest = -1
+    for kind in KINDS:
+        for path in segment_files(directory / kind):
+            try:
+                found = seq_range(path)
+            except FileNotFoundError:  # pragma: no cover - segments are never removed
+                continue
+            if found is not None:
+                highest = max(highest, found[1])
+    return highest + 1
+
+
+def _payload(table: pa.Table) -> pa.Buffer:
+    """``table`` as an Arrow IPC stream."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _with_seq(table: pa.Table, first: int) -> pa.Table:
+    seq = pa.array(np.arange(first, first + table.num_rows, dtype=np.int64))
+    position = 1 if table.num_columns and table.column_names[0] == "time" else 0
+    return table.add_column(position, "seq", seq)
+
+
+@dataclass(eq=False)
 class _Item:
     kind: str
-    table: pa.Table
-    written: bool = False
+    data: pa.Table | Records
+    rows: int
+    done: bool = False
+    error: BaseException | None = None
+
+    def shape(self) -> tuple[Any, ...]:
+        """Items of one shape are built into one table."""
+        data = self.data
+        if isinstance(data, Records) and not data.built():
+            return (self.kind, tuple(data.names))
+        table = data.table() if isinstance(data, Records) else data
+        return (self.kind, table.schema)
+
+    def table(self) -> pa.Table:
+        return self.data.table() if isinstance(self.data, Records) else self.data
 
 
 class SegmentWriter:
-    """A bounded queue of tables and the thread that writes them as segments."""
+    """The queue of records, the thread that commits them to the journal and the thread
+    that turns full journals into segments."""
 
     def __init__(
         self, directory: Path, *, flush_rows: int, flush_seconds: float, queue_limit: int
@@ -150,35 +231,47 @@ class SegmentWriter:
             folder.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(folder)
             self._next[kind] = _next_free(folder)  # a guess: other writers may take it first
+        self.journal = Journal(
+            directory,
+            seal_rows=flush_rows,
+            seal_seconds=flush_seconds,
+            after_segments=lambda: after_segments(directory),
+        )
+        _remove_stale_temporaries(self.journal.folder, ".current")
         self._cond = threading.Condition()
         self._queue: deque[_Item] = deque()
-        self._pending = 0  # records queued
-        self._oldest = 0.0  # monotonic time the oldest queued item arrived
-        self._enqueued = 0  # items ever queued
-        self._durable = 0  # items ever written
-        self._flush_wanted = False
+        self._pending = 0  # records accepted and not yet durable
+        self._last: _Item | None = None  # the newest item accepted
         self._closing = False
+        self._compact_wanted = True  # full journals a crash may have left
         self._error: BaseException | None = None
         self._counters = {"written": 0, "failed": 0, "dropped": 0, "segments": 0}
-        self._thread = threading.Thread(
-            target=self._run, name=f"assay-log-writer:{directory.name}", daemon=True
+        name = directory.name
+        self._committer = threading.Thread(
+            target=self._commits, name=f"assay-log-commit:{name}", daemon=True
         )
-        self._thread.start()
+        self._compactor = threading.Thread(
+            target=self._compactions, name=f"assay-log-compact:{name}", daemon=True
+        )
+        self._committer.start()
+        self._compactor.start()
 
     # -- the caller's side --------------------------------------------------------------------
 
-    def put(self, kind: str, table: pa.Table) -> bool:
-        """Queue ``table``; False (and the records counted as dropped) if the queue is full."""
-        rows = table.num_rows
+    def put(self, kind: str, data: pa.Table | Records, *, wait: bool) -> _Item | None:
+        """Queue ``data`` for the journal: the item to :meth:`wait` for. A caller that will
+        wait is never refused; one that will not gets None (and the records count as
+        dropped) when more than ``queue_limit`` records wait already."""
+        rows = data.num_rows
         if rows == 0:
-            return True
+            return None
         with self._cond:
             if self._closing:
                 raise errors.ConflictError(
                     f"inference log {str(self.directory)!r} is closed; open a new InferenceLog "
                     "on the folder to append to it"
                 )
-            if self._pending + rows > self.queue_limit:
+            if not wait and self._pending + rows > self.queue_limit:
                 first = self._counters["dropped"] == 0
                 self._counters["dropped"] += rows
                 if first:
@@ -192,126 +285,259 @@ class SegmentWriter:
                         rows,
                     )
                 _record_drop(self.directory, kind, rows)
-                return False
-            first = not self._queue
-            if first:
-                self._oldest = time.monotonic()
-            self._queue.append(_Item(kind, table))
+                return None
+            item = _Item(kind, data, rows)
+            self._queue.append(item)
             self._pending += rows
-            self._enqueued += 1
-            if first or self._pending >= self.flush_rows:  # start the clock, or write now
-                self._cond.notify_all()
-            return True
+            self._last = item
+            self._cond.notify_all()
+        return item
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until every record queued before the call is in a whole segment on disk."""
+    def wait(self, item: _Item, timeout: float | None = None) -> None:
+        """Return once ``item`` is durable; raise what kept it from the journal (the records
+        of an item that cannot be built), or a PlatformError while the journal cannot be
+        written (the item stays queued, and the commit thread retries)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            target = self._enqueued
-            if self._durable >= target:
-                return
-            self._flush_wanted = True
-            self._cond.notify_all()
-            while self._durable < target:
+            while not item.done:
                 if self._error is not None:
                     raise errors.PlatformError(
-                        f"inference log {str(self.directory)!r}: writing a segment failed "
-                        f"({self._error}); the records stay queued and the writer retries"
+                        f"inference log {str(self.directory)!r}: writing the journal failed "
+                        f"({self._error}); the records are not durable yet (the writer retries)"
                     )
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     raise errors.WaitTimeoutError(
                         f"inference log {str(self.directory)!r}: {self._pending} records still "
-                        f"not written after {timeout} s"
+                        f"not durable after {timeout} s"
                     )
                 self._cond.wait(0.5 if left is None else min(left, 0.5))
+        if item.error is not None:
+            raise item.error
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every record accepted before the call is durable, then turn the
+        journal — every writer's records in it — into segments."""
+        with self._cond:
+            last = self._last
+        if last is not None:
+            self.wait(last, timeout)
+        self.journal.seal(force=True)
+        try:
+            self._compact(blocking=True)
+        except Exception as exc:
+            raise errors.PlatformError(
+                f"inference log {str(self.directory)!r}: writing a segment failed ({exc}); the "
+                "records stay in the journal and the writer retries"
+            ) from exc
 
     def close(self) -> None:
-        """Write everything queued, then stop the writer; idempotent."""
+        """Commit everything queued, turn the journal into segments, stop; idempotent."""
         with self._cond:
+            if self._closing:
+                return
             self._closing = True
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
+        for thread in (self._committer, self._compactor):
+            if threading.current_thread() is not thread:
+                thread.join()
+        try:
+            self.journal.seal(force=True)
+            self._compact(blocking=True)
+        except Exception:
+            logger.exception(
+                "inference log %s: closing with records left in the journal (they become "
+                "segments when the log is opened again)",
+                self.directory,
+            )
+        self.journal.close()
 
     def counters(self) -> dict[str, int]:
-        """``written``, ``failed`` (records in whole segments of each log), ``dropped`` (refused
-        because the queue was full), ``queued`` (waiting to be written), ``segments``."""
+        """This writer's ``written``, ``failed`` (records it put in segments), ``dropped``
+        (refused because the queue was full), ``segments``, and ``queued`` (records accepted
+        and not yet durable)."""
         with self._cond:
             return {**self._counters, "queued": self._pending}
 
-    # -- the writer thread --------------------------------------------------------------------
+    # -- the commit thread --------------------------------------------------------------------
 
-    def _due(self) -> bool:
-        return bool(self._queue) and (
-            self._closing
-            or self._flush_wanted
-            or self._pending >= self.flush_rows
-            or time.monotonic() - self._oldest >= self.flush_seconds
-        )
-
-    def _run(self) -> None:
+    def _commits(self) -> None:
         while True:
             with self._cond:
-                while not self._due():
-                    if self._closing and not self._queue:
+                while not self._queue:
+                    if self._closing:
                         return
-                    wait = (
-                        None
-                        if not self._queue
-                        else max(self._oldest + self.flush_seconds - time.monotonic(), 0.0)
-                    )
-                    self._cond.wait(wait)
+                    self._cond.wait()
                 items = list(self._queue)
                 self._queue.clear()
-                self._pending = 0
-                self._flush_wanted = False
+            sealed = False
             try:
-                self._write(items)
-            except BaseException as exc:  # keep what was not written, retry after a pause
-                logger.exception("inference log %s: writing a segment failed", self.directory)
+                entries = self._entries(items)
+                if entries:
+                    fd, sealed = self.journal.commit(entries)
+                    try:
+                        os.fsync(fd)  # one fsync for every record of the commit
+                    finally:
+                        os.close(fd)
+            except BaseException as exc:  # keep them queued, retry after a pause
+                logger.exception("inference log %s: writing the journal failed", self.directory)
                 with self._cond:
                     self._error = exc
-                    left = [item for item in items if not item.written]
-                    self._durable += len(items) - len(left)
-                    self._queue.extendleft(reversed(left))
-                    self._pending += sum(item.table.num_rows for item in left)
-                    self._oldest = time.monotonic()
+                    self._queue.extendleft(reversed([i for i in items if not i.done]))
+                    self._cond.notify_all()
                     if self._closing:
                         logger.error(
-                            "inference log %s: closing with %d records not written",
+                            "inference log %s: closing with %d records not durable",
                             self.directory,
                             self._pending,
                         )
                         return
-                    self._cond.wait(max(self.flush_seconds, 0.1))
+                    self._cond.wait(max(min(self.flush_seconds, 1.0), 0.05))
                 continue
             with self._cond:
                 self._error = None
-                self._durable += len(items)  # once all are written: flush() waits for order
+                for item in items:
+                    if not item.done:
+                        item.done = True
+                        self._pending -= item.rows
+                if sealed:
+                    self._compact_wanted = True
                 self._cond.notify_all()
 
-    def _write(self, items: list[_Item]) -> None:
-        """Write ``items`` as segments: one per log and run of equal schemas; each item is
-        marked written (and counted) once its segment is whole on disk."""
-        for kind in KINDS:
-            runs: list[list[_Item]] = []
-            for item in items:
-                if item.kind != kind:
-                    continue
-                if runs and runs[-1][0].table.schema.equals(item.table.schema):
-                    runs[-1].append(item)
+    def _entries(self, items: list[_Item]) -> list[Entry]:
+        """The journal entries of ``items``: one per run of items of one log and shape, built
+        at once. An item whose records cannot be built is not written: it gets the error
+        (its caller raises it) and its records count as dropped."""
+        runs: list[tuple[tuple[Any, ...], list[_Item]]] = []
+        for item in items:
+            if item.done:  # refused by an earlier attempt
+                continue
+            shape = item.shape()
+            if runs and runs[-1][0] == shape:
+                runs[-1][1].append(item)
+            else:
+                runs.append((shape, [item]))
+        entries = []
+        for _, run in runs:
+            try:
+                tables = [self._build(run)]
+            except Exception:
+                tables = []
+                for item in run:  # find the one that cannot be built
+                    try:
+                        tables.append(self._build([item]))
+                    except Exception as exc:
+                        self._refuse(item, exc)
+            for table in tables:
+                kind = KINDS.index(run[0].kind)
+                entries.append(Entry(kind, table.num_rows, _payload(table)))
+        return entries
+
+    @staticmethod
+    def _build(run: list[_Item]) -> pa.Table:
+        first = run[0].data
+        if isinstance(first, Records) and not first.built():
+            return concat([item.data for item in run if isinstance(item.data, Records)]).table()
+        return pa.concat_tables([item.table() for item in run])
+
+    def _refuse(self, item: _Item, exc: Exception) -> None:
+        logger.error(
+            "inference log %s: %d records cannot be written (%s: %s); dropped",
+            self.directory,
+            item.rows,
+            type(exc).__name__,
+            exc,
+        )
+        _record_drop(self.directory, item.kind, item.rows)
+        with self._cond:
+            item.error = errors.ValidationError(
+                f"inference log {str(self.directory)!r}: the records cannot be logged: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            item.done = True
+            self._pending -= item.rows
+            self._counters["dropped"] += item.rows
+            self._cond.notify_all()
+
+    # -- the compaction thread ----------------------------------------------------------------
+
+    def _compactions(self) -> None:
+        pause = max(min(self.flush_seconds / 2, 0.5), 0.005)
+        while True:
+            with self._cond:
+                if not self._compact_wanted and not self._closing:
+                    self._cond.wait(pause)
+                if self._closing:
+                    return
+                self._compact_wanted = False
+            try:
+                self.journal.seal()  # when its records are older than flush_seconds
+                self._compact(blocking=False)
+            except Exception:
+                logger.exception("inference log %s: writing a segment failed", self.directory)
+                with self._cond:
+                    self._compact_wanted = True
+                    self._cond.wait(max(min(self.flush_seconds, 1.0), 0.05))
+
+    def _compact(self, *, blocking: bool) -> None:
+        """Turn the sealed journals into segments, oldest first, under the folder's
+        compaction lock (without ``blocking``: nothing, if another writer holds it)."""
+        with self.journal.compacting(blocking=blocking) as held:
+            if not held:
+                return
+            for path in sealed_files(self.journal.folder):
+                self._compact_file(path)
+
+    def _compact_file(self, path: Path) -> None:
+        base, entries, damaged = read_entries(path)
+        if damaged:
+            end = entries[-1].first + entries[-1].rows if entries else base
+            logger.error(
+                "inference log %s: the journal %s is damaged from record %d on (a crash of the "
+                "machine?); what follows is lost",
+                self.directory,
+                path.name,
+                end,
+            )
+        present: pa.Array | None = None
+        if entries and entries[0].first < after_segments(self.directory):
+            present = self._seqs_in_segments(entries[0].first)  # a compaction a crash cut
+        tables: dict[str, list[pa.Table]] = {kind: [] for kind in KINDS}
+        for entry in entries:
+            table = pa.ipc.open_stream(pa.py_buffer(entry.payload)).read_all()
+            table = _with_seq(table, entry.first)
+            if present is not None:
+                table = table.filter(pc.invert(pc.is_in(table.column("seq"), present)))
+            if table.num_rows:
+                tables[KINDS[entry.kind]].append(table)
+        for kind, parts in tables.items():
+            runs: list[list[pa.Table]] = []
+            for table in parts:
+                if runs and runs[-1][0].schema.equals(table.schema):
+                    runs[-1].append(table)
                 else:
-                    runs.append([item])
+                    runs.append([table])
             for run in runs:
-                table = pa.concat_tables([item.table for item in run])
+                table = pa.concat_tables(run)
                 self._write_segment(kind, table)
                 with self._cond:
-                    for item in run:
-                        item.written = True
                     self._counters["written" if kind == "log" else "failed"] += table.num_rows
                     self._counters["segments"] += 1
-                    self._cond.notify_all()
+        path.unlink()
+        _fsync_folder(self.journal.folder)
+
+    def _seqs_in_segments(self, first: int) -> pa.Array:
+        """The ``seq`` values from ``first`` on that segments hold already."""
+        found: list[pa.Array] = []
+        for kind in KINDS:
+            for segment in segment_files(self._folders[kind]):
+                known = seq_range(segment)
+                if known is not None and known[1] >= first:
+                    column = pq.read_table(segment, columns=["seq"]).column("seq")
+                    found.extend(column.chunks)
+        if not found:
+            return pa.array([], pa.int64())
+        return pa.concat_arrays(found)
 
     def _write_segment(self, kind: str, table: pa.Table) -> None:
         folder = self._folders[kind]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import pyarrow as pa
 
@@ -23,12 +23,12 @@ from assay.pipelines.definition import (
     PipelineDefinition,
     RandomSplitStep,
     SelectStep,
-    ShadowStep,
     Step,
     ValidationsStep,
     column_prefix,
     encode_schema,
     parse_slice,
+    shadow_steps,
 )
 from assay.pipelines.validations import parse_check
 
@@ -82,16 +82,26 @@ class PipelineBuilder:
         return self._add(self._key_split_step(default, meta_key, options))
 
     def add_random_split(
-        self, weighted: Sequence[tuple[float, Any]], hash_key: str | None = None
+        self,
+        weighted: Sequence[tuple[float, Any]],
+        hash_key: str | None = None,
+        hash_key_mode: str = "value",
     ) -> Self:
-        """Route to one service with probability proportional to its weight; with
-        ``hash_key``, the same value of that input field always takes the same route."""
-        return self._add(self._random_split_step(weighted, hash_key))
+        """Route to one service with probability proportional to its weight: a draw in
+        [0.0, 1.0] picks the weight's share that holds it (with weights 1 and 1, 0.4 takes
+        the first service, 0.6 the second). With ``hash_key``, the value of that input field
+        is the draw: a number in [0.0, 1.0] (any other value fails the row; a row without the
+        field, or with null, gets a random draw). With ``hash_key_mode="hash"``, the draw is
+        the hash of the field's value instead, so any value always takes the same route."""
+        return self._add(self._random_split_step(weighted, hash_key, hash_key_mode))
 
     def add_shadow_deploy(self, champion: Any, challengers: Sequence[Any]) -> Self:
         """Run ``champion`` and every challenger; the champion answers, the challengers'
-        outputs are recorded as ``out_<name>.*``."""
-        return self._add(self._shadow_step(champion, challengers))
+        outputs are recorded as ``out_<name>.*`` (a failing challenger's error as
+        ``out_<name>.error``). Three steps: a multi-model step, an audit of the challengers
+        and a select of the champion; remove or replace each with ``remove_step`` and the
+        ``replace_with_...`` methods."""
+        return self._extend(self._shadow_steps(champion, challengers))
 
     def add_validations(self, **checks: Any) -> Self:
         """Named checks over the record (``anomaly.<name>`` is true where one holds): each
@@ -99,6 +109,10 @@ class PipelineBuilder:
         :mod:`assay.pipelines.validations`) or a polars expression
         (``pl.col("out.score") > 0.9``, with polars installed)."""
         return self._add(self._validations_step(checks, replacing=None))
+
+    def add_validation(self, name: str, validation: Any) -> Self:
+        """One named check, as :meth:`add_validations` adds them (a step of its own)."""
+        return self._add(self._validations_step({name: validation}, replacing=None))
 
     def replace_with_model_step(self, index: int, service: Any) -> Self:
         return self._replace(index, self._model_step(service))
@@ -118,18 +132,32 @@ class PipelineBuilder:
         return self._replace(index, self._key_split_step(default, meta_key, options))
 
     def replace_with_random_split(
-        self, index: int, weighted: Sequence[tuple[float, Any]], hash_key: str | None = None
+        self,
+        index: int,
+        weighted: Sequence[tuple[float, Any]],
+        hash_key: str | None = None,
+        hash_key_mode: str = "value",
     ) -> Self:
-        return self._replace(index, self._random_split_step(weighted, hash_key))
+        return self._replace(index, self._random_split_step(weighted, hash_key, hash_key_mode))
 
     def replace_with_shadow_deploy(
         self, index: int, champion: Any, challengers: Sequence[Any]
     ) -> Self:
-        return self._replace(index, self._shadow_step(champion, challengers))
+        """Replace the step at ``index`` with the three steps of a shadow deploy (replacing
+        an earlier shadow deploy takes replacing or removing each of its three steps)."""
+        position = self._index(index)
+        self._steps[position : position + 1] = self._shadow_steps(champion, challengers)
+        return self
 
     def replace_with_validations(self, index: int, **checks: Any) -> Self:
         self._index(index)
         return self._replace(index, self._validations_step(checks, replacing=index))
+
+    def replace_with_alert(self, index: int, name: str, alert: Any) -> Self:
+        """Replace the step at ``index`` with a validations step of one check ``name``
+        (``alert``: an expression, as :meth:`add_validation` takes)."""
+        self._index(index)
+        return self._replace(index, self._validations_step({name: alert}, replacing=index))
 
     def remove_step(self, index: int) -> Self:
         """Remove the step at ``index``."""
@@ -175,8 +203,19 @@ class PipelineBuilder:
         """The current definition (what the next ``deploy()`` stores)."""
         return PipelineDefinition(steps=list(self._steps), inputSchema=self._input_schema)
 
+    def model_configs(self) -> list[Any]:
+        """The InferenceServices the steps of the current definition call (Assay's model
+        configurations: runner, resources, interface), each once, in order of appearance;
+        one deleted since is left out."""
+        found = (self._catalog.entity(id) for id in self.definition.services())
+        return [entity for entity in found if entity is not None]
+
     def _add(self, step: Step) -> Self:
         self._steps.append(step)
+        return self
+
+    def _extend(self, steps: Sequence[Step]) -> Self:
+        self._steps.extend(steps)
         return self
 
     def _replace(self, index: int, step: Step) -> Self:
@@ -242,7 +281,7 @@ class PipelineBuilder:
         )
 
     def _random_split_step(
-        self, weighted: Sequence[tuple[float, Any]], hash_key: str | None
+        self, weighted: Sequence[tuple[float, Any]], hash_key: str | None, hash_key_mode: str
     ) -> RandomSplitStep:
         if isinstance(weighted, str) or not weighted:
             raise errors.ValidationError(
@@ -273,9 +312,18 @@ class PipelineBuilder:
             raise errors.ValidationError(
                 f"hash_key must name an input field or be None, got {hash_key!r}", field="hash_key"
             )
-        return RandomSplitStep(weighted=pairs, hash_key=hash_key)
+        if hash_key_mode not in ("value", "hash"):
+            raise errors.ValidationError(
+                f"hash_key_mode must be 'value' (the field holds the draw, a number in "
+                f"[0.0, 1.0]) or 'hash' (the draw is the hash of any value), got "
+                f"{hash_key_mode!r}",
+                field="hash_key_mode",
+                value=hash_key_mode,
+            )
+        mode: Literal["value", "hash"] = "hash" if hash_key_mode == "hash" else "value"
+        return RandomSplitStep(weighted=pairs, hash_key=hash_key, hash_key_mode=mode)
 
-    def _shadow_step(self, champion: Any, challengers: Sequence[Any]) -> ShadowStep:
+    def _shadow_steps(self, champion: Any, challengers: Sequence[Any]) -> list[Step]:
         if isinstance(challengers, str) or not challengers:
             raise errors.ValidationError(
                 "challengers must be a non-empty list of InferenceServices or ids",
@@ -290,7 +338,7 @@ class PipelineBuilder:
                 "have the same name; give them distinct names",
                 field="challengers",
             )
-        return ShadowStep(champion=self._service(champion, "champion"), challengers=ids)
+        return shadow_steps(self._service(champion, "champion"), ids)
 
     def _validations_step(
         self, checks: dict[str, Any], *, replacing: int | None

@@ -17,22 +17,47 @@ import pyarrow as pa
 from assay import errors
 from assay.core import references
 from assay.pipelines.definition import (
+    AuditStep,
     KeySplitStep,
     ModelStep,
     MultiModelStep,
     PipelineDefinition,
     RandomSplitStep,
-    ShadowStep,
+    SelectStep,
     Step,
     column_prefix,
 )
 from assay.pipelines.validations import Check, parse_check
 
-__all__ = ["ANSWERING", "ServiceCatalog", "field_names"]
+__all__ = ["ANSWERING", "ServiceCatalog", "answering", "field_names"]
 
 #: The kinds of step whose outputs become ``out.*``.
-ANSWERING = (ModelStep, MultiModelStep, KeySplitStep, RandomSplitStep, ShadowStep)
+ANSWERING = (ModelStep, MultiModelStep, KeySplitStep, RandomSplitStep)
 _EXTRA_OUTPUT = re.compile(r"^out\.\d+\.")
+
+
+def answering(steps: Sequence[Step]) -> tuple[list[list[str]], list[str]] | None:
+    """After ``steps``: the services whose outputs remain, grouped as the runtime counts
+    services (each group the services one of them may be), and the services whose outputs
+    an audit counted in services records as ``out_<name>.*``. None: no step answers."""
+    groups: list[list[str]] | None = None
+    audited: list[str] = []
+    for step in steps:
+        match step:
+            case ModelStep():
+                groups = [[step.service]]
+            case MultiModelStep():
+                groups = [[s] for s in step.service_ids]
+            case KeySplitStep() | RandomSplitStep():
+                groups = [list(dict.fromkeys(step.services()))]
+            case AuditStep(unit="service") if groups is not None:
+                audited += [s for group in groups[step.start : step.stop] for s in group]
+            case SelectStep(unit="service") if groups is not None:
+                inside = -len(groups) <= step.index < len(groups)
+                groups = [groups[step.index]] if inside else []
+            case AuditStep() | SelectStep() if groups is not None:  # outputs of any of them
+                groups = [list(dict.fromkeys(s for group in groups for s in group))]
+    return None if groups is None else (groups, list(dict.fromkeys(audited)))
 
 
 class ServiceCatalog:
@@ -73,6 +98,10 @@ class ServiceCatalog:
         self._names[id] = entity.name
         return id
 
+    def entity(self, id: str) -> Any:
+        """The InferenceService ``id`` (None: it no longer exists)."""
+        return self._services.get(id)
+
     def name_of(self, id: str) -> str:
         """The name of service ``id`` (its id when it no longer exists)."""
         if id not in self._names:
@@ -101,25 +130,22 @@ class ServiceCatalog:
     def known_columns(self, steps: Sequence[Step]) -> set[str] | None:
         """The ``out.*`` and ``out_<name>.*`` columns the services declare (None: no step
         answers yet, or a service's schema is unknown)."""
-        answering = [s for s in steps if isinstance(s, ANSWERING)]
-        if not answering:
+        found = answering(steps)
+        if found is None or not found[0]:
             return None
-        last = answering[-1]
+        groups, audited = found
         known: set[str] = set()
-        services = [last.champion] if isinstance(last, ShadowStep) else last.services()
-        for service in services:
+        for service in dict.fromkeys(s for group in groups for s in group):
             fields = self.output_fields(service)
             if fields is None:
                 return None
             known |= {f"out.{f}" for f in fields}
-        for step in steps:
-            if isinstance(step, ShadowStep):
-                for challenger in step.challengers:
-                    fields = self.output_fields(challenger)
-                    if fields is None:
-                        return None
-                    prefix = column_prefix(self.name_of(challenger))
-                    known |= {f"{prefix}.{f}" for f in fields} | {f"{prefix}.error"}
+        for challenger in audited:
+            fields = self.output_fields(challenger)
+            if fields is None:
+                return None
+            prefix = column_prefix(self.name_of(challenger))
+            known |= {f"{prefix}.{f}" for f in fields} | {f"{prefix}.error"}
         return known
 
     def check_columns(
@@ -184,11 +210,10 @@ class ServiceCatalog:
     def output_schema(self, definition: PipelineDefinition) -> pa.Schema | None:
         """The schema of one response of the pipeline: that of the services of its last
         answering step, unified (None: a service's schema is unknown or they do not unify)."""
-        answering = [s for s in definition.steps if isinstance(s, ANSWERING)]
-        if not answering:
+        found = answering(definition.steps)
+        if found is None or not found[0]:
             return None
-        last = answering[-1]
-        services = [last.champion] if isinstance(last, ShadowStep) else last.services()
+        services = [s for group in found[0] for s in group]
         schemas = [self.item_schema(s) for s in dict.fromkeys(services)]
         if any(s is None for s in schemas):
             return None

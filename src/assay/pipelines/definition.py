@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import pyarrow as pa
 import pyarrow.ipc
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from assay import errors
 
@@ -32,10 +32,18 @@ __all__ = [
     "column_prefix",
     "encode_schema",
     "parse_slice",
+    "shadow_steps",
 ]
 
-#: The version of the stored definition format.
-DEFINITION_VERSION = 1
+#: The version of the stored definition format. 2: a shadow deploy is three steps
+#: (multi-model, audit, select) and a random split's ``hash_key`` holds the draw itself
+#: unless ``hash_key_mode`` is ``"hash"``; a version-1 definition is read as version 2 (its
+#: ``shadow`` steps expanded, its ``hash_key`` splits given ``hash_key_mode="hash"``).
+DEFINITION_VERSION = 2
+
+#: What a step's outputs are counted in: ``output`` (each output) or ``service`` (the
+#: outputs of one service of the previous step together, as a shadow deploy counts them).
+Unit = Literal["output", "service"]
 
 
 class _StepBase(BaseModel):
@@ -65,6 +73,9 @@ class MultiModelStep(_StepBase):
     """Always ``multi_model``."""
     service_ids: list[str] = Field(alias="services")
     """The ids of the InferenceServices, in order."""
+    shadow: bool = False
+    """The first step of a shadow deploy: a service after the first (a challenger) that
+    fails does not fail the row; its outputs are ``[{"error": "<type>: <message>"}]``."""
 
     def services(self) -> list[str]:
         return list(self.service_ids)
@@ -72,23 +83,30 @@ class MultiModelStep(_StepBase):
 
 class AuditStep(_StepBase):
     """Keeps the slice ``outputs[start:stop]`` of the previous step's outputs (all of which
-    are then logged)."""
+    are then logged). Counted in services (``unit="service"``, the second step of a shadow
+    deploy), it keeps every output and records those of the services in the slice under
+    ``out_<name>.*``."""
 
     kind: Literal["audit"] = "audit"
     """Always ``audit``."""
     start: int | None = None
-    """The first output kept (None: from the first)."""
+    """The first output (or service) in the slice (None: from the first)."""
     stop: int | None = None
-    """The output after the last one kept (None: to the end)."""
+    """The output (or service) after the last one in the slice (None: to the end)."""
+    unit: Unit = "output"
+    """What ``start`` and ``stop`` count: outputs, or the services that gave them."""
 
 
 class SelectStep(_StepBase):
-    """Keeps output ``index`` alone."""
+    """Keeps output ``index`` alone; counted in services (``unit="service"``, the third
+    step of a shadow deploy), keeps every output of service ``index``."""
 
     kind: Literal["select"] = "select"
     """Always ``select``."""
     index: int
-    """The index of the output kept (negative counts from the end)."""
+    """The index of the output (or service) kept (negative counts from the end)."""
+    unit: Unit = "output"
+    """What ``index`` counts: outputs, or the services that gave them."""
 
 
 class KeySplitStep(_StepBase):
@@ -109,8 +127,10 @@ class KeySplitStep(_StepBase):
 
 
 class RandomSplitStep(_StepBase):
-    """Routes to one service drawn with probability proportional to its weight; with
-    ``hash_key``, the draw is the hash of that input field, so a key always takes one route."""
+    """Routes to one service drawn with probability proportional to its weight: the weights
+    share [0.0, 1.0] in order and the draw picks the share that holds it. With ``hash_key``,
+    the input field's value is the draw (a number in [0.0, 1.0]); with
+    ``hash_key_mode="hash"``, the draw is the hash of the field's value (any JSON value)."""
 
     kind: Literal["random_split"] = "random_split"
     """Always ``random_split``."""
@@ -118,14 +138,17 @@ class RandomSplitStep(_StepBase):
     """``(weight, service id)`` pairs; weights are positive and relative."""
     hash_key: str | None = None
     """The input field whose value decides the route (None: a random draw each time)."""
+    hash_key_mode: Literal["value", "hash"] = "value"
+    """``value``: the field holds the draw, a number in [0.0, 1.0] (another value fails the
+    row); ``hash``: the draw is the BLAKE2b hash of the field's canonical JSON."""
 
     def services(self) -> list[str]:
         return [service for _, service in self.weighted]
 
 
 class ShadowStep(_StepBase):
-    """Runs the champion and every challenger; the champion answers and the challengers'
-    outputs are recorded as ``out_<name>.*``."""
+    """A shadow deploy as version 1 of the format stored it, as one step; it is read as its
+    three steps (:func:`shadow_steps`) and never stored again."""
 
     kind: Literal["shadow"] = "shadow"
     """Always ``shadow``."""
@@ -136,6 +159,21 @@ class ShadowStep(_StepBase):
 
     def services(self) -> list[str]:
         return [self.champion, *self.challengers]
+
+    def expand(self) -> list[Step]:
+        """The three steps this shadow deploy is."""
+        return shadow_steps(self.champion, self.challengers)
+
+
+def shadow_steps(champion: str, challengers: list[str]) -> list[Step]:
+    """A shadow deploy as three steps: every service on the same input (a challenger's
+    failure recorded, not fatal), the challengers' outputs recorded as ``out_<name>.*``, and
+    the champion's outputs kept."""
+    return [
+        MultiModelStep(services=[champion, *challengers], shadow=True),
+        AuditStep(start=1, unit="service"),
+        SelectStep(index=0, unit="service"),
+    ]
 
 
 class ValidationsStep(_StepBase):
@@ -156,7 +194,6 @@ Step = Annotated[
     | SelectStep
     | KeySplitStep
     | RandomSplitStep
-    | ShadowStep
     | ValidationsStep,
     Field(discriminator="kind"),
 ]
@@ -174,6 +211,36 @@ class PipelineDefinition(BaseModel):
     inputSchema: str | None = None
     """The Arrow schema every input row must fit (base64 of its IPC serialisation; None:
     any JSON object). InferenceServices declare no input schema, so the pipeline does."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_version_1(cls, data: Any) -> Any:
+        """Read the older form: a ``shadow`` step as its three steps and, in a version-1
+        definition, a random split's ``hash_key`` as the hash it was then."""
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), list):
+            return data
+        stored = data.get("definitionVersion", DEFINITION_VERSION)
+        older = isinstance(stored, int) and stored < DEFINITION_VERSION
+        steps: list[Any] = []
+        for step in data["steps"]:
+            kind = step.get("kind") if isinstance(step, dict) else getattr(step, "kind", None)
+            if kind == "shadow":
+                shadow = step if isinstance(step, ShadowStep) else ShadowStep.model_validate(step)
+                steps.extend(shadow.expand())
+            elif (
+                older
+                and kind == "random_split"
+                and isinstance(step, dict)
+                and step.get("hash_key") is not None
+                and "hash_key_mode" not in step
+            ):
+                steps.append({**step, "hash_key_mode": "hash"})
+            else:
+                steps.append(step)
+        data = {**data, "steps": steps}
+        if older:
+            data["definitionVersion"] = DEFINITION_VERSION
+        return data
 
     def input_schema(self) -> pa.Schema | None:
         """:attr:`inputSchema` as a pyarrow Schema (None: not declared)."""
@@ -204,23 +271,30 @@ def _describe(step: Any, name_of: Callable[[str], str]) -> str:
         case ModelStep():
             return f"model {name_of(step.service)}"
         case MultiModelStep():
-            return f"multi-model [{', '.join(map(name_of, step.service_ids))}]"
+            names = ", ".join(map(name_of, step.service_ids))
+            if step.shadow:
+                return f"multi-model [{names}] (shadow deploy: a challenger's failure is recorded)"
+            return f"multi-model [{names}]"
         case AuditStep():
-            return f"audit [{'' if step.start is None else step.start}:{'' if step.stop is None else step.stop}]"
+            bounds = f"[{'' if step.start is None else step.start}:{'' if step.stop is None else step.stop}]"
+            if step.unit == "service":
+                return f"audit services {bounds} (shadow deploy: recorded as out_<name>.*)"
+            return f"audit {bounds}"
         case SelectStep():
+            if step.unit == "service":
+                return f"select service {step.index} (shadow deploy: its outputs answer)"
             return f"select {step.index}"
         case KeySplitStep():
             options = ", ".join(f"{v!r} → {name_of(s)}" for v, s in step.options)
             return f"key split on {step.meta_key!r}: {options}; default {name_of(step.default)}"
         case RandomSplitStep():
             routes = ", ".join(f"{w:g} → {name_of(s)}" for w, s in step.weighted)
-            sticky = f" (sticky on {step.hash_key!r})" if step.hash_key else ""
+            sticky = ""
+            if step.hash_key and step.hash_key_mode == "hash":
+                sticky = f" (sticky on the hash of {step.hash_key!r})"
+            elif step.hash_key:
+                sticky = f" (sticky on {step.hash_key!r}, a number in [0.0, 1.0])"
             return f"random split {routes}{sticky}"
-        case ShadowStep():
-            return (
-                f"shadow deploy: champion {name_of(step.champion)}, challengers "
-                f"[{', '.join(map(name_of, step.challengers))}]"
-            )
         case ValidationsStep():
             return "validations " + ", ".join(
                 f"{k}: {v if isinstance(v, str) else 'polars expression'}"

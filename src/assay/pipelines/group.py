@@ -10,25 +10,29 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from assay import errors
+from assay.pipelines._html import html_table
+from assay.pipelines.explain import ExplainabilityConfigs
 from assay.pipelines.log import ExportResult, InferenceLog, open_shared, release_shared
 from assay.pipelines.pipeline import Pipeline
 from assay.pipelines.runner import log_directory
 from assay.pipelines.versions import VersionStore
 
-__all__ = ["LoggedPipeline", "MoreLogRecordsWarning", "Pipelines", "deliver_logs"]
+__all__ = ["LoggedPipeline", "MoreLogRecordsWarning", "PipelineList", "Pipelines", "deliver_logs"]
 
 
 class MoreLogRecordsWarning(UserWarning):
     """``logs()`` returned ``limit`` records and more exist."""
 
 
-class LoggedPipeline(Pipeline):
-    """A :class:`Pipeline` with its inference log."""
+class LoggedPipeline(ExplainabilityConfigs, Pipeline):
+    """A :class:`Pipeline` with its inference log (and explainability configs over it:
+    :mod:`assay.pipelines.explain`)."""
 
     def __init__(self, platform: Any, name: str, *, account: str | None, log: InferenceLog) -> None:
         super().__init__(platform, name, account=account)
@@ -42,16 +46,21 @@ class LoggedPipeline(Pipeline):
         valid: bool | None = None,
         dataset: list[str] | str | None = None,
         dataset_exclude: list[str] | str | None = None,
-        dataset_separator: str = ".",
+        dataset_separator: Sequence[str] | str | None = ".",
         arrow: bool = False,
         failures: bool = False,
     ) -> Any:
         """Logged inferences: the newest ``limit`` (newest first), or, with a time range, the
-        first ``limit`` of ``[start_datetime, end_datetime)`` in time order. ``valid`` keeps
-        records without (True) or with (False) anomalies; ``dataset`` / ``dataset_exclude``
-        choose column groups (``time``, ``in``, ``out``, ``anomaly``, ``metadata``...).
-        A pandas DataFrame (pandas must be installed), or a pyarrow Table with
-        ``arrow=True``; a :class:`MoreLogRecordsWarning` says when more records exist."""
+        first ``limit`` of ``[start_datetime, end_datetime)`` in time order. ``valid=True``
+        keeps records without anomalies; ``valid=False`` those with anomalies and the failed
+        inferences (with their ``error``). ``dataset`` chooses column groups: by default
+        (``["*"]``) ``time``, ``in``, ``out``, ``check_failures`` (the ``anomaly.*`` columns)
+        and, for failed inferences, ``error``; ``"metadata"`` only when asked for (e.g.
+        ``["*", "metadata"]``); ``dataset_exclude`` leaves groups or columns out.
+        ``dataset_separator``: ``"."`` flattened names (``in.text``), None nested columns
+        (structs: ``in`` with a field ``text``). A pandas DataFrame (pandas must be
+        installed), or a pyarrow Table with ``arrow=True``; a :class:`MoreLogRecordsWarning`
+        says when more records exist. ``failures=True`` reads only the failure log."""
         if not arrow:
             _require_pandas()
         table, more = self.log.read(
@@ -71,19 +80,42 @@ class LoggedPipeline(Pipeline):
         directory: str | Path = "logs",
         file_prefix: str | None = None,
         data_size_limit: str | int = "100 MiB",
+        limit: int | None = None,
+        start_datetime: datetime | None = None,
+        end_datetime: datetime | None = None,
+        valid: bool | None = None,
+        dataset: list[str] | str | None = None,
+        dataset_exclude: list[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
         arrow: bool = False,
-        **filters: Any,
+        *,
+        failures: bool = False,
+        start_sequence: int | None = None,
+        start_failure_sequence: int | None = None,
     ) -> ExportResult:
         """Write the log as JSON Lines (or Arrow files with ``arrow=True``) under
-        ``directory``, a new file whenever the schema changes, stopping at
-        ``data_size_limit``; the result says how far it got. ``filters`` are those of
-        :meth:`logs` (time range, ``valid``, ``dataset``...)."""
+        ``directory``, in the order it was logged, a new file whenever the schema changes,
+        stopping before the files in ``directory`` (those already there included) pass
+        ``data_size_limit``, or after ``limit`` records. The selection is that of
+        :meth:`logs`. The result says how far it got and, in ``resume`` (and its message),
+        how to go on: ``export_logs(..., start_sequence=n)`` starts at the first record not
+        exported, never skipping or repeating one (with ``valid=False``, also
+        ``start_failure_sequence`` for the failure log)."""
         return self.log.export(
             directory=directory,
             file_prefix=file_prefix or self.name,
             data_size_limit=data_size_limit,
             arrow=arrow,
-            **filters,
+            start_datetime=start_datetime,
+            end_datetime=end_datetime,
+            valid=valid,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+            limit=limit,
+            failures=failures,
+            start_sequence=start_sequence,
+            start_failure_sequence=start_failure_sequence,
         )
 
     def log_counters(self) -> dict[str, int]:
@@ -116,6 +148,31 @@ class LoggedPipeline(Pipeline):
             dataset = core.datasets.upload_arrow_dataset(dataset, inputs)
             evaluation = core.evaluations.import_data(outputs, account=self.account)
         return dataset, evaluation
+
+
+class PipelineList(list[str]):
+    """Pipeline names (``platform.pipelines.list()``), shown in Jupyter as an HTML table
+    with each pipeline's versions and deployed version; ``rows`` are those summaries."""
+
+    def __init__(self, names: Iterable[str] = (), rows: Iterable[dict[str, Any]] = ()) -> None:
+        super().__init__(names)
+        self.rows: list[dict[str, Any]] = list(rows)
+
+    def _repr_html_(self) -> str:
+        return html_table(
+            ["name", "account", "versions", "deployed version", "first deployed", "last deployed"],
+            [
+                [
+                    row["name"],
+                    row["account"],
+                    ", ".join(map(str, row["versions"])),
+                    "not deployed" if row["deployed"] is None else row["deployed"],
+                    row["created"],
+                    row["updated"],
+                ]
+                for row in self.rows
+            ],
+        )
 
 
 class Pipelines:
@@ -162,12 +219,37 @@ class Pipelines:
             )
         return self.create(name, account=account)
 
-    def list(self, *, account: str | None = None) -> list[str]:
-        """The names of the pipelines of ``account`` that were ever deployed."""
+    def list(self, *, account: str | None = None) -> PipelineList:
+        """The names of the pipelines of ``account`` that were ever deployed (a list that
+        Jupyter shows as a table: versions, deployed version, first and latest deploy)."""
+        from assay.pipelines.pipeline import PIPELINE_LABEL
         from assay.pipelines.versions import KIND
+        from assay.schema.status import Status
 
-        docs = self._core.store.query(kind=KIND, account=self._account(account))
-        return sorted({str(doc["name"]) for doc in docs})
+        account = self._account(account)
+        docs = self._core.store.query(kind=KIND, account=account)
+        sessions = self._core.store.query(
+            kind="InferenceSession",
+            account=account,
+            labels={PIPELINE_LABEL: None},
+            status=Status.Ready,
+        )
+        deployed: dict[str, Any] = {}  # the newest Ready session's version wins
+        for session in sorted(sessions, key=lambda d: str(d.get("creationTime", ""))):
+            runner = (session.get("inferenceService") or {}).get("runner") or {}
+            version = (runner.get("configuration") or {}).get("version")
+            deployed[str((session.get("labels") or {}).get(PIPELINE_LABEL))] = version
+        rows: dict[str, dict[str, Any]] = {}
+        for doc in sorted(docs, key=lambda d: int(d.get("version", 0))):
+            row = rows.setdefault(
+                str(doc["name"]), {"account": account, "versions": [], "created": doc["created"]}
+            )
+            row["versions"].append(doc.get("version"))
+            row["updated"] = doc["created"]
+        names = sorted(rows)
+        return PipelineList(
+            names, [{"name": n, **rows[n], "deployed": deployed.get(n)} for n in names]
+        )
 
     def close(self) -> None:
         """Let go of every pipeline opened here, flushing their logs (the deployed versions'

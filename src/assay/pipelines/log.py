@@ -9,28 +9,32 @@ log.export("logs", data_size_limit="10 MiB")
 log.close()
 ```
 
-Layout: ``<directory>/log/segment-<seq>.parquet`` and ``<directory>/failures/segment-<seq>.parquet``.
-``append`` never blocks: records go into a bounded queue (``queue_limit`` records) that one
-writer thread drains into a new segment whenever ``flush_rows`` records are pending or the
-oldest has waited ``flush_seconds``; a change of schema starts a new segment. A segment is
-written to a temporary file, fsynced and linked to its final name (never over another), so a
-``segment-*.parquet`` file is always whole and several processes can append to one log. When the queue is full, ``append`` refuses the records and counts them in
+Layout: ``<directory>/log/segment-<n>.parquet``, ``<directory>/failures/segment-<n>.parquet``
+and ``<directory>/journal/`` (``_log_journal``). An appended record goes to a commit thread
+that writes every record queued since its last commit to the journal and ``fsync``s once (a
+*group commit*); full journals (``flush_rows`` records, or records older than
+``flush_seconds``) become Parquet segments, written to a temporary file, fsynced and linked to
+their final name (never over another), so a ``segment-*.parquet`` file is always whole and
+several processes can append to one log. Every record gets ``seq``: its number in the log
+(records and failures together, in commit order, across processes and restarts; stored after
+``time``). Readers read the segments; ``read``, ``export`` and ``flush`` first turn the
+journal into segments.
+
+``durable=True`` (the default): ``append`` returns once the records are durable (in the
+journal, fsynced), so a crash — SIGKILL or power loss — loses no record an ``append`` returned
+for. ``durable=False`` (or ``append(..., wait=False)``): ``append`` returns at once and a crash
+loses what the commit thread had not yet written, the last few milliseconds; when more than
+``queue_limit`` records wait for it, ``append`` refuses the records and counts them in
 ``counters()["dropped"]`` (with a warning the first time, and a line in the folder's
-``drops.jsonl`` that every process's counters read) — records are never lost silently.
-
-What can be lost:
-
-- a clean exit (``close()``, or the end of the interpreter: ``close`` is registered with
-  :mod:`atexit`) loses nothing;
-- a crash (SIGKILL, power loss) loses at most the records queued and not yet written: those
-  appended in the last ``flush_seconds`` (1 s by default), or fewer than ``flush_rows``
-  records, plus a segment being written at the time. Every record that a returned
-  :meth:`InferenceLog.flush` covered is on disk, and no segment on disk is torn.
+``drops.jsonl`` that every process's counters read) — records are never lost silently. A clean
+exit (``close()``, or the end of the interpreter: ``close`` is registered with :mod:`atexit`)
+loses nothing either way.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime as dt
 import threading
 import weakref
@@ -49,8 +53,10 @@ from assay.pipelines._log_export import (
     parse_size,
     segment_tables,
 )
-from assay.pipelines._log_read import TIME, Query, columns_of, open_segments
+from assay.pipelines._log_journal import journal_rows
+from assay.pipelines._log_read import TIME, Query, columns_of, open_segments, shaped
 from assay.pipelines._log_segments import SegmentWriter, dropped_records, segment_files
+from assay.pipelines._records import Records
 from assay.pipelines.inputs import bookkeeping as _bookkeeping
 
 __all__ = ["ExportResult", "InferenceLog", "open_shared", "parse_size", "release_shared"]
@@ -85,6 +91,12 @@ def _checked(table: pa.Table, what: str, directory: Path, *, error: bool) -> pa.
             f"inference log {str(directory)!r}: {what}: failed records need a string column "
             f"'error' (their columns: {', '.join(names)})",
             field="error",
+        )
+    if "seq" in names:
+        raise errors.ValidationError(
+            f"inference log {str(directory)!r}: {what}: the column 'seq' is the log's own (it "
+            "numbers the records as they are committed); leave it out",
+            field="seq",
         )
     bad = [
         n
@@ -168,6 +180,7 @@ class InferenceLog:
         self,
         directory: Path,
         *,
+        durable: bool = True,
         flush_rows: int = 10_000,
         flush_seconds: float = 1.0,
         queue_limit: int = 1_000_000,
@@ -182,6 +195,7 @@ class InferenceLog:
                     f"inference log: {name} must be at least {low}, got {value!r}", field=name
                 )
         self.directory = Path(directory)
+        self.durable = durable
         self._writer = SegmentWriter(
             self.directory,
             flush_rows=flush_rows,
@@ -194,19 +208,52 @@ class InferenceLog:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, table: pa.Table) -> bool:
-        """Queue successful inferences (flattened records); never blocks. False when the queue
-        is full and the records were dropped (counted in ``counters()["dropped"]``)."""
-        return self._writer.put("log", _checked(table, "append", self.directory, error=False))
+    def append(self, table: pa.Table | Records, *, wait: bool | None = None) -> bool:
+        """Log successful inferences (flattened records). ``wait`` (default: the log's
+        ``durable``): return once they are durable. Without waiting, False when the queue is
+        full and the records were dropped (counted in ``counters()["dropped"]``)."""
+        data = (
+            table
+            if isinstance(table, Records)
+            else _checked(table, "append", self.directory, error=False)
+        )
+        return self._put("log", data, wait)
 
-    def append_failures(self, table: pa.Table) -> bool:
-        """Queue failed inferences (flattened records with an ``error`` column); as
+    def append_failures(self, table: pa.Table | Records, *, wait: bool | None = None) -> bool:
+        """Log failed inferences (flattened records with an ``error`` column); as
         :meth:`append`."""
-        checked = _checked(table, "append_failures", self.directory, error=True)
-        return self._writer.put("failures", checked)
+        data = (
+            table
+            if isinstance(table, Records)
+            else _checked(table, "append_failures", self.directory, error=True)
+        )
+        return self._put("failures", data, wait)
+
+    def append_inference(
+        self, records: Records | None, failures: Records | None, *, wait: bool | None = None
+    ) -> None:
+        """The records and the failure records of one call (a pipeline's, trusted: not
+        checked), in one commit; ``wait`` as in :meth:`append`, for both."""
+        wait = self.durable if wait is None else wait
+        items = [
+            self._writer.put(kind, data, wait=wait)
+            for kind, data in (("failures", failures), ("log", records))
+            if data is not None
+        ]
+        for item in items:
+            if wait and item is not None:
+                self._writer.wait(item)
+
+    def _put(self, kind: str, data: pa.Table | Records, wait: bool | None) -> bool:
+        wait = self.durable if wait is None else wait
+        item = self._writer.put(kind, data, wait=wait)
+        if item is not None and wait:
+            self._writer.wait(item)
+        return item is not None or data.num_rows == 0
 
     def flush(self, timeout: float | None = None) -> None:
-        """Wait until every record appended before the call is in a segment on disk."""
+        """Wait until every record appended before the call is durable, then turn the journal
+        into segments (so that readers of the segments, in any process, see them)."""
         self._writer.flush(timeout)
 
     def close(self) -> None:
@@ -225,15 +272,27 @@ class InferenceLog:
 
     def counters(self) -> dict[str, int]:
         """What the log holds, whoever wrote it (this process or another): ``written`` and
-        ``failed``, records in whole segments of the log and of the failure log;
-        ``segments``, those segment files; ``dropped``, records any writer refused because
-        its queue was full (each drop is noted in the folder's ``drops.jsonl``); ``queued``,
-        records this process has yet to write."""
-        written, log_segments = _on_disk(self._folder(False))
-        failed, failure_segments = _on_disk(self._folder(True))
+        ``failed``, durable records of the log and of the failure log (in segments or still
+        in the journal); ``last_seq``, the ``seq`` of the last durable record (-1: none) —
+        with nothing lost, ``written + failed == last_seq + 1`` (for a log that numbered its
+        records from the start), so a loss shows as a gap; ``journaled``, durable records not
+        yet in segments; ``segments``, the segment files; ``dropped``, records any writer
+        refused because its queue was full (each drop is noted in the folder's
+        ``drops.jsonl``); ``queued``, records this process accepted and has yet to make
+        durable."""
+        journal = self._writer.journal
+        with journal.compacting(blocking=True) if not self._closed else contextlib.nullcontext():
+            written, log_segments = _on_disk(self._folder(False))
+            failed, failure_segments = _on_disk(self._folder(True))
+            if self._closed:
+                following, rows = journal_rows(journal.folder, after=journal.after_segments)
+            else:
+                following, rows = journal.state()
         return {
-            "written": written,
-            "failed": failed,
+            "written": written + rows[0],
+            "failed": failed + rows[1],
+            "last_seq": following - 1,
+            "journaled": rows[0] + rows[1],
             "dropped": dropped_records(self.directory),
             "segments": log_segments + failure_segments,
             "queued": self._writer.counters()["queued"],
@@ -244,6 +303,35 @@ class InferenceLog:
     def _folder(self, failures: bool) -> Path:
         return self.directory / ("failures" if failures else "log")
 
+    def _export_logs(
+        self,
+        failures: bool,
+        valid: bool | None,
+        start: int | None,
+        start_failures: int | None,
+    ) -> list[tuple[str, Path, int | None]]:
+        """The logs an export reads, as ``_log_export.segment_tables`` takes them: the log
+        (or the failure log), then, for ``valid=False``, the failure log too."""
+        for name, value in (("start_sequence", start), ("start_failure_sequence", start_failures)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+                raise errors.ValidationError(
+                    f"inference log: {name} must be a sequence number (an int, from an "
+                    f"export's resume), got {value!r}",
+                    field=name,
+                )
+        logs: list[tuple[str, Path, int | None]] = [
+            ("start_sequence", self._folder(failures), start)
+        ]
+        if valid is False and not failures:
+            logs.append(("start_failure_sequence", self._folder(True), start_failures))
+        elif start_failures is not None:
+            raise errors.ValidationError(
+                "inference log: start_failure_sequence goes with valid=False (which adds the "
+                "failure log to the export); with failures=True, give start_sequence",
+                field="start_failure_sequence",
+            )
+        return logs
+
     def read(
         self,
         limit: int | None = 100,
@@ -252,7 +340,7 @@ class InferenceLog:
         valid: bool | None = None,
         dataset: Sequence[str] | str | None = None,
         dataset_exclude: Sequence[str] | str | None = None,
-        dataset_separator: str = ".",
+        dataset_separator: Sequence[str] | str | None = ".",
         failures: bool = False,
     ) -> tuple[pa.Table, bool]:
         """Logged records and whether more match than were returned.
@@ -260,11 +348,14 @@ class InferenceLog:
         Without a time window: the newest ``limit``, newest first. With ``start_datetime``
         and/or ``end_datetime`` (the window ``[start, end)``; naive datetimes are UTC): the
         first ``limit`` of the window, oldest first. ``limit=None``: all. ``valid``: True for
-        records with ``anomaly.count == 0`` (or no validations), False for those with
-        ``anomaly.count > 0``. ``dataset``: the column groups to return (the part of a name
-        before ``dataset_separator``: ``["time", "in", "out"]``; whole names work too; None or
-        ``"*"``: all); ``dataset_exclude``: groups or names to leave out. ``failures``: read
-        the failure log. Everything appended before the call is written first.
+        records with ``anomaly.count == 0`` (or no validations), False for the others: those
+        with ``anomaly.count > 0`` and the failed inferences (from the failure log, with their
+        ``error``). ``dataset``: the column groups to return (``_log_read.columns_of``: None or
+        ``"*"`` is ``time``, ``in``, ``out``, ``check_failures`` (``anomaly.*``) and
+        ``error``; add ``"metadata"`` for it); ``dataset_exclude``: groups or names to leave
+        out; ``dataset_separator``: ``"."`` flattened names, another string flattened names
+        joined by it, None nested columns (structs). ``failures``: read only the failure log.
+        Everything appended before the call is written first.
         """
         if limit is not None and (isinstance(limit, bool) or limit < 0):
             raise errors.ValidationError(
@@ -274,11 +365,15 @@ class InferenceLog:
         query = Query(start_datetime, end_datetime, valid)
         if not self._closed:
             self.flush()
-        data = open_segments(self._folder(failures))
+        files = segment_files(self._folder(failures))
+        if valid is False and not failures:  # the failed inferences are not valid either
+            files += segment_files(self._folder(True))
+        data = open_segments(self._folder(failures), files)
         if data is None:
-            return pa.table({"time": pa.array([], TIME)}), False
+            return shaped(pa.table({"time": pa.array([], TIME)}), dataset_separator), False
         columns = columns_of(data.schema.names, dataset, dataset_exclude, dataset_separator)
-        return query.read(data, columns, limit)
+        table, more = query.read(data, columns, limit)
+        return shaped(table, dataset_separator), more
 
     def export(
         self,
@@ -291,22 +386,28 @@ class InferenceLog:
         valid: bool | None = None,
         dataset: Sequence[str] | str | None = None,
         dataset_exclude: Sequence[str] | str | None = None,
-        dataset_separator: str = ".",
+        dataset_separator: Sequence[str] | str | None = ".",
         limit: int | None = None,
         failures: bool = False,
+        start_sequence: int | None = None,
+        start_failure_sequence: int | None = None,
     ) -> ExportResult:
         """Write logged records to ``directory`` as JSON Lines (``<prefix>-<n>.jsonl``, one
-        record per line with the log's flattened keys, times in ISO 8601) or Arrow IPC files
-        (``<prefix>-<n>.arrow``), a new file at each change of schema, segment by segment
-        (by time within a segment). Stops before the files written would pass
-        ``data_size_limit`` ("100 MiB", "1GB", or bytes) or after ``limit`` records; the
-        result (and a log message) says how far it got. Selection as in :meth:`read`."""
+        record per line with the log's keys, times in ISO 8601) or Arrow IPC files
+        (``<prefix>-<n>.arrow``), a new file at each change of schema, in the order they were
+        logged (their sequence numbers: a record's position in its log). Stops before the
+        files in ``directory`` — those already there included — would pass
+        ``data_size_limit`` ("100 MiB", "1GB", or bytes), or after ``limit`` records; the
+        result (and a log message) says how far it got and, in ``resume``, the arguments that
+        go on from there: ``start_sequence`` (the first record not exported) and, when
+        ``valid=False`` adds the failure log (exported after the log's records),
+        ``start_failure_sequence``. Selection as in :meth:`read`."""
         size = parse_size(data_size_limit)
         query = Query(start_datetime, end_datetime, valid)
         if not self._closed:
             self.flush()
         return export_segments(
-            self._folder(failures),
+            self._export_logs(failures, valid, start_sequence, start_failure_sequence),
             Path(directory),
             prefix=file_prefix or self.directory.name,
             size_limit=size,
@@ -325,18 +426,21 @@ class InferenceLog:
         valid: bool | None = None,
         dataset: Sequence[str] | str | None = None,
         dataset_exclude: Sequence[str] | str | None = None,
-        dataset_separator: str = ".",
+        dataset_separator: Sequence[str] | str | None = ".",
         limit: int | None = None,
         failures: bool = False,
+        start_sequence: int | None = None,
+        start_failure_sequence: int | None = None,
     ) -> Iterator[pa.Table]:
         """The tables :meth:`export` writes, in its order: one per segment (an empty one for a
-        segment with nothing selected), until ``limit`` records. A server sends these to a
-        client, whose export writes the same files (``_log_export.write_tables``)."""
+        segment with nothing selected), until ``limit`` records, each with its records'
+        sequence numbers (``_log_export.SEQUENCE``). A server sends these to a client, whose
+        export writes the same files (``_log_export.write_tables``)."""
         query = Query(start_datetime, end_datetime, valid)
         if not self._closed:
             self.flush()
         return segment_tables(
-            self._folder(failures),
+            self._export_logs(failures, valid, start_sequence, start_failure_sequence),
             query=query,
             dataset=dataset,
             dataset_exclude=dataset_exclude,

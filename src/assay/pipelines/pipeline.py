@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from assay import errors
+from assay.pipelines._html import html_table
+from assay.pipelines._log_read import columns_of, separator_of, shaped
+from assay.pipelines._records import Records
 from assay.pipelines.builder import PipelineBuilder, check_name
 from assay.pipelines.catalog import ANSWERING
 from assay.pipelines.definition import PipelineDefinition
@@ -45,7 +48,10 @@ class Pipeline(PipelineBuilder):
     is deployed, if any. Every inference is appended to the pipeline's inference log (by the
     deployed version, wherever it is called); ``on_record(table)`` receives the records of
     every inference made through this object that passed, and ``on_failure(table)`` those of
-    the ones that failed (with ``error.*`` columns).
+    the ones that failed (with ``error.*`` columns). ``durable_log`` (default True): an
+    inference made through this object returns (or raises, for a failed row) only once its
+    records are durable in the log; False answers at once, and a crash can then lose the
+    records of the last few milliseconds.
     """
 
     def __init__(
@@ -57,6 +63,7 @@ class Pipeline(PipelineBuilder):
         on_record: RecordHook | None = None,
         on_failure: RecordHook | None = None,
         input_schema: Any = None,
+        durable_log: bool = True,
     ) -> None:
         check_name(name)
         self._platform = platform
@@ -70,6 +77,7 @@ class Pipeline(PipelineBuilder):
             )
         self.on_record = on_record
         self.on_failure = on_failure
+        self.durable_log = durable_log
         self._versions = VersionStore(self._core.store, pipeline=name, account=self.account)
         existing = self._versions.list()
         super().__init__(
@@ -115,6 +123,13 @@ class Pipeline(PipelineBuilder):
         """Every stored version, oldest first."""
         return self._versions.list()
 
+    def get_pipeline_configuration(self, version: str | int) -> dict[str, Any]:
+        """The configuration of version ``version`` (its number, as an int or a str like
+        ``"2"``, or its id): the stored :class:`PipelineVersion` as JSON — ``id``,
+        ``pipeline``, ``account``, ``version``, ``created`` and the whole ``definition``
+        (steps, input schema) — as the server's ``versions`` route gives it."""
+        return self._versions.find(version).model_dump(mode="json", by_alias=True)
+
     @property
     def deployed_version(self) -> PipelineVersion | None:
         """The version running now, as the platform records it (None: not deployed)."""
@@ -154,47 +169,136 @@ class Pipeline(PipelineBuilder):
 
     # -- inference -----------------------------------------------------------------------------
 
-    def infer(self, data: Any, timeout: float = 15, *, metadata: bool = False) -> Any:
+    def infer(
+        self,
+        data: Any,
+        timeout: float | None = 15,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
+        *,
+        metadata: bool = False,
+    ) -> Any:
         """Run ``data`` (a dict, a list of dicts, a pandas DataFrame or a pyarrow Table: one
-        row each) through the deployed version; the records come back as the same kind."""
-        return self._infer(data, timeout=timeout, metadata=metadata, concurrency=1)
+        row each) through the deployed version; the records come back as the same kind (a
+        DataFrame for a DataFrame, a Table for a Table).
+
+        ``timeout``: seconds (default 15; None is the default). A step still running at the
+        timeout is given up (it runs on in its thread; its late answer is discarded): the
+        rows fail, naming the step and the timeout, go to the failure log, and the call
+        raises :class:`PipelineStepError`. ``dataset``: the column groups of the records —
+        by default (``["*"]``) ``time``, ``in``, ``out`` and ``check_failures`` (the
+        ``anomaly.*`` columns); ``"metadata"`` only when asked for (``["*", "metadata"]``,
+        or ``metadata=True``); whole column names work too. ``dataset_exclude``: groups or
+        columns to leave out. ``dataset_separator``: ``"."`` flattened names (``in.text``),
+        another string flattened names joined by it, None nested columns (``in`` a struct —
+        a dict in Python)."""
+        return self._infer(
+            data,
+            timeout=timeout,
+            metadata=metadata,
+            concurrency=1,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        )
 
     def parallel_infer(
-        self, data: Any, concurrency: int = 8, timeout: float = 15, *, metadata: bool = False
+        self,
+        data: Any,
+        concurrency: int = 8,
+        timeout: float | None = 15,
+        *,
+        metadata: bool = False,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
     ) -> Any:
         """As :meth:`infer`, with up to ``concurrency`` rows in flight at once."""
-        check_call(timeout, concurrency)
-        return self._infer(data, timeout=timeout, metadata=metadata, concurrency=concurrency)
+        return self._infer(
+            data,
+            timeout=timeout,
+            metadata=metadata,
+            concurrency=concurrency,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        )
 
     def infer_from_file(
-        self, path: str | os.PathLike[str], timeout: float = 15, *, metadata: bool = False
+        self,
+        path: str | os.PathLike[str],
+        timeout: float | None = 15,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
+        *,
+        metadata: bool = False,
     ) -> Any:
         """Infer the rows of a file: Arrow IPC (``.arrow``, ``.feather``, ``.ipc``) or Parquet
         (a pyarrow Table back), or JSON records (``.json``: a list of objects; ``.jsonl``: one
-        per line; a list of dicts back)."""
+        per line; a list of dicts back). ``timeout`` and the ``dataset`` arguments are those
+        of :meth:`infer`."""
         data = read_file(path)
-        return self.infer(data, timeout=timeout, metadata=metadata)
+        return self.infer(
+            data, timeout, dataset, dataset_exclude, dataset_separator, metadata=metadata
+        )
 
     def infer_table(
         self,
         rows: list[dict[str, Any]],
         *,
-        timeout: float = 15,
+        timeout: float | None = 15,
         metadata: bool = False,
         concurrency: int = 1,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
     ) -> pa.Table:
         """As :meth:`infer` for a list of rows, giving the records as a pyarrow Table whatever
         the input (what a server sends on, types intact)."""
+        records, columns = self._records(
+            rows,
+            timeout=timeout,
+            metadata=metadata,
+            concurrency=concurrency,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        )
+        table = records.table() if records is not None else pa.table({})
+        if table.num_columns:
+            table = table.select(columns)
+        return shaped(table, dataset_separator)
+
+    def _records(
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        timeout: float | None = 15,
+        metadata: bool = False,
+        concurrency: int = 1,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
+    ) -> tuple[Records | None, list[str]]:
+        """Run ``rows`` (logged — durably, unless ``durable_log`` is False — before this
+        returns; the hooks called; raising for a failed row): the records of the rows and
+        the columns the ``dataset`` arguments select."""
+        timeout = 15 if timeout is None else timeout
         check_call(timeout, concurrency)
+        separator_of(dataset_separator)  # refused before anything runs
         service = self._running()
-        result = service.run(rows, timeout=float(timeout), concurrency=concurrency)
-        if result.failures is not None and self.on_failure is not None:
+        result = service.run(
+            rows, timeout=float(timeout), concurrency=concurrency, durable=self.durable_log
+        )
+        if self.on_failure is not None and result.failures is not None:
             self.on_failure(result.failures)
-        if result.records is not None and self.on_record is not None:
+        if self.on_record is not None and result.records is not None:
             self.on_record(result.records)
         first = result.first
         if first is not None:
-            failed = result.failures.num_rows if result.failures is not None else 1
+            failed = result.failed.num_rows if result.failed is not None else 1
             prefix = f"pipeline {self.name!r} version {service.version.version}: "
             if first.step == INPUT_STEP:
                 raise errors.ValidationError(
@@ -210,14 +314,23 @@ class Pipeline(PipelineBuilder):
                 step=first.step,
                 failures=result.failures,
             )
-        table = result.records if result.records is not None else pa.table({})
-        if not metadata:
-            table = table.select([c for c in table.column_names if not c.startswith("metadata.")])
-        return table
+        records = result.passed
+        if metadata:  # as "metadata" added to the dataset
+            chosen = [dataset] if isinstance(dataset, str) else list(dataset or ["*"])
+            dataset = [*chosen, "metadata"]
+        names = records.names if records is not None else []
+        if not names:
+            return records, []
+        return records, columns_of(names, dataset, dataset_exclude, dataset_separator)
 
-    def _infer(self, data: Any, *, timeout: float, metadata: bool, concurrency: int) -> Any:
+    def _infer(self, data: Any, *, concurrency: int, **options: Any) -> Any:
         rows, kind = rows_of(data)
-        table = self.infer_table(rows, timeout=timeout, metadata=metadata, concurrency=concurrency)
+        if kind in ("dict", "list") and options.get("dataset_separator", ".") == ".":
+            # dicts straight from the columns: no Arrow table on the caller's thread
+            records, columns = self._records(rows, concurrency=concurrency, **options)
+            found = records.rows(columns) if records is not None else []
+            return found[0] if kind == "dict" else found
+        table = self.infer_table(rows, concurrency=concurrency, **options)
         return as_kind(table, kind)
 
     def _running(self) -> PipelineService:
@@ -310,6 +423,23 @@ class Pipeline(PipelineBuilder):
 
     def __repr__(self) -> str:
         return f"Pipeline(name={self.name!r}, account={self.account!r}, steps={len(self._steps)})"
+
+    def _repr_html_(self) -> str:
+        """The pipeline as an HTML table (Jupyter): name, account, versions, the deployed
+        version and the steps of the current definition, every value escaped."""
+        deployed = self.deployed_version
+        return html_table(
+            ["name", "account", "versions", "deployed version", "steps"],
+            [
+                [
+                    self.name,
+                    self.account,
+                    ", ".join(str(v.version) for v in self.versions()) or "none",
+                    "not deployed" if deployed is None else str(deployed.version),
+                    self.steps(),
+                ]
+            ],
+        )
 
 
 def _add_labels(core: Any, id: str, labels: Mapping[str, str]) -> None:

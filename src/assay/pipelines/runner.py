@@ -165,19 +165,24 @@ class PipelineService:
     # -- inference -------------------------------------------------------------------------
 
     def run(
-        self, rows: Sequence[dict[str, Any]], *, timeout: float = 15.0, concurrency: int = 1
+        self,
+        rows: Sequence[dict[str, Any]],
+        *,
+        timeout: float = 15.0,
+        concurrency: int = 1,
+        durable: bool | None = None,
     ) -> RunResult:
-        """Run ``rows`` and log them: records to the log, failures to the failure log."""
+        """Run ``rows`` and log them: records to the log, failures to the failure log. With
+        ``durable`` (None: the log's default, durable), return only once both are durable,
+        so that no answer — and no refusal — is ever missing from the log after a crash."""
         if self._closed:  # no retry makes it answer (as for any ended session)
             raise errors.ConflictError(
                 f"pipeline {self.version.pipeline!r} version {self.version.version} was stopped "
                 f"(InferenceSession {self.session_id}); deploy it again"
             )
         result = self.runtime.run(rows, timeout=timeout, concurrency=concurrency)
-        if result.failures is not None:
-            self.log.append_failures(failure_log_records(result.failures))
-        if result.records is not None:
-            self.log.append(result.records)
+        failed = result.failed.renamed(FAILURE_RENAMES) if result.failed is not None else None
+        self.log.append_inference(result.passed, failed, wait=durable)
         return result
 
     def infer(self, endpoint: str, request: dict[str, Any]) -> list[dict[str, Any]]:
@@ -251,15 +256,19 @@ class PipelineService:
         release_shared(self.log)
 
 
+#: Failure records as the failure log keeps them: the message as ``error``, the step under
+#: ``metadata.``.
+FAILURE_RENAMES = {
+    "error.message": "error",
+    "error.step": "metadata.error_step",
+    "error.step_kind": "metadata.error_step_kind",
+}
+
+
 def failure_log_records(table: Any) -> Any:
     """Failure records as the failure log keeps them: the message as ``error``, the step
     under ``metadata.``."""
-    renames = {
-        "error.message": "error",
-        "error.step": "metadata.error_step",
-        "error.step_kind": "metadata.error_step_kind",
-    }
-    return table.rename_columns([renames.get(n, n) for n in table.schema.names])
+    return table.rename_columns([FAILURE_RENAMES.get(n, n) for n in table.schema.names])
 
 
 def _terminate(core: Any, session_id: str) -> None:

@@ -72,6 +72,22 @@ class VersionStore:
             )
         return _version(record.doc)
 
+    def find(self, version: Any) -> PipelineVersion:
+        """Version ``version``: its number (an int, or a str of one, like ``"3"``) or the
+        id of its document."""
+        if isinstance(version, str) and version.strip().isdecimal():
+            return self.get(int(version.strip()))
+        if isinstance(version, str):
+            found = next((v for v in self.list() if v.id == version), None)
+            if found is None:
+                raise errors.NotFoundError(
+                    f"pipeline {self._pipeline!r} has no version {version!r}; give a version "
+                    f"number (one of {[v.version for v in self.list()] or 'none'}) or a "
+                    "version's id"
+                )
+            return found
+        return self.get(version)
+
     def add(self, definition: PipelineDefinition) -> PipelineVersion:
         """Store ``definition`` as the next version."""
         number = max((v.version for v in self.list()), default=0) + 1

@@ -31,7 +31,7 @@ from assay.schema._inference import (
     SchemaAdapter,
     session_allocation,
 )
-from assay.schema.base import SUMMARY_MAX_LENGTH, SchemaModel, TagName
+from assay.schema.base import SUMMARY_MAX_LENGTH, SchemaModel, TagName, reference_wire
 from assay.schema.dataschema import DataSchema
 
 __all__ = [
@@ -184,6 +184,11 @@ class EvaluationClientConfiguration(SchemaModel):
     """Further client options, by name."""
     inputPipeline: list[SchemaAdapter] | None = None
     """Adapters applied to each instance before the service's own input pipeline."""
+
+    # Assay's options, which the reference's client configuration lacks: on Assay's wire only
+    _reference_wire = reference_wire(
+        "transientErrorRetryBudgetSeconds", "requestBatchSize", "cache"
+    )
 
     @pydantic.model_validator(mode="after")
     def _timeouts_fit(self) -> EvaluationClientConfiguration:

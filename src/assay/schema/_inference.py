@@ -18,7 +18,7 @@ import pydantic
 from pydantic import Field, StringConstraints
 
 from assay.schema._entity import Entity, EntityIdentifier, File, ModelWithID
-from assay.schema.base import LabelKey, SchemaModel, TagName
+from assay.schema.base import LabelKey, SchemaModel, TagName, reference_wire
 from assay.schema.dataschema import DataSchema
 
 __all__ = [
@@ -346,6 +346,19 @@ class InferenceServiceRunnerKind(enum.StrEnum):
     VLLM = "vllm"
 
 
+#: The runner kinds the reference's schema knows; a service of one of Assay's own kinds has
+#: no runner on the reference's wire (the reference's ``runner`` is optional).
+REFERENCE_RUNNER_KINDS = frozenset(
+    {
+        InferenceServiceRunnerKind.BENTOML_SERVICE_OPENLLM,
+        InferenceServiceRunnerKind.CONTAINER,
+        InferenceServiceRunnerKind.HUGGINGFACE,
+        InferenceServiceRunnerKind.MOCK,
+        InferenceServiceRunnerKind.STANDALONE,
+        InferenceServiceRunnerKind.VLLM,
+    }
+)
+
 _IMAGE_NAME_PATTERN = r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(\/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$"
 
 
@@ -436,6 +449,18 @@ class VolumeMount(SchemaModel):
         return self
 
 
+def _reference_runner(runner: InferenceServiceRunner, data: dict[str, Any]) -> None:
+    data.setdefault("resources", {})
+    mock_type = (runner.configuration or {}).get("mockType")
+    if runner.kind == InferenceServiceRunnerKind.MOCK and "args" not in data and mock_type:
+        data["args"] = [str(mock_type)]
+
+
+def _reference_service(service: InferenceServiceBase, data: dict[str, Any]) -> None:
+    if service.runner is not None and service.runner.kind not in REFERENCE_RUNNER_KINDS:
+        data.pop("runner", None)
+
+
 class InferenceServiceRunner(SchemaModel):
     """How to run a service. ``kind`` picks the runner; the container fields apply to the
     ``container`` kind, ``configuration`` to Assay's kinds."""
@@ -465,6 +490,11 @@ class InferenceServiceRunner(SchemaModel):
     """Volumes to mount into the container (``container`` only)."""
     workingDir: str | None = None
     """The container's working directory (``container`` only)."""
+
+    # On the reference's wire: no ``configuration`` (Assay's), ``resources`` always (the
+    # reference requires it; ``{}``: none stated), and a mock's class in ``args[0]``, where
+    # the reference client names it (``assay.server.compat``).
+    _reference_wire = reference_wire("configuration", transform=_reference_runner)
 
 
 class SchemaAdapter(SchemaModel):
@@ -516,6 +546,9 @@ class InferenceServiceBase(SchemaModel):
     """How to move data in and out of the service."""
     outputViews: list[DataView] = Field(default_factory=list)
     """Views of the service's outputs."""
+
+    # On the reference's wire, a runner of one of Assay's own kinds is left out.
+    _reference_wire = reference_wire(transform=_reference_service)
 
 
 class InferenceServiceSpec(InferenceServiceBase):

@@ -25,6 +25,7 @@ from assay.schema.base import (
     TITLE_MAX_LENGTH,
     Identifier,
     SchemaModel,
+    reference_wire,
 )
 
 __all__ = [
@@ -226,6 +227,9 @@ class ScoreData(ScoreSpec):
     """A confidence interval ``[low, high]`` around the value (Assay; None: not given)."""
     confidence: float | None = Field(default=None, gt=0, lt=1)
     """The level of :attr:`interval`, e.g. ``0.95`` (Assay; None when there is none)."""
+
+    # Assay's fields, which the reference's scores lack: on Assay's wire only
+    _reference_wire = reference_wire("interval", "confidence")
 
     @pydantic.model_validator(mode="after")
     def _check_interval(self) -> ScoreData:

@@ -6,12 +6,17 @@ Wire rules (see ``docs/design/wire-format.md``):
 - unset optional fields (``None``) are omitted on the wire;
 - unknown fields are refused (``extra="forbid"``), so a typo is an error, not a silent no-op;
 - datetimes are UTC: naive datetimes in entities are taken as UTC, aware ones converted;
-  requests refuse naive datetimes (see :class:`RequestModel`).
+  requests refuse naive datetimes (see :class:`RequestModel`);
+- Assay's extensions (fields and values the reference schema lacks) are on Assay's wire
+  (``to_wire()``, what is stored and what Assay's client asks for) and left out of the
+  reference's (``to_wire(reference=True)``, what the server answers other clients), so the
+  reference's own models, which refuse unknown fields, parse every answer.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
@@ -22,12 +27,14 @@ from assay import errors
 
 __all__ = [
     "ANNOTATION_KEY_MAX_LENGTH",
+    "EXTENSIONS_HEADER",
     "IDENTIFIER_PATTERN",
     "LABEL_KEY_MAX_LENGTH",
     "LABEL_KEY_PATTERN",
     "LABEL_VALUE_MAX_LENGTH",
     "LABEL_VALUE_PATTERN",
     "QUANTITY_PATTERN",
+    "REFERENCE_WIRE",
     "RESERVED_LABEL_PREFIXES",
     "SUMMARY_MAX_LENGTH",
     "TITLE_MAX_LENGTH",
@@ -39,7 +46,9 @@ __all__ = [
     "Quantity",
     "SchemaModel",
     "TagName",
+    "is_reference_wire",
     "is_reserved_label_key",
+    "reference_wire",
     "validate_model",
 ]
 
@@ -92,6 +101,53 @@ def is_reserved_label_key(key: str) -> bool:
     return _RESERVED_RE.match(key) is not None
 
 
+#: The serialisation context of the reference's wire format: ``model_dump(context=
+#: REFERENCE_WIRE)`` leaves out Assay's extensions (see :func:`reference_wire`).
+REFERENCE_WIRE: dict[str, Any] = {"assay.wire": "reference"}
+#: The request header with which a client asks the server for Assay's wire format, with
+#: Assay's extensions (``true``); without it, answers are in the reference's.
+EXTENSIONS_HEADER = "X-Assay-Extensions"
+
+
+def is_reference_wire(info: pydantic.SerializationInfo) -> bool:
+    """True when the model is serialised for the reference's wire format."""
+    context = info.context
+    return isinstance(context, dict) and context.get("assay.wire") == "reference"
+
+
+def _to_reference(
+    model: Any,
+    data: Any,
+    info: pydantic.SerializationInfo,
+    extensions: tuple[str, ...],
+    transform: Callable[[Any, dict[str, Any]], None] | None,
+) -> Any:
+    if isinstance(data, dict) and is_reference_wire(info):
+        for name in extensions:
+            data.pop(name, None)
+        if transform is not None:
+            transform(model, data)
+    return data
+
+
+def reference_wire(
+    *extensions: str, transform: Callable[[Any, dict[str, Any]], None] | None = None
+) -> Any:
+    """A wrap ``model_serializer`` for a model with Assay's extensions: serialised for the
+    reference's wire format (context :data:`REFERENCE_WIRE`), its dict loses the wire fields
+    ``extensions`` (the model's Assay-only fields), then goes through ``transform(model,
+    data)``, which changes it in place; serialised otherwise, it is left as it is. Assign it
+    in the class body (subclasses inherit it)::
+
+        _reference_wire = reference_wire("interval", "confidence")
+    """
+    # a lambda, with no return annotation: pydantic would take one as the schema of what the
+    # model serialises to, and the OpenAPI document would lose the model's own
+    return pydantic.model_serializer(mode="wrap")(
+        lambda self, handler, info: _to_reference(self, handler(self), info, extensions, transform)
+    )
+
+
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
@@ -127,9 +183,10 @@ class SchemaModel(BaseModel):
     ) -> str:
         return super().model_dump_json(by_alias=by_alias, exclude_none=exclude_none, **kwargs)
 
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON-compatible dict sent on the wire (aliases, no ``None``)."""
-        return self.model_dump(mode="json")
+    def to_wire(self, *, reference: bool = False) -> dict[str, Any]:
+        """The JSON-compatible dict sent on the wire (aliases, no ``None``); with
+        ``reference``, in the reference's wire format: without Assay's extensions."""
+        return self.model_dump(mode="json", context=REFERENCE_WIRE if reference else None)
 
     # The reference's v1-style spellings, kept because its tutorials use them
     # (``service.json(indent=2)``); they do not warn.

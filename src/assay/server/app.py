@@ -28,6 +28,7 @@ from assay.server.routes import routes
 from assay.server.settings import ServerSettings
 from assay.server.signed_urls import STORAGE_PREFIX
 from assay.server.state import ServerState
+from assay.server.wire import WireFormat
 
 __all__ = ["create_app"]
 
@@ -79,4 +80,5 @@ def create_app(
         upload_limit=settings.max_upload_bytes,
         upload_prefix=STORAGE_PREFIX + "/",
     )
+    app.add_middleware(WireFormat)
     return app

@@ -25,6 +25,7 @@ from assay.server.executor import WorkflowThreadExecutor
 from assay.server.fairness import InferenceLimits
 from assay.server.settings import PRIVATE_DIR, SECRET_FILE, ServerSettings
 from assay.server.signed_urls import ArtifactURLSigner
+from assay.server.wire import wire_context
 
 __all__ = [
     "Caller",
@@ -239,11 +240,13 @@ def base_url(request: Request, state: ServerState) -> str:
 def json_response(
     value: SchemaModel | list[Any] | dict[str, Any], *, status_code: int = 200
 ) -> Response:
-    """A JSON response of an Assay model (wire names, no nulls) or a list of them."""
+    """A JSON response of an Assay model (wire names, no nulls) or a list of them, in the
+    wire format the request asked for (:mod:`assay.server.wire`)."""
+    context = wire_context()
     if isinstance(value, SchemaModel):
-        body = value.model_dump_json().encode()
+        body = value.model_dump_json(context=context).encode()
     elif isinstance(value, list):
-        body = b"[" + b",".join(_dump(v) for v in value) + b"]"
+        body = b"[" + b",".join(_dump(v, context) for v in value) + b"]"
     else:
         import json
 
@@ -251,9 +254,9 @@ def json_response(
     return Response(body, status_code=status_code, media_type="application/json")
 
 
-def _dump(value: Any) -> bytes:
+def _dump(value: Any, context: dict[str, Any] | None) -> bytes:
     if isinstance(value, SchemaModel):
-        return value.model_dump_json().encode()
+        return value.model_dump_json(context=context).encode()
     import json
 
     return json.dumps(value).encode()

@@ -16,6 +16,8 @@ arguments, and takes keyword-only options, among them ``seed``:
 - :class:`Embedder`: ``embed``, ``{"text": str}`` → ``{"embedding": [float] * dim}``;
 - :class:`ChatModel`: ``chat``, ``{"messages": [...]}`` → ``{"role": "assistant",
   "content": str}``;
+- :class:`Regressor`: ``predict``, ``{feature: number, ...}`` → ``{"score": float}``, a
+  known linear function of the features (for tabular audits, e.g. explainability);
 - :class:`Faulty`: the endpoints of the mock it wraps, with injected latency, errors
   (:class:`TransientServiceError`), hangs and malformed replies, an admission limit
   (``max_concurrent``: calls beyond it are refused with ``retry_after``) and a process that
@@ -42,6 +44,7 @@ from assay.local.mocks._client import InferenceSessionClientMock
 from assay.local.mocks._embedder import Embedder
 from assay.local.mocks._faulty import Faulty, TransientServiceError
 from assay.local.mocks._slow import Slow
+from assay.local.mocks._tabular import Regressor, RegressorOutput
 from assay.local.mocks._text import TextCompletion
 
 __all__ = [
@@ -54,6 +57,8 @@ __all__ = [
     "InferenceServiceMock",
     "InferenceSessionClientMock",
     "LabelScore",
+    "Regressor",
+    "RegressorOutput",
     "Slow",
     "TextCompletion",
     "TransientServiceError",

@@ -44,6 +44,7 @@ from assay.server.access import Principal, acting_as, authorize, require
 from assay.server.errors import error_response
 from assay.server.fairness import TOO_MANY_CALLS, accountable
 from assay.server.state import Caller, State, json_response
+from assay.server.wire import wire_context
 
 __all__ = [
     "ARROW_STREAM",
@@ -402,7 +403,13 @@ def datasets(
     dataset, evaluation = pipeline.to_dataset(
         body.start, body.end, name=body.name, valid=body.valid
     )
-    return json_response({"dataset": dataset.to_wire(), "evaluation": evaluation.to_wire()})
+    context = wire_context()  # the wire format the request asked for
+    return json_response(
+        {
+            "dataset": dataset.model_dump(mode="json", context=context),
+            "evaluation": evaluation.model_dump(mode="json", context=context),
+        }
+    )
 
 
 _ARROW_ANSWER = {"content": {ARROW_STREAM: {}}, "description": "The records."}
