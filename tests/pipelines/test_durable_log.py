@@ -24,7 +24,7 @@ from tests.conftest import ACCOUNT
 from assay import errors
 from assay.local import LocalPlatform, mocks
 from assay.pipelines import Pipeline, _log_journal
-from assay.pipelines._records import Records
+from assay.pipelines._records import Records, from_json, to_json
 from assay.pipelines.log import InferenceLog
 from assay.pipelines.runner import log_directory
 
@@ -254,9 +254,13 @@ def _durable_failures(folder: Path) -> pa.Table:
     tables = [pq.read_table(p) for p in (folder / "failures").glob("segment-*.parquet")]
     for path in [*_log_journal.sealed_files(journal), journal / _log_journal.CURRENT]:
         _, entries, _ = _log_journal.read_entries(path)
-        tables += [
-            pa.ipc.open_stream(pa.py_buffer(e.payload)).read_all() for e in entries if e.kind == 1
-        ]
+        for entry in entries:
+            if entry.kind != 1:
+                continue
+            if entry.form == _log_journal.JSON:
+                tables.append(from_json(entry.payload).table())
+            else:
+                tables.append(pa.ipc.open_stream(pa.py_buffer(entry.payload)).read_all())
     return pa.concat_tables(tables, promote_options="permissive")
 
 
@@ -285,8 +289,13 @@ def test_records_built_by_columns_are_those_built_row_by_row() -> None:
             rows.append(record)
         expected = to_table(rows)
         records = Records.from_parts(inputs, outputs, extras)
+        text = to_json(records)  # how a commit of a few records writes them to the journal
         assert records.table().equals(expected), (inputs, outputs)
         assert records.rows() == expected.to_pylist(), (inputs, outputs)
+        if text is not None:
+            assert from_json(text).table().equals(expected), (inputs, outputs)
+    tuple_value = Records.from_parts([{"x": (1, 2)}], [[{"y": 1}]], [{"time": now}])
+    assert to_json(tuple_value) is None  # JSON would give a list back: a table is written
 
 
 # -- the crash test --------------------------------------------------------------------------

@@ -106,6 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("assay: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`assay datasets list | head`): end quietly, as a pipe's
+        # writer does; nothing more may be written to the closed pipe, at exit either
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 128 + 13  # as a process ended by SIGPIPE
     except Exception as exc:
         if getattr(args, "debug", False):
             raise

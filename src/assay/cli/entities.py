@@ -30,6 +30,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
@@ -129,18 +130,35 @@ def _seconds(text: str) -> float:
     return value
 
 
+#: The status a kind's successful entities have (the --help examples must find something).
+_SUCCESS = {
+    "Dataset": "Ready",
+    "Model": "Ready",
+    "Module": "Ready",
+    "InferenceService": "Ready",
+    "InferenceSession": "Ready",
+    "Method": "Ready",
+    "Family": "Ready",
+}
+
+
 def add_entity_parsers(sub: Any) -> None:
     """Add ``<kind> list|get|delete|wait|download[|logs]`` and ``scores list``."""
     common = connection_options()
+    common.add_argument(
+        "--data",
+        metavar="DIR",
+        help="an embedded platform's directory (LocalPlatform) instead of a server",
+    )
     for command, kind in KINDS.items():
         parser = sub.add_parser(
             command,
             help=f"{kind} entities on a server"
             + (" (list, get, delete, wait, download, logs)" if command in LOG_KINDS else ""),
             description=f"{kind} entities on an Assay server (--endpoint, --token or "
-            "ASSAY_API_ENDPOINT, ASSAY_API_TOKEN).",
-            epilog=f"e.g. assay {command} list --status Complete --label team=red; "
-            f"assay {command} get ID --json",
+            "ASSAY_API_ENDPOINT, ASSAY_API_TOKEN), or on an embedded platform (--data DIR).",
+            epilog=f"e.g. assay {command} list --status {_SUCCESS.get(kind, 'Complete')} "
+            f"--label team=red; assay {command} get ID --json",
         )
         parser.set_defaults(entity_parser=parser, kind=command)
         actions = parser.add_subparsers(dest="action", metavar="ACTION")
@@ -294,12 +312,34 @@ def run_entity_command(args: argparse.Namespace) -> int:
     if args.action is None:
         args.entity_parser.print_help()
         return 0
+    if getattr(args, "data", None):
+        from assay.local import LocalPlatform
+
+        require_platform_directory(args.data)
+        with LocalPlatform(args.data) as platform:
+            if args.kind == "scores":
+                return _scores(platform, args)  # type: ignore[arg-type]
+            return _ACTIONS[args.action](platform, args)  # type: ignore[arg-type]
     from assay.client import Client
 
     with Client(args.endpoint, args.token) as client:
         if args.kind == "scores":
             return _scores(client, args)
         return _ACTIONS[args.action](client, args)
+
+
+def require_platform_directory(data: str) -> None:
+    """Refuse a directory that holds no embedded platform (``assay.db``), naming it: opening
+    it would make a new, empty platform there."""
+    from assay.local.platform import DATABASE_FILE
+
+    if not (Path(data) / DATABASE_FILE).is_file():
+        raise errors.ValidationError(
+            f"--data {data!r} is not an Assay platform's directory (it has no {DATABASE_FILE});"
+            " give the directory the platform was made in",
+            field="--data",
+            value=data,
+        )
 
 
 def _group(client: Client, args: argparse.Namespace) -> Any:
@@ -423,7 +463,11 @@ def _watch(client: Client, args: argparse.Namespace) -> int:
 
 
 def _download(client: Client, args: argparse.Namespace) -> int:
-    files = _group(client, args).download(args.id, args.dest)
+    group = _group(client, args)
+    if hasattr(group, "download"):
+        files = group.download(args.id, args.dest)
+    else:  # an embedded platform: its files are here, copy them
+        files = _copy_artifacts(client, args.kind, args.id, Path(args.dest))
     for path in files:
         print(path)
     print(
@@ -470,3 +514,28 @@ _ACTIONS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
     "download": _download,
     "logs": _logs,
 }
+
+
+def _copy_artifacts(platform: Any, kind: str, id: str, dest: Path) -> list[Path]:
+    """Copy the files of a Ready or Complete entity of an embedded platform into ``dest``
+    (each at its artifact path; the platform's own ``.assay/`` files left out)."""
+    import shutil
+
+    from assay.schema.status import is_status_success
+
+    entity = getattr(platform, kind).require(id)
+    if not is_status_success(entity.status):
+        raise errors.ConflictError(
+            f"cannot download {entity.kind} {id}: it is {entity.status}; wait for it first"
+        )
+    storage = platform.core.storage
+    copied = []
+    for info in storage.list(id):
+        if info.path.startswith(".assay/"):
+            continue
+        target = dest / info.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with storage.open(id, info.path) as source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
+        copied.append(target)
+    return copied

@@ -78,6 +78,7 @@ def run_token(args: argparse.Namespace) -> int:
     from assay.server.settings import ServerSettings
 
     settings = ServerSettings.from_env(data_dir=args.data)
+    _require_platform(settings)
     if args.token_command == "create":
         if not args.account:
             raise errors.ValidationError(
@@ -96,3 +97,24 @@ def run_token(args: argparse.Namespace) -> int:
         print(f"revoked token {token_id}", file=sys.stderr)
         return 0
     raise AssertionError(f"unknown token command {args.token_command!r}")  # argparse checks
+
+
+def _require_platform(settings: Any) -> None:
+    """Refuse a directory that holds no platform: a token signed with a key made there
+    would be refused by the real server (a wrong ``--data`` used to make a new platform)."""
+    from pathlib import Path
+
+    from assay import errors
+    from assay.server.settings import SECRET_FILE
+    from assay.server.state import DATABASE_FILE
+
+    data = Path(settings.data_dir)
+    if (data / SECRET_FILE).is_file() or (data / DATABASE_FILE).is_file():
+        return
+    raise errors.ValidationError(
+        f"--data {str(data)!r} is not an Assay platform's directory (it has no {SECRET_FILE} "
+        f"and no {DATABASE_FILE}); give the directory the server runs on (assay serve --data "
+        "DIR, or ASSAY_DATA_DIR), or start the server there once first",
+        field="--data",
+        value=str(data),
+    )

@@ -43,19 +43,10 @@ def add_verify_parser(sub: Any) -> None:
 def run_verify(args: argparse.Namespace) -> int:
     """Run ``assay verify``; the exit status."""
     if args.data:
-        from pathlib import Path
-
-        from assay import errors
+        from assay.cli.entities import require_platform_directory
         from assay.local import LocalPlatform
-        from assay.local.platform import DATABASE_FILE
 
-        if not (Path(args.data) / DATABASE_FILE).is_file():
-            raise errors.ValidationError(
-                f"--data {args.data!r} is not an Assay platform's directory (it has no "
-                f"{DATABASE_FILE}); give the directory the platform was made in",
-                field="--data",
-                value=args.data,
-            )
+        require_platform_directory(args.data)
         with LocalPlatform(args.data) as platform:
             result = platform.verify(args.id)
     else:

@@ -10,9 +10,12 @@ Layout, under ``<log folder>/journal/``:
 - ``compact.lock``: locked by the one process that turns sealed journals into segments.
 
 A journal file is a header (``ASSAYWL1``, then the sequence number of its first record) and
-entries: ``AWE1``, the log (0: records, 1: failures), the sequence number of the entry's first
-record, its number of records, the length and CRC-32 of the payload, then the payload, the
-records as an Arrow IPC stream (without ``seq``: record *i* of an entry has ``first + i``).
+entries: ``AWE1``, the log (0: records, 1: failures), the form of the payload, the sequence
+number of the entry's first record, its number of records, the length and CRC-32 of the
+payload, then the payload: the records (without ``seq``: record *i* of an entry has
+``first + i``) as an Arrow IPC stream (form 0), or, for a few records whose values are plain
+JSON values (cheaper to write than a table), as JSON columns (form 1: ``{"time": [µs since
+the epoch], name: [values]}``); both become the same Arrow columns in the segments.
 
 The sequence (``seq``) is the log's: one count for records and failures, in commit order,
 across processes and restarts — a writer that takes the lock first reads what others appended
@@ -37,27 +40,40 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CURRENT", "Entry", "Journal", "journal_rows", "read_entries", "sealed_files"]
+__all__ = [
+    "ARROW",
+    "CURRENT",
+    "JSON",
+    "Entry",
+    "Journal",
+    "journal_rows",
+    "read_entries",
+    "sealed_files",
+]
 
 logger = logging.getLogger("assay.pipelines.log")
 
 _FILE = struct.Struct("<8sq")
 _FILE_MAGIC = b"ASSAYWL1"
-_ENTRY = struct.Struct("<4sB3xqIII")
+_ENTRY = struct.Struct("<4sBB2xqIII")
 _ENTRY_MAGIC = b"AWE1"
 _SEALED = re.compile(r"^sealed-(\d+)\.wal$")
 CURRENT = "current.wal"
+#: The forms of a payload.
+ARROW, JSON = 0, 1
 
 
 @dataclass
 class Entry:
-    """One entry of a journal: records of one log (``kind`` 0: records, 1: failures)."""
+    """One entry of a journal: records of one log (``kind`` 0: records, 1: failures), as an
+    Arrow IPC stream (``form`` ARROW) or JSON columns (JSON)."""
 
     kind: int
     rows: int
     payload: bytes | memoryview
     first: int = -1
     """The sequence number of its first record (set when it is committed)."""
+    form: int = ARROW
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -74,16 +90,16 @@ def _parse(data: bytes | memoryview, offset: int, expect: int | None) -> Iterato
     view = memoryview(data)
     size = len(view)
     while offset + _ENTRY.size <= size:
-        magic, kind, first, rows, length, crc = _ENTRY.unpack_from(view, offset)
+        magic, kind, form, first, rows, length, crc = _ENTRY.unpack_from(view, offset)
         start = offset + _ENTRY.size
-        if magic != _ENTRY_MAGIC or kind > 1 or start + length > size:
+        if magic != _ENTRY_MAGIC or kind > 1 or form > JSON or start + length > size:
             return
         if expect is not None and first != expect:
             return
         payload = view[start : start + length]
         if zlib.crc32(payload) != crc:
             return
-        yield Entry(kind, rows, payload, first)
+        yield Entry(kind, rows, payload, first, form)
         expect = first + rows
         offset = start + length
 
@@ -320,6 +336,7 @@ class Journal:
                     _ENTRY.pack(
                         _ENTRY_MAGIC,
                         entry.kind,
+                        entry.form,
                         seq,
                         entry.rows,
                         len(entry.payload),

@@ -42,8 +42,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assay import errors
-from assay.pipelines._log_journal import Entry, Journal, read_entries, sealed_files
-from assay.pipelines._records import Records, concat
+from assay.pipelines._log_journal import JSON, Entry, Journal, read_entries, sealed_files
+from assay.pipelines._records import Records, concat, from_json, to_json
 
 __all__ = ["DROPS_FILE", "KINDS", "SegmentWriter", "dropped_records", "segment_files"]
 
@@ -188,10 +188,34 @@ def _payload(table: pa.Table) -> pa.Buffer:
     return sink.getvalue()
 
 
-def _with_seq(table: pa.Table, first: int) -> pa.Table:
-    seq = pa.array(np.arange(first, first + table.num_rows, dtype=np.int64))
+def _with_seq(table: pa.Table, entries: list[Entry]) -> pa.Table:
+    """``table`` (the records of ``entries``, in order) with its ``seq`` after ``time``."""
+    seq = np.concatenate([np.arange(e.first, e.first + e.rows, dtype=np.int64) for e in entries])
     position = 1 if table.num_columns and table.column_names[0] == "time" else 0
-    return table.add_column(position, "seq", seq)
+    return table.add_column(position, "seq", pa.array(seq))
+
+
+#: Up to this many records, a commit writes plain values as JSON rather than a table.
+JSON_ROWS = 256
+
+
+def _as_json(run: list[_Item]) -> bytes | None:
+    """The JSON payload of a run of a few column-built records of plain values, or None."""
+    if sum(item.rows for item in run) > JSON_ROWS:
+        return None
+    parts = [item.data for item in run]
+    if not all(isinstance(p, Records) and not p.built() for p in parts):
+        return None
+    return to_json(concat(parts))  # type: ignore[arg-type]
+
+
+def _decoded(entry: Entry) -> tuple[Any, pa.Table | Records]:
+    """An entry's records, and their shape: entries of one shape are built together."""
+    if entry.form == JSON:
+        records = from_json(entry.payload)
+        return ("json", entry.kind, tuple(records.names)), records
+    table = pa.ipc.open_stream(pa.py_buffer(entry.payload)).read_all()
+    return ("arrow", entry.kind, table.schema), table
 
 
 @dataclass(eq=False)
@@ -419,6 +443,11 @@ class SegmentWriter:
                 runs.append((shape, [item]))
         entries = []
         for _, run in runs:
+            kind = KINDS.index(run[0].kind)
+            text = _as_json(run)  # a few records of plain values: cheaper than a table
+            if text is not None:
+                entries.append(Entry(kind, sum(i.rows for i in run), text, form=JSON))
+                continue
             try:
                 tables = [self._build(run)]
             except Exception:
@@ -429,7 +458,6 @@ class SegmentWriter:
                     except Exception as exc:
                         self._refuse(item, exc)
             for table in tables:
-                kind = KINDS.index(run[0].kind)
                 entries.append(Entry(kind, table.num_rows, _payload(table)))
         return entries
 
@@ -502,14 +530,27 @@ class SegmentWriter:
         present: pa.Array | None = None
         if entries and entries[0].first < after_segments(self.directory):
             present = self._seqs_in_segments(entries[0].first)  # a compaction a crash cut
-        tables: dict[str, list[pa.Table]] = {kind: [] for kind in KINDS}
+        # consecutive entries of one shape are built together (as the commits that merged
+        # the calls they carried), each log's in commit order
+        groups: list[tuple[Any, list[Entry], list[pa.Table | Records]]] = []
         for entry in entries:
-            table = pa.ipc.open_stream(pa.py_buffer(entry.payload)).read_all()
-            table = _with_seq(table, entry.first)
+            shape, data = _decoded(entry)
+            if groups and groups[-1][0] == shape:
+                groups[-1][1].append(entry)
+                groups[-1][2].append(data)
+            else:
+                groups.append((shape, [entry], [data]))
+        tables: dict[str, list[pa.Table]] = {kind: [] for kind in KINDS}
+        for shape, members, parts in groups:
+            if shape[0] == "json":
+                table = concat([p for p in parts if isinstance(p, Records)]).table()
+            else:
+                table = pa.concat_tables([p for p in parts if isinstance(p, pa.Table)])
+            table = _with_seq(table, members)
             if present is not None:
                 table = table.filter(pc.invert(pc.is_in(table.column("seq"), present)))
             if table.num_rows:
-                tables[KINDS[entry.kind]].append(table)
+                tables[KINDS[shape[1]]].append(table)
         for kind, parts in tables.items():
             runs: list[list[pa.Table]] = []
             for table in parts:

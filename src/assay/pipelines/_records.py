@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["TIME", "Records", "concat", "ordered"]
+__all__ = ["TIME", "Records", "concat", "from_json", "ordered", "to_json"]
 
 #: The type of every record's ``time`` column.
 TIME = pa.timestamp("us", tz="UTC")
@@ -237,6 +237,57 @@ class Records:
         return Records.from_table(
             table.rename_columns([names.get(n, n) for n in table.schema.names])
         )
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+_JSON_SCALARS = frozenset({type(None), bool, int, float, str})
+
+
+def _faithful(values: list[Any]) -> bool:
+    """Whether JSON gives ``values`` back as they are: nulls, booleans, ints, floats,
+    strings, and lists and string-keyed objects of those (no tuples, subclasses, dates...)."""
+    for kind in set(map(type, values)):
+        if kind in _JSON_SCALARS:
+            continue
+        if kind is list:
+            if not _faithful([x for v in values if type(v) is list for x in v]):
+                return False
+        elif kind is dict:
+            objects = [v for v in values if type(v) is dict]
+            if any(type(k) is not str for v in objects for k in v):
+                return False
+            if not _faithful([x for v in objects for x in v.values()]):
+                return False
+        else:
+            return False
+    return True
+
+
+def to_json(records: Records) -> bytes | None:
+    """``records`` (as columns) as JSON text: ``time`` in microseconds since the epoch; None
+    when some value would not come back as it is."""
+    columns = records.columns
+    if columns is None:
+        return None
+    data: dict[str, list[Any]] = {}
+    for name, values in columns.items():
+        if name == "time":
+            if any(type(t) is not datetime or t.tzinfo is None for t in values):
+                return None
+            data[name] = [(t - _EPOCH) // _MICROSECOND for t in values]
+        elif _faithful(values):
+            data[name] = values
+        else:
+            return None
+    return json.dumps(data, separators=(",", ":")).encode()
+
+
+def from_json(payload: bytes | memoryview) -> Records:
+    """The records :func:`to_json` wrote (``time`` as microseconds, which Arrow reads as
+    the same instants)."""
+    columns: dict[str, list[Any]] = json.loads(bytes(payload))
+    return Records(columns, len(columns["time"]))
 
 
 def concat(parts: Sequence[Records]) -> Records:
