@@ -51,6 +51,12 @@ def test_same_methods_and_signatures_as_local() -> None:
         assert sorted(local_methods) == sorted(remote_methods), local
         for name, signature in local_methods.items():
             assert list(remote_methods[name].parameters) == list(signature.parameters), name
+            # the same kinds (positional, keyword-only) and defaults, not only the names
+            shapes = [
+                [(p.name, p.kind, p.default) for p in s.parameters.values()]
+                for s in (remote_methods[name], signature)
+            ]
+            assert shapes[0] == shapes[1], name
     for name in ("deployed_version", "inference_service", "inference_session"):
         assert isinstance(getattr(RemotePipeline, name), property)
 

@@ -6,12 +6,13 @@ deployed and run on the server. Routes: ``docs/design/pipelines.md``."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from assay import errors
+from assay.pipelines._log_read import separator_of
 from assay.pipelines.builder import PipelineBuilder, check_name
 from assay.pipelines.definition import PipelineDefinition
 from assay.pipelines.inputs import check_call
@@ -26,20 +27,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Pipelines", "RemotePipeline"]
 
-#: The filters ``export_logs`` takes (those of ``InferenceLog.export``).
-_EXPORT_FILTERS = frozenset(
-    {
-        "start_datetime",
-        "end_datetime",
-        "valid",
-        "dataset",
-        "dataset_exclude",
-        "dataset_separator",
-        "limit",
-        "failures",
-    }
-)
-
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
@@ -50,11 +37,13 @@ def _filter_params(
     start_datetime: datetime | None = None,
     end_datetime: datetime | None = None,
     valid: bool | None = None,
-    dataset: list[str] | str | None = None,
-    dataset_exclude: list[str] | str | None = None,
-    dataset_separator: str = ".",
+    dataset: Sequence[str] | str | None = None,
+    dataset_exclude: Sequence[str] | str | None = None,
+    dataset_separator: Sequence[str] | str | None = ".",
     failures: bool = False,
 ) -> list[tuple[str, str]]:
+    """The query parameters of the log routes' record selection (``log_filters`` on the
+    server); ``dataset_separator=None`` (nested columns) is ``nested=true``."""
     params: list[tuple[str, str]] = []
     for key, value in (("start", start_datetime), ("end", end_datetime)):
         if value is not None:
@@ -70,7 +59,8 @@ def _filter_params(
     for key, groups in (("dataset", dataset), ("datasetExclude", dataset_exclude)):
         if groups is not None:
             params.extend((key, g) for g in ([groups] if isinstance(groups, str) else groups))
-    params.append(("separator", dataset_separator))
+    separator = separator_of(dataset_separator)  # refused here as locally ("" is no separator)
+    params.append(("nested", "true") if separator is None else ("separator", separator))
     if failures:
         params.append(("failures", "true"))
     return params
@@ -254,59 +244,136 @@ class RemotePipeline(PipelineBuilder):
 
     # -- inference ---------------------------------------------------------------------------
 
-    def infer(self, data: Any, timeout: float = 15, *, metadata: bool = False) -> Any:
+    def infer(
+        self,
+        data: Any,
+        timeout: float | None = 15,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
+        *,
+        metadata: bool = False,
+    ) -> Any:
         """Run ``data`` (a dict, a list of dicts, a pandas DataFrame or a pyarrow Table: one
         row each) through the deployed version on the server; the records come back as the
-        same kind. A failing step raises ``PipelineStepError`` with the server's message."""
-        return self._infer(data, timeout=timeout, metadata=metadata, concurrency=1)
+        same kind. ``timeout`` and the ``dataset`` arguments are those of ``Pipeline.infer``
+        (``dataset_separator=None``: nested columns). A failing step raises
+        ``PipelineStepError`` with the server's message."""
+        return self._infer(
+            data,
+            timeout=timeout,
+            metadata=metadata,
+            concurrency=1,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        )
 
     def parallel_infer(
-        self, data: Any, concurrency: int = 8, timeout: float = 15, *, metadata: bool = False
+        self,
+        data: Any,
+        concurrency: int = 8,
+        timeout: float | None = 15,
+        *,
+        metadata: bool = False,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
     ) -> Any:
         """As :meth:`infer`, with up to ``concurrency`` rows in flight at once (on the
         server)."""
-        check_call(timeout, concurrency)
-        return self._infer(data, timeout=timeout, metadata=metadata, concurrency=concurrency)
+        return self._infer(
+            data,
+            timeout=timeout,
+            metadata=metadata,
+            concurrency=concurrency,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        )
 
     def infer_from_file(
-        self, path: str | os.PathLike[str], timeout: float = 15, *, metadata: bool = False
+        self,
+        path: str | os.PathLike[str],
+        timeout: float | None = 15,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
+        *,
+        metadata: bool = False,
     ) -> Any:
         """Infer the rows of a file (Arrow IPC, Parquet, JSON or JSON Lines), as
-        ``Pipeline.infer_from_file``."""
+        ``Pipeline.infer_from_file``; ``timeout`` and the ``dataset`` arguments are those of
+        :meth:`infer`."""
         from assay.pipelines.inputs import read_file
 
-        return self.infer(read_file(path), timeout=timeout, metadata=metadata)
+        data = read_file(path)
+        return self.infer(
+            data, timeout, dataset, dataset_exclude, dataset_separator, metadata=metadata
+        )
 
     def infer_table(
         self,
         rows: list[dict[str, Any]],
         *,
-        timeout: float = 15,
+        timeout: float | None = 15,
         metadata: bool = False,
         concurrency: int = 1,
+        dataset: Sequence[str] | str | None = None,
+        dataset_exclude: Sequence[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
     ) -> pa.Table:
         """As :meth:`infer` for a list of rows, giving the records as a pyarrow Table."""
         from assay.pipelines.inputs import rows_of
 
         checked, _ = rows_of(rows)
-        return self._records(checked, timeout=timeout, metadata=metadata, concurrency=concurrency)
+        return self._records(
+            checked,
+            timeout=timeout,
+            metadata=metadata,
+            concurrency=concurrency,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+        )
 
-    def _infer(self, data: Any, *, timeout: float, metadata: bool, concurrency: int) -> Any:
+    def _infer(self, data: Any, *, concurrency: int, **options: Any) -> Any:
         from assay.pipelines.inputs import as_kind, rows_of
 
         rows, kind = rows_of(data)
-        table = self._records(rows, timeout=timeout, metadata=metadata, concurrency=concurrency)
+        table = self._records(rows, concurrency=concurrency, **options)
         return as_kind(table, kind)
 
     def _records(
-        self, rows: list[dict[str, Any]], *, timeout: float, metadata: bool, concurrency: int
+        self,
+        rows: list[dict[str, Any]],
+        *,
+        timeout: float | None,
+        metadata: bool,
+        concurrency: int,
+        dataset: Sequence[str] | str | None,
+        dataset_exclude: Sequence[str] | str | None,
+        dataset_separator: Sequence[str] | str | None,
     ) -> pa.Table:
         import json
 
         from assay.pipelines._log_export import json_default
 
+        timeout = 15 if timeout is None else timeout  # the document's Optional: the default
         check_call(timeout, concurrency)
-        body = {"rows": rows, "timeout": timeout, "metadata": metadata, "concurrency": concurrency}
+        separator = separator_of(dataset_separator)  # refused before anything runs
+        body: dict[str, Any] = {
+            "rows": rows,
+            "timeout": timeout,
+            "metadata": metadata,
+            "concurrency": concurrency,
+        }
+        # the selection only when given, so that a server from before it still answers
+        for key, names in (("dataset", dataset), ("datasetExclude", dataset_exclude)):
+            if names is not None:
+                body[key] = [names] if isinstance(names, str) else list(names)
+        if separator != ".":
+            body["separator"] = separator  # None (JSON null): nested columns
         # values JSON does not have (times, bytes from a Table or DataFrame) as in exports
         content = json.dumps(body, default=json_default, ensure_ascii=False).encode()
         response = self._transport.send(
@@ -335,14 +402,15 @@ class RemotePipeline(PipelineBuilder):
         valid: bool | None = None,
         dataset: list[str] | str | None = None,
         dataset_exclude: list[str] | str | None = None,
-        dataset_separator: str = ".",
+        dataset_separator: Sequence[str] | str | None = ".",
         arrow: bool = False,
         failures: bool = False,
     ) -> Any:
         """Logged inferences, as ``LoggedPipeline.logs``: the newest ``limit`` (newest
         first), or with a time range the first ``limit`` of ``[start, end)``; ``limit=None``:
-        all. A pandas DataFrame, or a pyarrow Table with ``arrow=True``; a
-        ``MoreLogRecordsWarning`` says when more records exist."""
+        all. ``valid``, ``dataset``, ``dataset_exclude`` and ``dataset_separator`` (None:
+        nested columns) select as there. A pandas DataFrame, or a pyarrow Table with
+        ``arrow=True``; a ``MoreLogRecordsWarning`` says when more records exist."""
         from assay.pipelines.group import _require_pandas, deliver_logs
 
         if not arrow:
@@ -373,25 +441,60 @@ class RemotePipeline(PipelineBuilder):
         directory: str | Path = "logs",
         file_prefix: str | None = None,
         data_size_limit: str | int = "100 MiB",
+        limit: int | None = None,
+        start_datetime: datetime | None = None,
+        end_datetime: datetime | None = None,
+        valid: bool | None = None,
+        dataset: list[str] | str | None = None,
+        dataset_exclude: list[str] | str | None = None,
+        dataset_separator: Sequence[str] | str | None = ".",
         arrow: bool = False,
-        **filters: Any,
+        *,
+        failures: bool = False,
+        start_sequence: int | None = None,
+        start_failure_sequence: int | None = None,
     ) -> ExportResult:
         """Write the log here, as ``LoggedPipeline.export_logs`` does (the same files: JSON
         Lines, or Arrow files with ``arrow=True``, a new file whenever the schema changes,
-        stopping at ``data_size_limit``); the records are streamed from the server."""
+        stopping before the files in ``directory`` — those already there included — pass
+        ``data_size_limit``, or after ``limit`` records; the selection of :meth:`logs`); the
+        records are streamed from the server. The result's ``resume`` goes on where it
+        stopped: ``export_logs(..., **result.resume)`` (``start_sequence`` and, with
+        ``valid=False``, ``start_failure_sequence``)."""
         from assay.pipelines._log_export import parse_size, write_tables
 
-        unknown = sorted(set(filters) - _EXPORT_FILTERS)
-        if unknown:
-            raise TypeError(
-                f"export_logs() got an unexpected keyword argument {unknown[0]!r}; its filters "
-                f"are {', '.join(sorted(_EXPORT_FILTERS))}"
-            )
         size = parse_size(data_size_limit)
-        limit = filters.pop("limit", None)
-        params = self._params() + _filter_params(**filters)
+        start: dict[str, int] = {}
+        for key, value in (
+            ("start_sequence", start_sequence),
+            ("start_failure_sequence", start_failure_sequence),
+        ):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int):  # as InferenceLog does
+                raise errors.ValidationError(
+                    f"inference log: {key} must be a sequence number (an int, from an "
+                    f"export's resume), got {value!r}",
+                    field=key,
+                )
+            start[key] = value
+        params = self._params() + _filter_params(
+            start_datetime=start_datetime,
+            end_datetime=end_datetime,
+            valid=valid,
+            dataset=dataset,
+            dataset_exclude=dataset_exclude,
+            dataset_separator=dataset_separator,
+            failures=failures,
+        )
         if limit is not None:
             params.append(("limit", str(limit)))
+        for key, name in (
+            ("start_sequence", "startSequence"),
+            ("start_failure_sequence", "startFailureSequence"),
+        ):
+            if key in start:
+                params.append((name, str(start[key])))
         response = self._transport.send(
             "GET",
             self._path("logs", "export"),
@@ -408,6 +511,7 @@ class RemotePipeline(PipelineBuilder):
                 size_limit=size,
                 arrow=arrow,
                 limit=limit,
+                start=start,  # as a local export: the resume it started from
             )
         finally:
             response.close()

@@ -194,7 +194,7 @@ class Journal:
         self._ino = -1
         self._end = 0  # the end of the intact entries of the current file, as last read
         self._next = 0  # the sequence number of the next record
-        self._rows = [0, 0]  # records in the current file, per log
+        self._rows: list[int] = [0, 0]  # records in the current file, per log
         self._since: float | None = None  # when this writer first saw it hold records
         self._closed = False
 
@@ -282,7 +282,7 @@ class Journal:
             )
             os.ftruncate(self._fd, end)
         self._end = end
-        if self._since is None and sum(self._rows):
+        if self._since is None and sum(self._rows) > 0:
             self._since = time.monotonic()
 
     def _create(self, first: int) -> None:
@@ -328,7 +328,7 @@ class Journal:
         full journal was sealed."""
         with self._locked():
             self._catch_up()
-            parts = []
+            parts: list[bytes | memoryview] = []
             seq = self._next
             for entry in entries:
                 entry.first = seq

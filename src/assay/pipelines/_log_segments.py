@@ -203,10 +203,10 @@ def _as_json(run: list[_Item]) -> bytes | None:
     """The JSON payload of a run of a few column-built records of plain values, or None."""
     if sum(item.rows for item in run) > JSON_ROWS:
         return None
-    parts = [item.data for item in run]
-    if not all(isinstance(p, Records) and not p.built() for p in parts):
+    parts = [item.data for item in run if isinstance(item.data, Records)]
+    if len(parts) < len(run) or any(p.built() for p in parts):
         return None
-    return to_json(concat(parts))  # type: ignore[arg-type]
+    return to_json(concat(parts))
 
 
 def _decoded(entry: Entry) -> tuple[Any, pa.Table | Records]:

@@ -67,7 +67,7 @@ def _same_in_arrow(values: list[Any]) -> bool:
         return all(type(x) is not list for x in items) and _same_in_arrow(items)
     if kind is int:
         numbers = [v for v in values if v is not None]
-        return _INT64[0] <= min(numbers) and max(numbers) <= _INT64[1]
+        return bool(_INT64[0] <= min(numbers) and max(numbers) <= _INT64[1])
     return kind in _SCALARS
 
 
@@ -226,7 +226,8 @@ class Records:
                 if self.num_rows == 1:
                     return [{n: c[0] for n, c in zip(names, chosen, strict=True)}]
                 return [dict(zip(names, row, strict=True)) for row in zip(*chosen, strict=True)]
-        return self.table().select(names).to_pylist()
+        found: list[dict[str, Any]] = self.table().select(names).to_pylist()
+        return found
 
     def renamed(self, names: Mapping[str, str]) -> Records:
         """The same records with some columns renamed."""

@@ -24,6 +24,7 @@ whose grants cover neither gets 404, as for a pipeline that was never deployed.
 """
 
 import io
+import itertools
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -96,6 +97,14 @@ class InferRequest(SchemaModel):
     """Keep the ``metadata.*`` columns in the records."""
     concurrency: int = Field(default=1, ge=1)
     """Rows in flight at once."""
+    dataset: list[str] | None = None
+    """The column groups (or columns) of the records, as ``Pipeline.infer``'s ``dataset``
+    (None: ``["*"]``, every group but ``metadata``)."""
+    datasetExclude: list[str] | None = None
+    """Column groups (or columns) to leave out (``dataset_exclude``)."""
+    separator: str | None = "."
+    """``dataset_separator``: ``"."`` flattened names, another string flattened names joined
+    by it, null nested columns (structs)."""
 
 
 class DatasetRequest(SchemaModel):
@@ -307,6 +316,9 @@ async def infer(
                 timeout=body.timeout,
                 metadata=body.metadata,
                 concurrency=body.concurrency,
+                dataset=body.dataset,
+                dataset_exclude=body.datasetExclude,
+                dataset_separator=body.separator,
             )
         except PipelineStepError as exc:
             return error_response(
@@ -329,16 +341,26 @@ def log_filters(
         list[str] | None, Query(description="Column groups to leave out.")
     ] = None,
     separator: Annotated[str, Query(description="Where a group's name ends.")] = ".",
+    nested: Annotated[
+        bool, Query(description="Nested columns (structs): dataset_separator=None.")
+    ] = False,
     failures: Annotated[bool, Query(description="Read the failure log.")] = False,
 ) -> dict[str, Any]:
     """The record selection ``logs`` and ``export`` share, as ``InferenceLog`` arguments."""
+    if nested and separator != ".":
+        raise errors.ValidationError(
+            "give either nested=true (nested columns) or a separator (flattened names joined "
+            "by it), not both",
+            field="nested",
+            value=separator,
+        )
     return {
         "start_datetime": start,
         "end_datetime": end,
         "valid": valid,
         "dataset": _groups(dataset),
         "dataset_exclude": _groups(datasetExclude),
-        "dataset_separator": separator,
+        "dataset_separator": None if nested else separator,
         "failures": failures,
     }
 
@@ -375,10 +397,27 @@ def export(
     filters: LogFilters,
     account: ACCOUNT = None,
     limit: Annotated[int | None, Query(ge=0, description="The most records (default all).")] = None,
+    startSequence: Annotated[
+        int | None,
+        Query(description="Resume at this record of the log (an export's `start_sequence`)."),
+    ] = None,
+    startFailureSequence: Annotated[
+        int | None,
+        Query(description="With valid=false: resume at this record of the failure log."),
+    ] = None,
 ) -> Response:
     pipeline = _pipeline(state, principal, name, account, "consume")
-    tables = pipeline.log.export_tables(limit=limit, **filters)
-    return StreamingResponse(_streams(tables), media_type=ARROW_STREAM)
+    tables = pipeline.log.export_tables(
+        limit=limit,
+        start_sequence=startSequence,
+        start_failure_sequence=startFailureSequence,
+        **filters,
+    )
+    # the first table (the log's start marker) comes once the selection is checked: a
+    # dataset that selects nothing is answered 422, not cut off in the middle of a stream
+    first = next(tables, None)
+    chained = itertools.chain([] if first is None else [first], tables)
+    return StreamingResponse(_streams(chained), media_type=ARROW_STREAM)
 
 
 def log_counters(name: NAME, principal: Caller, state: State, account: ACCOUNT = None) -> Response:
