@@ -25,6 +25,9 @@ def test_token_create_refuses_a_folder_that_is_not_a_platform(
     err = capsys.readouterr().err
     assert "is not an Assay platform's directory" in err and str(empty) in err
     assert not (empty / ".assay").exists()  # nothing was made there
+    assert "--init" in err
+    assert main(["token", "create", "--data", str(empty), "--init", "--account", "a"]) == 0
+    assert capsys.readouterr().out.count(".") == 2
     with LocalPlatform(tmp_path / "real", account=ACCOUNT):
         pass
     assert main(["token", "create", "--data", str(tmp_path / "real"), "--account", "a"]) == 0

@@ -83,22 +83,41 @@ def test_deploy_get_infer_logs_and_rollback(
         )
     )
     assert "metadata.pipeline_version" in with_metadata.column_names
+    # infer's dataset arguments: the groups asked for, nested with separator null
+    body = {"rows": rows[:1], "dataset": ["in", "anomaly"], "separator": None}
+    nested = _table(alice.post("/pipelines/assistant/infer", json=body))
+    assert nested.column_names == ["in", "anomaly"] and pa.types.is_struct(nested.field("in").type)
+    body = {"rows": rows[:1], "datasetExclude": ["out", "check_failures"], "separator": "/"}
+    assert _table(alice.post("/pipelines/assistant/infer", json=body)).column_names == [
+        "time",
+        "in/text",
+    ]
 
     response = alice.get("/pipelines/assistant/logs", params={"limit": 5})
     newest = _table(response)
     assert newest.num_rows == 5 and response.headers[MORE_HEADER] == "true"
     response = alice.get("/pipelines/assistant/logs", params={"all": "true"})
-    assert _table(response).num_rows == 14 and response.headers[MORE_HEADER] == "false"
-    assert _table(alice.get("/pipelines/assistant/logs")).num_rows == 14
+    assert _table(response).num_rows == 16 and response.headers[MORE_HEADER] == "false"
+    assert _table(alice.get("/pipelines/assistant/logs")).num_rows == 16
     flagged = _table(alice.get("/pipelines/assistant/logs", params={"valid": "false"}))
-    assert flagged.column("in.text").to_pylist() == ["q0", "q0"]
+    assert flagged.column("in.text").to_pylist() == ["q0", "q0", "q0", "q0"]
     only = alice.get("/pipelines/assistant/logs", params=[("dataset", "time"), ("dataset", "in")])
     assert set(_table(only).column_names) == {"time", "in.text"}
+    nested_logs = _table(alice.get("/pipelines/assistant/logs", params={"nested": "true"}))
+    assert nested_logs.column_names == ["time", "in", "out", "anomaly"]
     exported = alice.get("/pipelines/assistant/logs/export", params={"limit": 3})
     assert exported.headers["content-type"] == ARROW_STREAM
     assert sum(t.num_rows for t in _streams(exported.content)) == 3
+    # resumed at a record: the records from it on
+    resumed = alice.get("/pipelines/assistant/logs/export", params={"startSequence": 13})
+    tables = [t for t in _streams(resumed.content) if t.num_rows]  # not the start markers
+    texts = [text for t in tables for text in t.column("in.text").to_pylist()]
+    assert texts == ["q1", "q0", "q0"]  # the metadata call's second row, then the two above
+    # a selection refused before the stream starts: a 422, not a stream cut off after a 200
+    refused = alice.get("/pipelines/assistant/logs/export", params={"dataset": "outputs"})
+    assert refused.status_code == 422 and "selects no column" in refused.json()["detail"]
     counters = alice.ok("GET", "/pipelines/assistant/log-counters")
-    assert counters["written"] == 14 and counters["dropped"] == 0
+    assert counters["written"] == 16 and counters["dropped"] == 0
 
     # a failing step: 422 naming PipelineStepError; the failure is logged
     broken = _definition({"kind": "model", "service": deployed["broken"]})
@@ -128,7 +147,7 @@ def test_deploy_get_infer_logs_and_rollback(
     assert summary["deployedVersion"] is None and summary["inferenceSession"] is None
     conflict = alice.post("/pipelines/assistant/infer", json={"rows": rows[:1]})
     assert conflict.status_code == 409 and "deploy" in conflict.json()["detail"]
-    assert _table(alice.get("/pipelines/assistant/logs", params={"all": "true"})).num_rows == 15
+    assert _table(alice.get("/pipelines/assistant/logs", params={"all": "true"})).num_rows == 17
 
 
 def test_errors(server: Server, alice: Caller, deployed: dict[str, str]) -> None:
@@ -159,6 +178,18 @@ def test_errors(server: Server, alice: Caller, deployed: dict[str, str]) -> None
         ("GET", "/pipelines/assistant/logs", {"params": {"limit": -1}}, "limit"),
         ("GET", "/pipelines/assistant/logs", {"params": {"limit": 1, "all": "true"}}, "all"),
         ("GET", "/pipelines/assistant/logs", {"params": {"start": "yesterday"}}, "start"),
+        (
+            "GET",
+            "/pipelines/assistant/logs",
+            {"params": {"nested": "true", "separator": "/"}},
+            "not both",
+        ),
+        (
+            "GET",
+            "/pipelines/assistant/logs/export",
+            {"params": {"startFailureSequence": 1}},
+            "start_failure_sequence goes with",
+        ),
     ]
     for method, path, kwargs, named in cases:
         response = alice.request(method, path, **kwargs)

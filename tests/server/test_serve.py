@@ -81,7 +81,7 @@ def test_token_create_and_revoke_commands(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = str(tmp_path / "data")
-    args = ["token", "create", "--data", data, "--account", ALICE, "--expires", "2"]
+    args = ["token", "create", "--data", data, "--init", "--account", ALICE, "--expires", "2"]
     assert main([*args, "--grant", "datasets:get,query", "--grant", "*:download"]) == 0
     token = capsys.readouterr().out.strip()
     claims = TokenSigner(ServerSettings(data_dir=Path(data)).secret()).verify(token)

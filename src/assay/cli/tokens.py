@@ -39,6 +39,12 @@ def add_token_parser(sub: Any) -> None:
     )
     create.add_argument("--data", default=os.environ.get("ASSAY_DATA_DIR"), help=data_help)
     create.add_argument(
+        "--init",
+        action="store_true",
+        help="make a new platform in --data if there is none yet (without it, a folder that "
+        "holds no platform is refused: a mistyped --data would sign with a key no server has)",
+    )
+    create.add_argument(
         "--account",
         default=os.environ.get("ASSAY_ACCOUNT"),
         help="the account the token is for (env: ASSAY_ACCOUNT)",
@@ -78,7 +84,8 @@ def run_token(args: argparse.Namespace) -> int:
     from assay.server.settings import ServerSettings
 
     settings = ServerSettings.from_env(data_dir=args.data)
-    _require_platform(settings)
+    if not getattr(args, "init", False):
+        _require_platform(settings)
     if args.token_command == "create":
         if not args.account:
             raise errors.ValidationError(
@@ -114,7 +121,7 @@ def _require_platform(settings: Any) -> None:
     raise errors.ValidationError(
         f"--data {str(data)!r} is not an Assay platform's directory (it has no {SECRET_FILE} "
         f"and no {DATABASE_FILE}); give the directory the server runs on (assay serve --data "
-        "DIR, or ASSAY_DATA_DIR), or start the server there once first",
+        "DIR, or ASSAY_DATA_DIR), or pass --init to make a new platform there",
         field="--data",
         value=str(data),
     )
