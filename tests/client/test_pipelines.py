@@ -86,7 +86,8 @@ def test_pipeline_through_the_client(alice: Client, tmp_path: Path) -> None:
     assert version.version == 1 and pipeline.deployed_version == version
     assert pipeline.inference_service.runner.kind == "pipeline"
     assert pipeline.inference_session is not None
-    assert alice.pipelines.list() == ["assistant"]
+    # (the parity tests share this server and account: their pipelines are named parity-*)
+    assert [n for n in alice.pipelines.list() if not n.startswith("parity-")] == ["assistant"]
 
     # every input kind comes back as the same kind, with the log's types
     one = pipeline.infer({"text": "q0"})

@@ -99,6 +99,7 @@ def test_a_handler_that_hits_a_full_disk_fails_with_storage_full(
     platform: LocalPlatform, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrapped: bool
 ) -> None:
     storage = platform.core.storage
+    request = _evaluation(platform, tmp_path)  # its Dataset written while the disk had room
 
     def put_bytes(entity_id: str, path: str, data: bytes) -> None:
         full = _no_space(str(platform.entity_path(entity_id) / path))
@@ -112,7 +113,7 @@ def test_a_handler_that_hits_a_full_disk_fails_with_storage_full(
         ctx.storage.put_bytes(ctx.entity.id, "data/part-0.parquet", b"x" * 100)
 
     platform.core.register_workflow(WorkflowSpec("Evaluation", handler))
-    evaluation = platform.evaluations.create(_evaluation(platform, tmp_path))
+    evaluation = platform.evaluations.create(request)
     assert (evaluation.status, evaluation.reason) == (Status.Failed, Reason.StorageFull)
     message = evaluation.message or ""
     assert message.startswith(f"Evaluation {evaluation.id} failed because the storage is full")
