@@ -231,8 +231,11 @@ def add_pipeline_parser(sub: Any) -> None:
         "counters",
         parents=[named],
         help="show the log's counters",
-        description="Show the counters of the server's log of a pipeline (written, failed, "
-        "dropped, queued, segments) since the server opened it.",
+        description="Show the counters of the server's log of a pipeline: written and failed "
+        "(durable records of the log and the failure log), last_seq (with nothing lost, "
+        "written + failed = last_seq + 1), journaled (durable, not yet in segments), segments, "
+        "dropped (refused by a full queue of the asynchronous log) and queued (accepted, not "
+        "yet durable).",
     )
     counters.add_argument("--json", action="store_true", help="print JSON")
 
