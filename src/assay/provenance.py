@@ -148,9 +148,12 @@ def modules_block(core: Any, module_ids: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def system_block(core: Any, service: Any) -> dict[str, Any]:
-    """The system under test: its InferenceService's spec digest, its Modules' files, and
-    for a remote service the URL and model it answers for."""
+def system_block(
+    core: Any, service: Any, *, versions: Mapping[str, list[str]] | None = None
+) -> dict[str, Any]:
+    """The system under test: its InferenceService's spec digest, its Modules' files, for a
+    remote service the URL and model it answers for, and ``versions``: what the service said
+    it is in its reply headers (``X-Model-Version`` and the like: header → distinct values)."""
     doc = service.to_wire() if hasattr(service, "to_wire") else dict(service)
     runner = doc.get("runner") or {}
     configuration = runner.get("configuration") or {}
@@ -167,6 +170,8 @@ def system_block(core: Any, service: Any) -> dict[str, Any]:
         module_ids.insert(0, configuration["module"])
     if module_ids:
         block["modules"] = modules_block(core, module_ids)
+    if versions:
+        block["versions"] = {header: list(values) for header, values in versions.items()}
     block["digest"] = json_digest(_without_files(block))
     return block
 

@@ -202,3 +202,41 @@ def test_the_command_reports_and_exits_with_the_verdict(
     assert "MISMATCH" in out and dataset in out and path in out
     assert main(["verify", chain["measurement"], "--data", str(Path(root) / "nope")]) == 2
     assert "not an Assay platform" in capsys.readouterr().err
+
+
+def test_a_remote_system_is_recorded_with_its_url_model_and_version(
+    platform: LocalPlatform, tmp_path: Path
+) -> None:
+    from assay.inference.fake_openai import FakeOpenAIServer
+    from assay.inference.runners.openai import openai_interface
+
+    dataset = ready_dataset(platform, tmp_path / "data", rows=12)
+    with FakeOpenAIServer(api_key="sk-test", model="fake-model", seed=3) as server:
+        platform.secrets.set("fake-openai", "sk-test")
+        service = platform.inferenceservices.create(
+            {
+                "account": ACCOUNT,
+                "name": "remote",
+                "runner": {
+                    "kind": "http",
+                    "configuration": {
+                        "url": f"{server.url}/v1",
+                        "credential": {"secret": "fake-openai"},
+                    },
+                },
+                "interface": openai_interface("fake-model").model_dump(by_alias=True),
+            }
+        )
+        evaluation = platform.evaluations.create(
+            {
+                "account": ACCOUNT,
+                "dataset": dataset,
+                "inferenceSession": {"inferenceService": service.id},
+            }
+        )
+        assert evaluation.status == Status.Complete, evaluation.message
+    system = (platform.provenance(evaluation.id) or {})["system"]
+    assert system["runner"] == "http" and system["url"] == f"{server.url}/v1"
+    # what the service said it is, in its reply headers
+    assert system["versions"] == {"X-Model-Version": ["fake-model-seed3"]}
+    assert platform.verify(evaluation.id).ok

@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 
     from assay.inference.runners.base import ReplicaHandle
 
-__all__ = ["DEFAULT_BATCH", "DOWN_AFTER", "HTTPDispatcher"]
+__all__ = ["DEFAULT_BATCH", "DOWN_AFTER", "VERSION_HEADERS", "HTTPDispatcher"]
 
 JSONObject = dict[str, Any]
 Request = JSONObject | BadRequest
@@ -59,6 +59,11 @@ AnswerHook = Callable[[list[int], list[list[JSONObject]]], None]
 
 #: Instances per request where every replica takes batches and nothing else is asked.
 DEFAULT_BATCH = 32
+#: Reply headers in which a service says which version of itself answered (recorded in the
+#: evaluation's provenance, :mod:`assay.provenance`).
+VERSION_HEADERS = ("X-Model-Version", "X-Service-Version", "Model-Version", "OpenAI-Version")
+#: The most distinct values of one version header remembered.
+MAX_VERSIONS = 8
 #: Seconds with no answer at all, every connection refused, after which the service is down.
 DOWN_AFTER = 60.0
 #: Calls of a replica's declared threads that may wait in it (besides those running).
@@ -206,6 +211,8 @@ class HTTPDispatcher:
         log: Callable[[str], None] | None = None,
     ) -> None:
         self._responder = responder
+        #: header → the distinct versions the service said it is (VERSION_HEADERS)
+        self.versions: dict[str, list[str]] = {}
         self._policy = policy
         self._timeout = request_timeout
         self._log = log or (lambda line: None)
@@ -651,6 +658,14 @@ class HTTPDispatcher:
             self._queue_front(single)
         part.finish_job()
 
+    def _note_versions(self, found: list[tuple[str, str]]) -> None:
+        """Remember the versions the service said it is (a few distinct values per header,
+        for provenance: a service redeployed during the run shows as two)."""
+        for header, value in found:
+            seen = self.versions.setdefault(header, [])
+            if value not in seen and len(seen) < MAX_VERSIONS:
+                seen.append(value)
+
     async def _post(self, lane: _Lane, url: str, payload: bytes, waits: int) -> Any:
         import aiohttp
 
@@ -673,6 +688,10 @@ class HTTPDispatcher:
         except aiohttp.ClientError as exc:
             raise TransientError(f"{type(exc).__name__}: {exc}", kind="connection") from None
         if 200 <= status < 300:
+            if reply_versions := [
+                (h, reply.headers[h]) for h in VERSION_HEADERS if h in reply.headers
+            ]:
+                self._note_versions(reply_versions)
             try:
                 return json.loads(content)
             except ValueError:

@@ -323,7 +323,14 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             ctx.log(f"requests retried: {retried}")
         result = _verify(ctx, evaluation, core, dataset.id, paths, replications, writer.digests)
         if result.status in (None, Status.Complete):
-            _record_provenance(core, evaluation, service, writer.digests, started_at)
+            _record_provenance(
+                core,
+                evaluation,
+                service,
+                writer.digests,
+                started_at,
+                getattr(dispatcher, "versions", None) or {},
+            )
         if failures.total:
             ctx.log(f"skipped after errors: {failures.summary()}")
         took = duration_text(time.monotonic() - started)
@@ -624,10 +631,16 @@ def _write_part(
 
 
 def _record_provenance(
-    core: Any, evaluation: Evaluation, service: Any, written: dict[str, str], started: str
+    core: Any,
+    evaluation: Evaluation,
+    service: Any,
+    written: dict[str, str],
+    started: str,
+    versions: dict[str, list[str]],
 ) -> None:
     """The Evaluation's provenance (:mod:`assay.provenance`): its output parts' digests
-    (taken as they were written), its Dataset's, the system's and the settings."""
+    (taken as they were written), its Dataset's, the system's (with the versions a remote
+    service said it is, in its reply headers) and the settings."""
     if not provenance.ENABLED:
         return
     files = provenance.output_files(core.storage, evaluation.id, written)
@@ -642,7 +655,7 @@ def _record_provenance(
         files=files,
         started=started,
         inputs=[provenance.input_link(core, "Dataset", evaluation.dataset)],
-        system=provenance.system_block(core, service),
+        system=provenance.system_block(core, service, versions=versions),
         settings=settings,
     )
     provenance.record(core, evaluation.id, block)

@@ -123,7 +123,8 @@ class FakeOpenAI:
         number = self.requests
         if self.exit_after and number >= self.exit_after:
             _exit(number, self.exit_after)
-        headers: list[tuple[str, str]] = []
+        # the version the service says it is, as a deployed model server would
+        headers: list[tuple[str, str]] = [("x-model-version", f"{self.model}-seed{self.seed}")]
         try:
             status, body = 200, await self._handle(scope, receive, number)
         except _HTTPError as exc:
