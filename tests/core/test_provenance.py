@@ -240,3 +240,21 @@ def test_a_remote_system_is_recorded_with_its_url_model_and_version(
     # what the service said it is, in its reply headers
     assert system["versions"] == {"X-Model-Version": ["fake-model-seed3"]}
     assert platform.verify(evaluation.id).ok
+
+
+def test_a_summary_that_differs_from_the_block_is_named(
+    platform: LocalPlatform, chain: dict[str, str]
+) -> None:
+    id = chain["evaluation"]
+    forged = json.dumps({**provenance.summary(platform.provenance(id) or {}), "assay": "9"})
+
+    def mutate(doc: dict[str, Any]) -> dict[str, Any]:
+        notes = [n for n in doc["annotations"] if n["key"] != provenance.ANNOTATION]
+        doc["annotations"] = [*notes, {"key": provenance.ANNOTATION, "value": forged}]
+        return doc
+
+    platform.core.store.update(id, mutate)
+    result = platform.verify(id)
+    assert any(
+        link.what == "recorded" and "annotation" in link.detail for link in result.mismatches
+    ), str(result)

@@ -154,7 +154,7 @@ class LocalStorage(ArtifactStorage):
             known = self._digests.get(file)
         if known is not None and known[0] == stamp:
             return known[1]
-        digest, _ = self.hashes(id, path)
+        digest = super().md5(id, path)
         with self._digests_lock:
             self._digests.pop(file, None)
             self._digests[file] = (stamp, digest)

@@ -23,6 +23,15 @@ from assay.server.state import Caller, State
 __all__ = ["add_provenance_routes"]
 
 
+def _not_recorded(kind: str, id: str) -> errors.NotFoundError:
+    return errors.NotFoundError(
+        f"{kind} {id} recorded no provenance (it was made before this version of Assay, or "
+        "its work has not ended)",
+        kind=kind,
+        id=id,
+    )
+
+
 def add_provenance_routes(router: APIRouter, rk: ResourceKind) -> None:
     """Add ``GET /R/{id}/provenance`` and ``GET /R/{id}/verify`` for ``rk``."""
     R, kind = rk.resource, rk.kind
@@ -31,24 +40,14 @@ def add_provenance_routes(router: APIRouter, rk: ResourceKind) -> None:
         entity_for(principal, rk.group(state.core), R, "get", id)
         block = provenance.read(state.core, id)
         if block is None:
-            raise errors.NotFoundError(
-                f"{kind} {id} recorded no provenance (it was made before this version of "
-                "Assay, or its work has not ended)",
-                kind=kind,
-                id=id,
-            )
+            raise _not_recorded(kind, id)
         return JSONResponse(block)
 
     def lineage(id: ENTITY_ID, principal: Caller, state: State) -> Response:
         entity_for(principal, rk.group(state.core), R, "get", id)
         found = provenance.lineage(state.core, id)
         if found is None:
-            raise errors.NotFoundError(
-                f"{kind} {id} recorded no provenance (it was made before this version of "
-                "Assay, or its work has not ended)",
-                kind=kind,
-                id=id,
-            )
+            raise _not_recorded(kind, id)
         return JSONResponse(found)
 
     def verify(id: ENTITY_ID, principal: Caller, state: State) -> Response:
