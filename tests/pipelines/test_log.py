@@ -197,6 +197,7 @@ def test_a_full_queue_drops_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixt
         "dropped": 5,
         "segments": 2,
         "queued": 0,
+        "unsynced": 0,
     }
     warnings = [r for r in caplog.records if "queue full" in r.getMessage()]
     assert len(warnings) == 1 and "dropping 2 records" in warnings[0].getMessage()

@@ -6,6 +6,7 @@ groups, without reading more than the columns it needs; and the shape of what is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,10 +144,18 @@ def columns_of(
     ``error``), a challenger's ``out_<name>``, or a column or a dotted prefix of columns
     (``in.text``, ``out.1``; written with ``separator`` or with dots). None: ``["*"]``."""
 
-    def as_list(value: Sequence[str] | str | None) -> list[str]:
-        return [value] if isinstance(value, str) else list(value or [])
+    def as_tuple(value: Sequence[str] | str | None) -> tuple[str, ...]:
+        return (value,) if isinstance(value, str) else tuple(value or ())
 
     sep = separator_of(separator) or "."
+    # the same names and arguments call after call (one pipeline's records): cached
+    return list(_columns_of(tuple(names), as_tuple(dataset), as_tuple(exclude), sep))
+
+
+@functools.lru_cache(maxsize=512)
+def _columns_of(
+    names: tuple[str, ...], dataset: tuple[str, ...], exclude: tuple[str, ...], sep: str
+) -> tuple[str, ...]:
 
     def matches(name: str, wanted: list[str]) -> bool:
         group = group_of(name)
@@ -158,7 +167,7 @@ def columns_of(
                 return True
         return False
 
-    wanted = as_list(dataset) or ["*"]
+    wanted = list(dataset) or ["*"]
     chosen = [n for n in names if matches(n, wanted)]
     if not chosen and "*" not in wanted:
         groups = sorted({n.split(".", 1)[0] for n in names})
@@ -167,8 +176,8 @@ def columns_of(
             f"{', '.join(groups)} (check_failures names anomaly; '*' for all but metadata)",
             field="dataset",
         )
-    dropped = as_list(exclude)
-    return [n for n in chosen if not matches(n, dropped)]
+    dropped = list(exclude)
+    return tuple(n for n in chosen if not matches(n, dropped))
 
 
 def shaped(table: pa.Table, separator: Sequence[str] | str | None) -> pa.Table:

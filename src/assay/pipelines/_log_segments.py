@@ -270,6 +270,8 @@ class SegmentWriter:
         self._compact_wanted = True  # full journals a crash may have left
         self._error: BaseException | None = None
         self._counters = {"written": 0, "failed": 0, "dropped": 0, "segments": 0}
+        self._unsynced: list[int] = []  # descriptors of journal files written, not fsynced
+        self._unsynced_rows = 0
         name = directory.name
         self._committer = threading.Thread(
             target=self._commits, name=f"assay-log-commit:{name}", daemon=True
@@ -317,6 +319,72 @@ class SegmentWriter:
             self._cond.notify_all()
         return item
 
+    def write(self, parts: list[tuple[str, pa.Table | Records]]) -> None:
+        """Write ``parts`` (kind, records) to the journal on the caller's thread, in one
+        commit, and return: the records are then in the operating system's hands, so that
+        the death of this process (SIGKILL, a crash) cannot lose them; the commit thread
+        ``fsync``s them within moments, one ``fsync`` for every write since its last (a
+        power loss can lose those moments). Raises what kept them from the journal."""
+        items = [_Item(kind, data, data.num_rows) for kind, data in parts if data.num_rows]
+        if not items:
+            return
+        with self._cond:
+            if self._closing:
+                raise errors.ConflictError(
+                    f"inference log {str(self.directory)!r} is closed; open a new InferenceLog "
+                    "on the folder to append to it"
+                )
+            self._pending += sum(item.rows for item in items)
+        entries = self._entries(items)
+        fd, sealed = -1, False
+        try:
+            if entries:
+                fd, sealed = self.journal.commit(entries)
+        except BaseException as exc:
+            with self._cond:
+                self._pending -= sum(item.rows for item in items if not item.done)
+            if isinstance(exc, Exception):
+                raise errors.PlatformError(
+                    f"inference log {str(self.directory)!r}: writing the journal failed "
+                    f"({type(exc).__name__}: {exc}); the records were not logged, so the "
+                    "inference is not answered (free space or fix the folder's permissions)"
+                ) from exc
+            raise
+        with self._cond:
+            written = sum(item.rows for item in items if not item.done)
+            self._pending -= written
+            if fd >= 0:
+                self._unsynced.append(fd)
+                self._unsynced_rows += written
+                if sealed:
+                    self._compact_wanted = True
+                self._cond.notify_all()
+        for item in items:
+            if item.error is not None:
+                raise item.error
+
+    def _sync(self) -> None:
+        """``fsync`` what :meth:`write` wrote since the last time: once per journal file."""
+        with self._cond:
+            fds, self._unsynced = self._unsynced, []
+            rows, self._unsynced_rows = self._unsynced_rows, 0
+        if not fds:
+            return
+        try:
+            synced: set[int] = set()
+            for fd in reversed(fds):  # the newest descriptor of each file covers the others
+                inode = os.fstat(fd).st_ino
+                if inode not in synced:
+                    os.fsync(fd)
+                    synced.add(inode)
+        except BaseException:
+            with self._cond:  # retried by the next sync
+                self._unsynced[:0] = fds
+                self._unsynced_rows += rows
+            raise
+        for fd in fds:
+            os.close(fd)
+
     def wait(self, item: _Item, timeout: float | None = None) -> None:
         """Return once ``item`` is durable; raise what kept it from the journal (the records
         of an item that cannot be built), or a PlatformError while the journal cannot be
@@ -346,6 +414,7 @@ class SegmentWriter:
             last = self._last
         if last is not None:
             self.wait(last, timeout)
+        self._sync()
         self.journal.seal(force=True)
         try:
             self._compact(blocking=True)
@@ -366,6 +435,7 @@ class SegmentWriter:
             if threading.current_thread() is not thread:
                 thread.join()
         try:
+            self._sync()
             self.journal.seal(force=True)
             self._compact(blocking=True)
         except Exception:
@@ -381,19 +451,30 @@ class SegmentWriter:
         (refused because the queue was full), ``segments``, and ``queued`` (records accepted
         and not yet durable)."""
         with self._cond:
-            return {**self._counters, "queued": self._pending}
+            return {**self._counters, "queued": self._pending, "unsynced": self._unsynced_rows}
 
     # -- the commit thread --------------------------------------------------------------------
 
     def _commits(self) -> None:
         while True:
             with self._cond:
-                while not self._queue:
+                while not self._queue and not self._unsynced:
                     if self._closing:
                         return
                     self._cond.wait()
                 items = list(self._queue)
                 self._queue.clear()
+            if self._unsynced:
+                try:
+                    self._sync()
+                except BaseException:
+                    logger.exception(
+                        "inference log %s: fsync of the journal failed", self.directory
+                    )
+                    with self._cond:
+                        self._cond.wait(0.05)
+            if not items:
+                continue
             sealed = False
             try:
                 entries = self._entries(items)

@@ -10,6 +10,7 @@ straight from the lists when every column holds values that Arrow would give bac
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Mapping, Sequence
@@ -30,11 +31,15 @@ _SCALARS = (str, float, bool)
 def ordered(names: Sequence[str]) -> list[str]:
     """``names`` by group (``time``, ``in.``, ``out.``, ``out_``, ``anomaly.``, ``metadata.``,
     ``error.``), in order of appearance within a group."""
+    return list(_ordered(tuple(names)))
 
+
+@functools.lru_cache(maxsize=512)
+def _ordered(names: tuple[str, ...]) -> tuple[str, ...]:
     def rank(name: str) -> int:
         return next((i for i, g in enumerate(_GROUPS) if name.startswith(g)), len(_GROUPS))
 
-    return sorted(names, key=rank)
+    return tuple(sorted(names, key=rank))
 
 
 def _json(value: Any) -> str:

@@ -20,9 +20,14 @@ several processes can append to one log. Every record gets ``seq``: its number i
 ``time``). Readers read the segments; ``read``, ``export`` and ``flush`` first turn the
 journal into segments.
 
-``durable=True`` (the default): ``append`` returns once the records are durable (in the
-journal, fsynced), so a crash — SIGKILL or power loss — loses no record an ``append`` returned
-for. ``durable=False`` (or ``append(..., wait=False)``): ``append`` returns at once and a crash
+``durable=True`` (the default): ``append`` writes the records to the journal on the
+caller's thread and returns once they are written — in the operating system's hands, so that
+the death of the process (SIGKILL, a crash, the OOM killer) loses no record an ``append``
+returned for; the commit thread ``fsync``s every write since its last at once (a group
+commit), moments later, so a power loss or a kernel crash can lose those moments.
+``durable="fsync"``: ``append`` returns only once its records are fsynced too (queued to the
+commit thread, which writes and fsyncs every record queued since its last commit at once), so
+a power loss loses nothing either; each call then waits for an ``fsync``. ``durable=False`` (or ``append(..., wait=False)``): ``append`` returns at once and a crash
 loses what the commit thread had not yet written, the last few milliseconds; when more than
 ``queue_limit`` records wait for it, ``append`` refuses the records and counts them in
 ``counters()["dropped"]`` (with a warning the first time, and a line in the folder's
@@ -40,6 +45,7 @@ import threading
 import weakref
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -59,9 +65,21 @@ from assay.pipelines._log_segments import SegmentWriter, dropped_records, segmen
 from assay.pipelines._records import Records
 from assay.pipelines.inputs import bookkeeping as _bookkeeping
 
-__all__ = ["ExportResult", "InferenceLog", "open_shared", "parse_size", "release_shared"]
+__all__ = [
+    "Durability",
+    "ExportResult",
+    "InferenceLog",
+    "check_durability",
+    "open_shared",
+    "parse_size",
+    "release_shared",
+]
 
 _GROUPS = ("in", "out", "anomaly", "metadata")
+
+#: How durable an appended record is when ``append`` returns: True, written (survives the
+#: process's death); ``"fsync"``, fsynced too (survives a power loss); False, queued.
+Durability = bool | Literal["fsync"]
 
 
 def _close_at_exit(ref: weakref.ReferenceType[InferenceLog]) -> None:
@@ -180,11 +198,12 @@ class InferenceLog:
         self,
         directory: Path,
         *,
-        durable: bool = True,
+        durable: Durability = True,
         flush_rows: int = 10_000,
         flush_seconds: float = 1.0,
         queue_limit: int = 1_000_000,
     ) -> None:
+        check_durability(durable, "durable")
         for name, value, low in (
             ("flush_rows", flush_rows, 1),
             ("flush_seconds", flush_seconds, 0),
@@ -208,9 +227,9 @@ class InferenceLog:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, table: pa.Table | Records, *, wait: bool | None = None) -> bool:
+    def append(self, table: pa.Table | Records, *, wait: Durability | None = None) -> bool:
         """Log successful inferences (flattened records). ``wait`` (default: the log's
-        ``durable``): return once they are durable. Without waiting, False when the queue is
+        ``durable``): return once they are written (True) or fsynced (``"fsync"``). Without waiting, False when the queue is
         full and the records were dropped (counted in ``counters()["dropped"]``)."""
         data = (
             table
@@ -219,7 +238,7 @@ class InferenceLog:
         )
         return self._put("log", data, wait)
 
-    def append_failures(self, table: pa.Table | Records, *, wait: bool | None = None) -> bool:
+    def append_failures(self, table: pa.Table | Records, *, wait: Durability | None = None) -> bool:
         """Log failed inferences (flattened records with an ``error`` column); as
         :meth:`append`."""
         data = (
@@ -230,13 +249,21 @@ class InferenceLog:
         return self._put("failures", data, wait)
 
     def append_inference(
-        self, records: Records | None, failures: Records | None, *, wait: bool | None = None
+        self,
+        records: Records | None,
+        failures: Records | None,
+        *,
+        wait: Durability | None = None,
     ) -> None:
         """The records and the failure records of one call (a pipeline's, trusted: not
         checked), in one commit; ``wait`` as in :meth:`append`, for both."""
         wait = self.durable if wait is None else wait
+        if wait is True:
+            parts = (("failures", failures), ("log", records))
+            self._writer.write([(kind, data) for kind, data in parts if data is not None])
+            return
         items = [
-            self._writer.put(kind, data, wait=wait)
+            self._writer.put(kind, data, wait=bool(wait))
             for kind, data in (("failures", failures), ("log", records))
             if data is not None
         ]
@@ -244,9 +271,12 @@ class InferenceLog:
             if wait and item is not None:
                 self._writer.wait(item)
 
-    def _put(self, kind: str, data: pa.Table | Records, wait: bool | None) -> bool:
+    def _put(self, kind: str, data: pa.Table | Records, wait: Durability | None) -> bool:
         wait = self.durable if wait is None else wait
-        item = self._writer.put(kind, data, wait=wait)
+        if wait is True:
+            self._writer.write([(kind, data)])
+            return True
+        item = self._writer.put(kind, data, wait=bool(wait))
         if item is not None and wait:
             self._writer.wait(item)
         return item is not None or data.num_rows == 0
@@ -278,8 +308,8 @@ class InferenceLog:
         records from the start), so a loss shows as a gap; ``journaled``, durable records not
         yet in segments; ``segments``, the segment files; ``dropped``, records any writer
         refused because its queue was full (each drop is noted in the folder's
-        ``drops.jsonl``); ``queued``, records this process accepted and has yet to make
-        durable."""
+        ``drops.jsonl``); ``queued``, records this process accepted and has yet to write;
+        ``unsynced``, records this process wrote and has yet to fsync."""
         journal = self._writer.journal
         with journal.compacting(blocking=True) if not self._closed else contextlib.nullcontext():
             written, log_segments = _on_disk(self._folder(False))
@@ -295,7 +325,7 @@ class InferenceLog:
             "journaled": rows[0] + rows[1],
             "dropped": dropped_records(self.directory),
             "segments": log_segments + failure_segments,
-            "queued": self._writer.counters()["queued"],
+            **{k: v for k, v in self._writer.counters().items() if k in ("queued", "unsynced")},
         }
 
     # -- reading ------------------------------------------------------------------------------
@@ -512,3 +542,14 @@ class InferenceLog:
             folder.mkdir(parents=True, exist_ok=True)
             pq.write_table(part, folder / "part-0.parquet")
         return folders
+
+
+def check_durability(value: object, field: str) -> None:
+    """Refuse a durability that is not True, False or ``"fsync"``."""
+    if value is not True and value is not False and value != "fsync":
+        raise errors.ValidationError(
+            f'inference log: {field} must be True (written before answering), "fsync" '
+            f"(fsynced before answering) or False (queued), got {value!r}",
+            field=field,
+            value=value,
+        )

@@ -20,6 +20,7 @@ from assay.pipelines.catalog import ANSWERING
 from assay.pipelines.definition import PipelineDefinition
 from assay.pipelines.execution import INPUT_STEP, PipelineStepError
 from assay.pipelines.inputs import as_kind, check_call, read_file, rows_of
+from assay.pipelines.log import Durability, check_durability
 from assay.pipelines.runner import PipelineService
 from assay.pipelines.versions import PipelineVersion, VersionStore
 
@@ -50,8 +51,11 @@ class Pipeline(PipelineBuilder):
     every inference made through this object that passed, and ``on_failure(table)`` those of
     the ones that failed (with ``error.*`` columns). ``durable_log`` (default True): an
     inference made through this object returns (or raises, for a failed row) only once its
-    records are durable in the log; False answers at once, and a crash can then lose the
-    records of the last few milliseconds.
+    records are written to the log, so that no death of the process loses an answered (or
+    refused) inference; ``"fsync"``: only once they are fsynced too, so that a power loss
+    loses none either (each call then waits for an ``fsync``, shared by the calls made at
+    the same moment); False answers at once, and a crash can then lose the records of the
+    last few milliseconds.
     """
 
     def __init__(
@@ -63,7 +67,7 @@ class Pipeline(PipelineBuilder):
         on_record: RecordHook | None = None,
         on_failure: RecordHook | None = None,
         input_schema: Any = None,
-        durable_log: bool = True,
+        durable_log: Durability = True,
     ) -> None:
         check_name(name)
         self._platform = platform
@@ -77,6 +81,7 @@ class Pipeline(PipelineBuilder):
             )
         self.on_record = on_record
         self.on_failure = on_failure
+        check_durability(durable_log, "durable_log")
         self.durable_log = durable_log
         self._versions = VersionStore(self._core.store, pipeline=name, account=self.account)
         existing = self._versions.list()

@@ -34,7 +34,7 @@ from assay.inference.runners.base import (
 )
 from assay.pipelines.catalog import ServiceCatalog
 from assay.pipelines.execution import INPUT_STEP, BatchCaller, Failure, RunResult, Runtime
-from assay.pipelines.log import InferenceLog, open_shared, release_shared
+from assay.pipelines.log import Durability, InferenceLog, open_shared, release_shared
 from assay.pipelines.versions import PipelineVersion, VersionStore
 
 if TYPE_CHECKING:
@@ -121,15 +121,21 @@ class PipelineService:
             for service, sid in steps.items()
         }
         self._pool: ThreadPoolExecutor | None = None
+        handles = {service: core.sessions.handles(sid) for service, sid in steps.items()}
         self.runtime = Runtime(
             pipeline=self.version.pipeline,
             version=self.version.version,
             definition=definition,
             callers={service: client.infer for service, client in self._clients.items()},
             batch_callers={
-                service: self._batch_caller(client, core.sessions.handles(steps[service]))
+                service: self._batch_caller(client, handles[service])
                 for service, client in self._clients.items()
             },
+            nonblocking=frozenset(
+                service
+                for service, found in handles.items()
+                if found and all(_nonblocking(h) for h in found)
+            ),
             names=self._names,
             checks=checks,
             nullable=nullable,
@@ -170,11 +176,12 @@ class PipelineService:
         *,
         timeout: float = 15.0,
         concurrency: int = 1,
-        durable: bool | None = None,
+        durable: Durability | None = None,
     ) -> RunResult:
         """Run ``rows`` and log them: records to the log, failures to the failure log. With
-        ``durable`` (None: the log's default, durable), return only once both are durable,
-        so that no answer — and no refusal — is ever missing from the log after a crash."""
+        ``durable`` (None: the log's default, written) as the log's ``durable``: by default,
+        return only once both are written, so that no answer — and no refusal — is ever
+        missing from the log after the process dies."""
         if self._closed:  # no retry makes it answer (as for any ended session)
             raise errors.ConflictError(
                 f"pipeline {self.version.pipeline!r} version {self.version.version} was stopped "
@@ -368,3 +375,8 @@ class PipelineRunner(Runner):
 
 
 RUNNER = PipelineRunner()
+
+
+def _nonblocking(handle: Any) -> bool:
+    """An in-process replica whose service answers at once (a mock that never waits)."""
+    return handle.style == "inprocess" and bool(getattr(handle.service, "nonblocking", False))

@@ -8,7 +8,7 @@ import functools
 import random
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel
 
@@ -30,6 +30,17 @@ class InferenceServiceMock(abc.ABC):
     :meth:`infer_batch`. Call :meth:`check_endpoint` first thing in :meth:`infer`, so that an
     unknown endpoint is refused with a message that lists the valid ones.
     """
+
+    nonblocking: ClassVar[bool] = False
+    """True when every call answers at once, computing its reply without waiting (no sleep,
+    I/O or lock another call may hold): a pipeline then calls it on the caller's thread
+    instead of a step thread, as a call that cannot outlive its timeout. Assay's own mocks
+    that never wait set it. It is not inherited: a subclass that does not set it itself is
+    taken to wait (it may override ``answer`` with one that sleeps)."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.nonblocking = bool(cls.__dict__.get("nonblocking", False))
 
     @property
     @abc.abstractmethod

@@ -58,6 +58,8 @@ class ChatModel(SingleEndpointMock):
       one, it varies from call to call.
     """
 
+    nonblocking = True
+
     ENDPOINT = "chat"
     REFUSAL = "I can't help with that."
 

@@ -70,6 +70,8 @@ class Classifier(SingleEndpointMock):
     depends on the seed and the text alone; without one, the noise varies between calls).
     """
 
+    nonblocking = True
+
     ENDPOINT = "classify"
     DEFAULT_LABELS = ("negative", "neutral", "positive")
 

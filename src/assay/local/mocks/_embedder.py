@@ -36,6 +36,8 @@ class Embedder(SingleEndpointMock):
     equally deterministic, embedding space; ``None`` is the same as 0).
     """
 
+    nonblocking = True
+
     ENDPOINT = "embed"
 
     def __init__(self, *, dim: int = 8, seed: int | None = None) -> None:

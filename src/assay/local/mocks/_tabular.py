@@ -41,6 +41,8 @@ class Regressor(SingleEndpointMock):
     ``seed`` (with a seed, the noise depends on the seed and the request alone).
     """
 
+    nonblocking = True
+
     ENDPOINT = "predict"
 
     def __init__(

@@ -46,6 +46,8 @@ class TextCompletion(SingleEndpointMock):
       without one, they vary from call to call.
     """
 
+    nonblocking = True
+
     ENDPOINT = "generate"
 
     def __init__(self, *, responses_per_request: int = 2, seed: int | None = None) -> None:
