@@ -7,9 +7,9 @@ request). Blocks of the paths compared alternate, so that machine noise hits all
 figure is a median over every call of its path, and the ratios are speeds (direct time /
 pipeline time), measured in the same run:
 
-- single rows: ``pipeline.infer(row)`` (durable log: it returns once its record is fsynced)
-  against ``client.infer(row)``, one caller; then ``--callers`` threads calling at once
-  (requests per second), where one fsync covers the records of every caller waiting;
+- single rows: ``pipeline.infer(row)`` (durable log: it returns once its record is written
+  to the journal, fsynced moments later) against ``client.infer(row)``, one caller; then
+  ``--callers`` threads calling at once (requests per second);
 - batches of ``--batch`` rows: ``pipeline.infer(rows)`` against ``client.infer_many(rows)``
   (a list), and ``pipeline.infer(table)`` against ``client.infer_many(table.to_pylist())``
   turned into a table of the outputs (Arrow in, Arrow out);

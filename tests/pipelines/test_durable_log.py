@@ -146,9 +146,7 @@ def test_group_commit_makes_concurrent_callers_share_fsyncs(
         real(fd)
 
     callers, each = 8, 25
-    with InferenceLog(
-        tmp_path / "p", durable="fsync", flush_rows=10**6, flush_seconds=3600
-    ) as log:
+    with InferenceLog(tmp_path / "p", durable="fsync", flush_rows=10**6, flush_seconds=3600) as log:
         log.append(batch([0]))  # the journal exists: only commits fsync from here
         monkeypatch.setattr(os, "fsync", slow_fsync)
         returned: list[tuple[int, int]] = []
@@ -188,9 +186,7 @@ def test_an_answer_waits_for_the_fsync(tmp_path: Path, monkeypatch: pytest.Monke
         real_fsync(fd)
         events.append("fsync")
 
-    with InferenceLog(
-        tmp_path / "p", durable="fsync", flush_rows=10**6, flush_seconds=3600
-    ) as log:
+    with InferenceLog(tmp_path / "p", durable="fsync", flush_rows=10**6, flush_seconds=3600) as log:
         log.append(batch([0]))
         monkeypatch.setattr(_log_journal.Journal, "commit", commit)
         monkeypatch.setattr(os, "fsync", fsync)
@@ -222,6 +218,9 @@ def test_by_default_an_answer_waits_for_the_write_and_the_fsync_follows(
 
     with InferenceLog(tmp_path / "p", flush_rows=10**6, flush_seconds=3600) as log:
         log.append(batch([0]))
+        deadline = time.monotonic() + 10
+        while log.counters()["unsynced"] and time.monotonic() < deadline:
+            time.sleep(0.005)  # the first record fsynced: the next fsync is the second's
         monkeypatch.setattr(_log_journal.Journal, "commit", commit)
         monkeypatch.setattr(os, "fsync", fsync)
         log.append(batch([1, 2]))

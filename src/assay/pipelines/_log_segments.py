@@ -195,6 +195,11 @@ def _with_seq(table: pa.Table, entries: list[Entry]) -> pa.Table:
     return table.add_column(position, "seq", pa.array(seq))
 
 
+#: The fsyncs of written records (``durable=True``) are at least this far apart: the
+#: records written meanwhile share the next one. What a power loss can lose is at most this
+#: long plus an fsync; a process's death loses nothing.
+SYNC_SECONDS = 0.005
+
 #: Up to this many records, a commit writes plain values as JSON rather than a table.
 JSON_ROWS = 256
 
@@ -272,6 +277,7 @@ class SegmentWriter:
         self._counters = {"written": 0, "failed": 0, "dropped": 0, "segments": 0}
         self._unsynced: list[int] = []  # descriptors of journal files written, not fsynced
         self._unsynced_rows = 0
+        self._synced_at = 0.0  # when the last fsync of written records began
         name = directory.name
         self._committer = threading.Thread(
             target=self._commits, name=f"assay-log-commit:{name}", daemon=True
@@ -358,7 +364,8 @@ class SegmentWriter:
                 self._unsynced_rows += written
                 if sealed:
                     self._compact_wanted = True
-                self._cond.notify_all()
+                if sealed or len(self._unsynced) == 1:  # else the commit thread knows
+                    self._cond.notify_all()
         for item in items:
             if item.error is not None:
                 raise item.error
@@ -366,6 +373,7 @@ class SegmentWriter:
     def _sync(self) -> None:
         """``fsync`` what :meth:`write` wrote since the last time: once per journal file."""
         with self._cond:
+            self._synced_at = time.monotonic()
             fds, self._unsynced = self._unsynced, []
             rows, self._unsynced_rows = self._unsynced_rows, 0
         if not fds:
@@ -462,6 +470,12 @@ class SegmentWriter:
                     if self._closing:
                         return
                     self._cond.wait()
+                due = self._synced_at + SYNC_SECONDS
+                wait = not self._queue and not self._closing and time.monotonic() < due
+            if wait:  # written records only: the writes of the next moments join the fsync
+                # a plain sleep: no writer's notice wakes this thread to contend for the GIL
+                time.sleep(max(due - time.monotonic(), 0.0))
+            with self._cond:
                 items = list(self._queue)
                 self._queue.clear()
             if self._unsynced:
