@@ -24,7 +24,14 @@ from assay.client._transport import Transport
 from assay.client._uploads import Datasets, Models, Modules
 from assay.provenance import Verification
 
-__all__ = ["ENDPOINT_VARIABLE", "GROUPS", "LOCAL_ONLY_ATTRIBUTES", "TOKEN_VARIABLE", "Client"]
+__all__ = [
+    "ACCOUNT_SUBJECT",
+    "ENDPOINT_VARIABLE",
+    "GROUPS",
+    "LOCAL_ONLY_ATTRIBUTES",
+    "TOKEN_VARIABLE",
+    "Client",
+]
 
 #: The environment variable ``Client()`` reads the server's URL from.
 ENDPOINT_VARIABLE = "ASSAY_API_ENDPOINT"
@@ -45,6 +52,8 @@ GROUPS = (
     "safetycases",
     "scores",
 )
+#: How an account's token names its account: its subject (``sub``) is ``Account/<name>``.
+ACCOUNT_SUBJECT = "Account/"
 #: ``LocalPlatform`` attributes that make no sense remotely.
 LOCAL_ONLY_ATTRIBUTES = (
     "storage_root",
@@ -160,14 +169,28 @@ class Client:
     @property
     def account(self) -> str:
         """The account the API token was made for (read from the token; the server decides
-        what it may do)."""
+        what it may do): the account of what this client creates where a call names none."""
         subject = _token_claims(self._token).get("sub")
-        if isinstance(subject, str) and subject.startswith("Account/"):
-            return subject.removeprefix("Account/")
+        if isinstance(subject, str) and subject.startswith(ACCOUNT_SUBJECT):
+            return subject.removeprefix(ACCOUNT_SUBJECT)
         raise errors.ValidationError(
             f"the API token is not an account's token (its subject is {subject!r}); pass the "
             "account to each call, or use a token from 'assay token create --account ...'",
             field="api_token",
+        )
+
+    def _default_account(self, what: str) -> str:
+        """:attr:`account`, for ``what`` (a create request) that names no account; a token
+        without one is refused naming the field and the fix."""
+        subject = _token_claims(self._token).get("sub")
+        if isinstance(subject, str) and subject.startswith(ACCOUNT_SUBJECT):
+            return subject.removeprefix(ACCOUNT_SUBJECT)
+        raise errors.ValidationError(
+            f"{what}: account is missing, and the API token has no account to default to (it "
+            f"was made for {subject!r}, not for an account); pass account='NAME' (in the call, "
+            "or as the request's 'account'), or use a token from 'assay token create --account "
+            "NAME'",
+            field="account",
         )
 
     @property

@@ -193,9 +193,19 @@ class RemoteGroup(Generic[E]):
     # -- creating ------------------------------------------------------------------------
 
     def create(self, request: Any) -> E:
-        """Create an entity from its create request (a request object or a dict). The server
-        answers at once: workflows run there (``wait(id)`` for them)."""
+        """Create an entity from its create request (a request object or a dict). A dict may
+        leave ``account`` out: the entity is then the token's account's (``Client.account``).
+        The server answers at once: workflows run there (``wait(id)`` for them)."""
         return self._parse(self._post_create(request))
+
+    def _with_default_account(self, request: Any) -> Any:
+        """``request`` with the token's account where it is a dict naming none."""
+        from assay.schema._request_base import lacks_account
+
+        if lacks_account(request):
+            account = self._client._default_account(f"{self.kind} create request")
+            return {**request, "account": account}
+        return request
 
     def _post_create(self, request: Any) -> Any:
         """Validate a create request here (the same refusals as ``LocalPlatform``), send it,
@@ -207,6 +217,7 @@ class RemoteGroup(Generic[E]):
             raise errors.ValidationError(
                 f"{self.kind} entities are made by the platform and cannot be created directly"
             )
+        request = self._with_default_account(request)
         req = validate_model(self.request_type, request, what=f"{self.kind} create request")
         body = req.model_dump(mode="json")
         return self._transport.json("POST", f"/{self.resource}", json=body, kind=self.kind)
@@ -431,7 +442,7 @@ class InferenceServices(RemoteGroup["InferenceService"]):
         self,
         mock_type: type,
         *,
-        account: str,
+        account: str | None = None,
         id: str | None = None,
         model: str | None = None,
         name: str | None = None,
@@ -440,7 +451,8 @@ class InferenceServices(RemoteGroup["InferenceService"]):
         """An InferenceService backed by ``mock_type`` (anything with ``interface`` and
         ``infer(endpoint, request)``), instantiated by the server with ``kwargs``: the class
         must be importable there by its qualified name (``assay.local.mocks`` are). The mock
-        is instantiated here once, to read its interface."""
+        is instantiated here once, to read its interface. ``account`` defaults to the
+        token's."""
         if id is not None:
             raise errors.ValidationError(
                 "create_mock(id=...): the server chooses the ids of new entities; leave id out",

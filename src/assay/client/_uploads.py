@@ -85,11 +85,12 @@ class Datasets(RemoteUploadGroup["Dataset"]):
     request_name = "DatasetCreateRequest"
 
     def create_arrow_dataset(
-        self, dataset_directory: str | Path, *, account: str, name: str
+        self, dataset_directory: str | Path, *, account: str | None = None, name: str
     ) -> Dataset:
         """Create a Dataset describing the Parquet files under ``dataset_directory``; then call
         :meth:`upload_arrow_dataset`. Every file is checked (readable, one schema, an integer
-        ``_index_`` column) and its md5 declared before anything is sent."""
+        ``_index_`` column) and its md5 declared before anything is sent. ``account``
+        defaults to the token's."""
         from assay.core.datasets import arrow_dataset_request
 
         return self.create(arrow_dataset_request(dataset_directory, account=account, name=name))
@@ -168,7 +169,7 @@ class Modules(RemoteUploadGroup["Module"]):
         self,
         package_directory: str | Path,
         *,
-        account: str,
+        account: str | None = None,
         name: str,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
@@ -176,7 +177,7 @@ class Modules(RemoteUploadGroup["Module"]):
         """Create a Module from the files under ``package_directory``; then call
         :meth:`upload_package`. Hidden files, ``__pycache__`` and bytecode are left out unless
         ``include`` (glob patterns; a pattern without ``/`` matches any path segment) names
-        what to take; ``exclude`` patterns drop more."""
+        what to take; ``exclude`` patterns drop more. ``account`` defaults to the token's."""
         from assay.core.modules import package_request
 
         return self.create(
@@ -204,14 +205,14 @@ class Models(RemoteUploadGroup["Model"]):
         self,
         directory: str | Path,
         *,
-        account: str,
+        account: str | None = None,
         name: str,
         resources: dict[str, Any] | None = None,
     ) -> Model:
         """Create a Model from the files under ``directory`` (e.g. what ``save_pretrained``
         wrote), declaring each file's path, size and md5; then call :meth:`upload_volume`.
         Hidden files and caches are left out, as for Modules. ``resources`` defaults to the
-        storage the files take."""
+        storage the files take; ``account`` to the token's."""
         what = f"Model {name!r}"
         root = _directory(directory, what)
         paths = _package_files(root)
@@ -226,8 +227,7 @@ class Models(RemoteUploadGroup["Model"]):
         files = [
             {"path": p, "size": sizes[p], "digest": {"md5": file_md5(root / p)}} for p in paths
         ]
-        request = {
-            "account": account,
+        request: dict[str, Any] = {
             "name": name,
             "artifact": {"kind": "Volume", "volume": {"files": files}},
             "source": {"kind": "Upload"},
@@ -235,6 +235,8 @@ class Models(RemoteUploadGroup["Model"]):
             if resources is not None
             else {"storage": str(sum(sizes.values()))},
         }
+        if account is not None:
+            request["account"] = account
         return self.create(request)
 
     def upload_volume(self, model: Model | str, directory: str | Path) -> Model:

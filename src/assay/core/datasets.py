@@ -43,11 +43,12 @@ def _read_parquet_schema(path: Path, what: str) -> pyarrow.Schema:
 
 
 def arrow_dataset_request(
-    dataset_directory: str | Path, *, account: str, name: str
+    dataset_directory: str | Path, *, account: str | None = None, name: str
 ) -> dict[str, Any]:
     """The create request of a Dataset describing the Parquet files under
     ``dataset_directory``: every file checked (readable, one schema, an int64 ``_index_``
-    column) and its md5 recorded. Used by ``create_arrow_dataset`` locally and remotely."""
+    column) and its md5 recorded. Used by ``create_arrow_dataset`` locally and remotely.
+    Without ``account`` the request names none (the group fills in its default)."""
     what = f"Dataset {name!r}"
     root = list_files(Path(dataset_directory), what)
     files = sorted(
@@ -81,12 +82,13 @@ def arrow_dataset_request(
         }
         for p in files
     ]
-    request = {
-        "account": account,
+    request: dict[str, Any] = {
         "name": name,
         "artifacts": artifacts,
         "schema": DataSchema.from_arrow(schema).model_dump(by_alias=True),
     }
+    if account is not None:
+        request["account"] = account
     return request
 
 
@@ -95,11 +97,12 @@ class Datasets(UploadGroup[Dataset]):
     request_type = DatasetCreateRequest
 
     def create_arrow_dataset(
-        self, dataset_directory: str | Path, *, account: str, name: str
+        self, dataset_directory: str | Path, *, account: str | None = None, name: str
     ) -> Dataset:
         """Create a Dataset describing the Parquet files under ``dataset_directory``; then call
         :meth:`upload_arrow_dataset`. Every file is checked (readable, one schema, an int64
-        ``_index_`` column) and its md5 recorded before anything is registered."""
+        ``_index_`` column) and its md5 recorded before anything is registered. ``account``
+        defaults to the platform's."""
         return self.create(arrow_dataset_request(dataset_directory, account=account, name=name))
 
     def create_from_pipeline_logs(

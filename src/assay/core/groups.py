@@ -27,6 +27,7 @@ from assay import errors
 from assay.core import references
 from assay.engine.transitions import apply_transition, utc_now
 from assay.schema import ids
+from assay.schema._request_base import lacks_account
 from assay.schema.base import validate_model
 from assay.schema.paths import validate_artifact_path
 from assay.schema.platform import Documentation, Entity, entity_class
@@ -182,14 +183,26 @@ class EntityGroup(Generic[E]):
     # -- creating ------------------------------------------------------------------------
 
     def create(self, request: Any) -> E:
-        """Create an entity from its create request (a request object or a dict)."""
+        """Create an entity from its create request (a request object or a dict). A dict may
+        leave ``account`` out: the entity is then the platform's default account's
+        (``LocalPlatform(account=...)``)."""
         if self.request_type is None:
             raise errors.ValidationError(
                 f"{self.kind} entities are made by the platform and cannot be created directly"
             )
+        request = self._with_default_account(request)
         req = validate_model(self.request_type, request, what=f"{self.kind} create request")
         entity = self._build(req)
         return self._insert(entity)
+
+    def _with_default_account(self, request: Any) -> Any:
+        """``request`` with the platform's default account where it is a dict naming none
+        (a core without a default account, a server's, leaves it as it is: there the route
+        fills in the token's account, ``docs/design/client.md``, "The default account")."""
+        account = self._core.default_account
+        if account and lacks_account(request):
+            return {**request, "account": account}
+        return request
 
     def _build(self, request: Any) -> E:
         """The new entity for a validated request (kinds override to resolve references)."""

@@ -12,6 +12,7 @@ from assay.core.groups import iso
 from assay.engine.transitions import utc_now
 from assay.evaluation.integrity import INTEGRITY_ANNOTATION, check_integrity
 from assay.schema import ids
+from assay.schema._request_base import lacks_account
 from assay.schema.base import validate_model
 from assay.schema.dataschema import DataSchema
 from assay.schema.platform import Evaluation
@@ -105,6 +106,9 @@ def import_evaluation(
         )
 
     if request is not None:
+        if account and lacks_account(request):
+            request = {**request, "account": account}
+        request = group._with_default_account(request)
         req = validate_model(EvaluationCreateRequest, request, what="Evaluation create request")
         entity = group._build(req)
     else:

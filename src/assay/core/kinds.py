@@ -121,14 +121,14 @@ def foreign(foreign_type: type[Any], entity: Any) -> dict[str, Any]:
 def mock_service_request(
     mock_type: Any,
     *,
-    account: str,
+    account: str | None = None,
     model: str | None = None,
     name: str | None = None,
     kwargs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The create request of an InferenceService backed by ``mock_type`` (instantiated once
     here, with ``kwargs``, to read its interface). Used by ``create_mock`` locally and
-    remotely."""
+    remotely. Without ``account`` the request names none (the group fills in its default)."""
     from assay.inference.runners.mock import qualified_name
 
     try:
@@ -140,7 +140,6 @@ def mock_service_request(
             field="mock_type",
         ) from None
     request: dict[str, Any] = {
-        "account": account,
         "name": name or f"mock-{mock_type.__name__}",
         "runner": {
             "kind": "mock",
@@ -150,6 +149,8 @@ def mock_service_request(
         if hasattr(interface, "model_dump")
         else interface,
     }
+    if account is not None:
+        request["account"] = account
     if model is not None:
         request["model"] = model
     return request
@@ -190,7 +191,7 @@ class InferenceServices(EntityGroup[InferenceService]):
         self,
         mock_type: type,
         *,
-        account: str,
+        account: str | None = None,
         id: str | None = None,
         model: str | None = None,
         name: str | None = None,
@@ -198,9 +199,9 @@ class InferenceServices(EntityGroup[InferenceService]):
     ) -> InferenceService:
         """An InferenceService backed by ``mock_type`` (anything with ``interface`` and
         ``infer(endpoint, request)``, importable by its qualified name), instantiated in the
-        platform's process with ``kwargs``."""
-        request = mock_service_request(
-            mock_type, account=account, model=model, name=name, kwargs=kwargs
+        platform's process with ``kwargs``. ``account`` defaults to the platform's."""
+        request = self._with_default_account(
+            mock_service_request(mock_type, account=account, model=model, name=name, kwargs=kwargs)
         )
         req = validate_model(
             InferenceServiceCreateRequest, request, what="InferenceService create request"
@@ -547,7 +548,8 @@ class Evaluations(_OutputData, WorkflowLogs, TerminableGroup[Evaluation]):
         """Register evaluation outputs made elsewhere (Parquet files with ``_index_``,
         ``_replication_`` and ``responses``) as a ``Complete`` Evaluation, so Methods can use
         them. With ``evaluation_request`` the entity records the Dataset and service they came
-        from; without it, a placeholder service named ``imported``."""
+        from; without it, a placeholder service named ``imported``. ``account`` (default: the
+        platform's) owns it unless the request names another."""
         from assay.core.imports import import_evaluation
 
         return import_evaluation(

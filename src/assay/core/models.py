@@ -115,14 +115,15 @@ class Models(UploadGroup[Model]):
         self,
         directory: str | Path,
         *,
-        account: str,
+        account: str | None = None,
         name: str,
         resources: dict[str, Any] | None = None,
     ) -> Model:
         """Create a Model from the files under ``directory`` (e.g. what ``save_pretrained``
         wrote), declaring each file's path, size and md5; then call :meth:`upload_volume`.
         Hidden files and caches (``.git``, ``__pycache__``...) are left out, as for Modules.
-        ``resources`` defaults to the storage the files take."""
+        ``resources`` defaults to the storage the files take; ``account`` to the
+        platform's."""
         what = f"Model {name!r}"
         root = list_files(Path(directory), what)
         paths = package_files(root)
@@ -138,13 +139,14 @@ class Models(UploadGroup[Model]):
             {"path": p, "size": sizes[p], "digest": {"md5": file_md5(root / p)}} for p in paths
         ]
         total = sum(sizes.values())
-        request = {
-            "account": account,
+        request: dict[str, Any] = {
             "name": name,
             "artifact": {"kind": "Volume", "volume": {"files": files}},
             "source": {"kind": "Upload"},
             "resources": resources if resources is not None else {"storage": str(total)},
         }
+        if account is not None:
+            request["account"] = account
         return self.create(request)
 
     def upload_volume(self, model: Model | str, directory: str | Path) -> Model:

@@ -63,14 +63,14 @@ def package_files(
 def package_request(
     package_directory: str | Path,
     *,
-    account: str,
+    account: str | None = None,
     name: str,
     include: Sequence[str] | None = None,
     exclude: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The create request of a Module holding the files under ``package_directory`` (see
     :func:`package_files`), each with its md5. Used by ``create_package`` locally and
-    remotely."""
+    remotely. Without ``account`` the request names none (the group fills in its default)."""
     what = f"Module {name!r}"
     root = list_files(Path(package_directory), what)
     files = package_files(root, include=include, exclude=exclude)
@@ -82,7 +82,10 @@ def package_request(
             value=str(root),
         )
     artifacts = [{"path": p, "digest": {"md5": file_md5(root / p)}} for p in files]
-    return {"account": account, "name": name, "artifacts": artifacts}
+    request: dict[str, Any] = {"name": name, "artifacts": artifacts}
+    if account is not None:
+        request["account"] = account
+    return request
 
 
 class Modules(UploadGroup[Module]):
@@ -93,7 +96,7 @@ class Modules(UploadGroup[Module]):
         self,
         package_directory: str | Path,
         *,
-        account: str,
+        account: str | None = None,
         name: str,
         include: Sequence[str] | None = None,
         exclude: Sequence[str] | None = None,
@@ -101,7 +104,8 @@ class Modules(UploadGroup[Module]):
         """Create a Module from the files under ``package_directory``; then call
         :meth:`upload_package`. Hidden files, ``__pycache__`` and bytecode are left out unless
         ``include`` (glob patterns; a pattern without ``/`` matches any path segment) names
-        what to take; ``exclude`` patterns drop more."""
+        what to take; ``exclude`` patterns drop more. ``account`` defaults to the
+        platform's."""
         return self.create(
             package_request(
                 package_directory, account=account, name=name, include=include, exclude=exclude

@@ -11,6 +11,7 @@ Public names are re-exported by :mod:`assay.schema.requests`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -40,6 +41,7 @@ __all__ = [
     "MergePatchRequest",
     "RequestBase",
     "RequestModel",
+    "lacks_account",
 ]
 
 _ACCOUNT_RE = re.compile(LABEL_VALUE_PATTERN)
@@ -107,6 +109,14 @@ class EntityCreateRequest(RequestBase):
 
     account: Annotated[AccountName, pydantic.BeforeValidator(_check_account)]
     """The account that will own the entity."""
+
+
+def lacks_account(request: Any) -> bool:
+    """True for a create request given as a mapping that names no ``account`` (left out, or
+    None): the platform fills in its default account before validating it (``LocalPlatform``:
+    its own; ``Client`` and the server: the token's; ``docs/design/client.md``, "The default
+    account"). A request model always names one: the field is required, as in the reference."""
+    return isinstance(request, Mapping) and request.get("account") is None
 
 
 class MergePatchRequest(RequestBase):

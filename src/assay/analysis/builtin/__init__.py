@@ -5,7 +5,7 @@ comparisons and drift (population stability index), each a Python function
 ```python
 from assay.analysis import builtin
 
-methods = builtin.register_all(platform, account="me")     # name -> Method
+methods = builtin.register_all(platform)     # name -> Method, in the platform's account
 builtin.classification.METRICS.register(platform, account="me")   # or one at a time
 ```
 
@@ -72,7 +72,7 @@ BUILTINS: dict[str, Builtin] = {
 }
 
 
-def register_all(platform: Platform, *, account: str) -> dict[str, Method]:
-    """Create a Method for every built-in in ``account`` (new ones at every call); returns
-    them by name."""
+def register_all(platform: Platform, *, account: str | None = None) -> dict[str, Method]:
+    """Create a Method for every built-in in ``account`` (default: the platform's; new ones
+    at every call); returns them by name."""
     return {name: b.register(platform, account=account) for name, b in BUILTINS.items()}

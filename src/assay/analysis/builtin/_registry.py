@@ -40,10 +40,16 @@ class MethodsGroup(Protocol):
 
 
 class Platform(Protocol):
-    """Anything with a ``methods`` group: ``LocalPlatform``, ``Client``."""
+    """Anything with a ``methods`` group and a default ``account``: ``LocalPlatform``,
+    ``Client``."""
 
     @property
     def methods(self) -> MethodsGroup: ...
+
+    @property
+    def account(self) -> str:
+        """The account that ``register`` creates in when it is given none."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,7 @@ class Builtin:
             modules=[],
         )
 
-    def register(self, platform: Platform, *, account: str) -> Method:
-        """Create this built-in's Method on ``platform`` (a new one at every call)."""
-        return platform.methods.create(self.request(account=account))
+    def register(self, platform: Platform, *, account: str | None = None) -> Method:
+        """Create this built-in's Method on ``platform`` (a new one at every call), in
+        ``account`` (default: the platform's, ``platform.account``)."""
+        return platform.methods.create(self.request(account=account or platform.account))

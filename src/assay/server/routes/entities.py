@@ -14,29 +14,37 @@ GET      /R/{id}/documentation           get        the documentation
 PATCH    /R/{id}/documentation           edit       the documentation
 =======  ==============================  =========  ==================================
 
+A create request's body may leave ``account`` out: :class:`DefaultAccountRoute` fills in the
+token's account before the body is validated (``docs/design/client.md``, "The default
+account"); the documented schema keeps the field required, as the reference has it.
+
 (No ``from __future__ import annotations`` here: FastAPI reads the routes' annotations, and
 the create routes' body types are chosen per kind at run time.)
 """
 
 import inspect
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 
 from assay import errors
+from assay.schema._request_base import lacks_account
 from assay.schema.platform import Documentation, StatusInfo
 from assay.schema.requests import DocumentationEditRequest, LabelsEditRequest
 from assay.server.access import acting_as, entity_for
 from assay.server.compat import normalize_create_request
 from assay.server.queries import parse_entity_filters, query_parameters, run_entity_query
 from assay.server.resources import ResourceKind
-from assay.server.state import Caller, State, json_response
+from assay.server.state import Caller, State, caller, json_response
 
 __all__ = [
     "ENTITY_ID",
     "TERMINABLE",
+    "DefaultAccountRoute",
     "Responses",
     "add_entity_routes",
     "list_of",
@@ -65,6 +73,50 @@ def with_body_type(endpoint: Callable[..., Any], body_type: type) -> Callable[..
     ]
     endpoint.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     return endpoint
+
+
+class _BodyRequest(Request):
+    """``request`` with another body (what :class:`DefaultAccountRoute` hands on)."""
+
+    def __init__(self, request: Request, body: bytes) -> None:
+        super().__init__(request.scope, request.receive)
+        self._body = body
+
+
+async def _with_token_account(request: Request) -> Request:
+    """``request``, its JSON object body given the account of the caller's token
+    (``Account/<name>``) where it names none. Anything else — a body that is not a JSON
+    object, one that names an account, a token that is not an account's or not valid — is
+    left as it is, for the route to answer as before (422 for the missing field, 401 for the
+    token). Nothing is decided here: the route checks ``create`` for the account as for one
+    the request named."""
+    try:
+        body = json.loads(await request.body())
+    except (ValueError, RecursionError):  # not JSON (or not UTF-8): the route says so
+        return request
+    if not lacks_account(body):
+        return request
+    try:
+        account = caller(request).account
+    except errors.AssayError:  # no valid token: the route answers 401
+        return request
+    if account is None:  # a session token has no account
+        return request
+    return _BodyRequest(request, json.dumps({**body, "account": account}).encode())
+
+
+class DefaultAccountRoute(APIRoute):
+    """The route class of the create routes: a body without ``account`` (left out, or null)
+    is the caller's token's account's, filled in before FastAPI validates the body, so the
+    OpenAPI document keeps the request models as they are (``account`` required)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request) -> Response:
+            return await handler(await _with_token_account(request))
+
+        return route_handler
 
 
 def list_of(item_type: type) -> Any:
@@ -134,9 +186,13 @@ def add_entity_routes(router: APIRouter, rk: ResourceKind) -> None:
         methods=["POST"],
         operation_id=f"{R}_create",
         summary=f"{kind} create request",
-        description=f"Create a {kind}. Needs `create` on `{R}` for the request's account.",
+        description=(
+            f"Create a {kind}. Needs `create` on `{R}` for the request's account; a body "
+            "without `account` is for the token's account (`Account/<name>`)."
+        ),
         tags=tags,
         status_code=201,
+        route_class_override=DefaultAccountRoute,
         responses={201: {"model": rk.entity_type, "description": f"The new {kind}."}},
     )
 
