@@ -38,10 +38,12 @@ __all__ = [
     "entity_for",
     "reference_viewer",
     "require",
+    "scoped_counts",
     "scoped_query",
 ]
 
 SESSION_SUBJECT = "InferenceSession/"
+ACCOUNT_SUBJECT = "Account/"
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,15 @@ class Principal:
         """This token as the maker of a new one (which never outlives, out-grants or survives
         the revocation of it)."""
         return Minter(self.token_id, self.expires, self.grants, self.lineage)
+
+    @property
+    def account(self) -> str | None:
+        """For an account's token (``Account/<name>``), the account; None for a session
+        token. What a create request that names no account is for (see
+        :class:`~assay.server.routes.entities.DefaultAccountRoute`)."""
+        if self.subject.startswith(ACCOUNT_SUBJECT):
+            return self.subject[len(ACCOUNT_SUBJECT) :]
+        return None
 
     @property
     def session_id(self) -> str | None:
@@ -213,6 +224,36 @@ def scoped_query(group: Any, filters: Mapping[str, Any], scope: Scope) -> list[A
     results = sorted(found.values(), key=_sort_key, reverse=descending)
     limit = filters.get("limit")
     return results[:limit] if isinstance(limit, int) else results
+
+
+def scoped_counts(
+    store: Any, scopes: Mapping[str, Scope], by: Sequence[str] = ("kind", "status")
+) -> dict[tuple[str | None, ...], int]:
+    """How many entities of each kind in ``scopes`` (kind → the :class:`Scope` the caller's
+    grants cover for it) the caller may see, per distinct value of the columns ``by``: the
+    counts of :func:`scoped_query`'s entities, by grouped counts in the store (no documents
+    read but those of single-entity grants). Kinds with the same scope share one count."""
+    kinds_of: dict[Scope, list[str]] = {}
+    for kind, scope in scopes.items():
+        kinds_of.setdefault(scope, []).append(kind)
+    totals: dict[tuple[str | None, ...], int] = {}
+
+    def add(key: tuple[str | None, ...], n: int) -> None:
+        totals[key] = totals.get(key, 0) + n
+
+    for scope, kinds in kinds_of.items():
+        if scope.everything:
+            for key, n in store.count_by(by, kind=kinds).items():
+                add(key, n)
+            continue
+        if scope.accounts:
+            for key, n in store.count_by(by, kind=kinds, account=sorted(scope.accounts)).items():
+                add(key, n)
+        if scope.entities:  # single entities outside the covered accounts (not counted yet)
+            for doc in store.query(kind=kinds, ids=sorted(scope.entities)):
+                if doc.get("account") not in scope.accounts:
+                    add(tuple(doc.get(column) for column in by), 1)
+    return totals
 
 
 # -- references ----------------------------------------------------------------------------------
