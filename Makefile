@@ -32,6 +32,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-bwrap.sh
+	bash scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

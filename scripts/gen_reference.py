@@ -40,6 +40,7 @@ MODULES: dict[str, str] = {
     "assay.analysis": "`AnalysisContext`: what a Method (function or notebook) sees when it runs.",
     "assay.analysis.builtin": "The built-in Methods (classification, text, fairness, "
     "robustness, comparison).",
+    "assay.comparison": "Systems x scores, paired differences and their CSV export.",
     "assay.schema.platform": "Every entity kind and the types they are made of.",
     "assay.schema.requests": "The create, edit and query requests.",
     "assay.errors": "The one exception hierarchy.",

@@ -107,7 +107,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     print(
         f"assay: serving {settings.root} at http://{settings.host}:{settings.port}/v0 "
-        "(OpenAPI: /openapi.json)",
+        "(OpenAPI: /openapi.json, docs: /docs; web UI: /, sign in with an API token)",
         file=sys.stderr,
         flush=True,
     )

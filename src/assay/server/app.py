@@ -28,6 +28,7 @@ from assay.server.routes import routes
 from assay.server.settings import ServerSettings
 from assay.server.signed_urls import STORAGE_PREFIX
 from assay.server.state import ServerState
+from assay.server.ui import install_ui
 from assay.server.wire import WireFormat
 
 __all__ = ["create_app"]
@@ -68,12 +69,13 @@ def create_app(
         description=DESCRIPTION,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,  # the UI serves /docs and /redoc from local assets (ui/api_docs.py)
         redoc_url=None,
     )
     app.state.assay = state
     install_error_handlers(app)
     app.router.routes.extend(routes())
+    install_ui(app)  # the web UI at the site root (docs/design/ui.md)
     app.add_middleware(
         BodyLimit,
         limit=settings.max_body_bytes,

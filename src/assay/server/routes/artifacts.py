@@ -39,7 +39,7 @@ from assay.server.signed_urls import STORAGE_PREFIX
 from assay.server.state import Caller, State, base_url, json_response, server_state
 from assay.storage import CHUNK_SIZE
 
-__all__ = ["add_artifact_routes", "add_storage_routes"]
+__all__ = ["add_artifact_routes", "add_storage_routes", "artifact_links"]
 
 ARTIFACT_PATH = Annotated[
     str, Path(description="The artifact's path inside the entity, '/'-separated.")
@@ -58,6 +58,41 @@ def declared_files(entity: Any) -> list[Any]:
 
 def _visible(path: str) -> bool:
     return not any(part.startswith(".") for part in path.split("/"))
+
+
+def artifact_links(
+    state: Any, base: str, rk: ResourceKind, entity: Any, *, compute_digests: bool = True
+) -> list[ArtifactURL]:
+    """Signed GET URLs (on the server at ``base``) of the artifacts of ``entity``, a
+    ``Ready``/``Complete`` or ``Failed`` one (409 otherwise), with their md5 digests (those
+    not recorded computed now, unless not ``compute_digests``: the web UI's entity page
+    leaves them out); hidden ``.assay/`` files are left out. The caller has checked that the
+    caller may ``download``."""
+    kind, id = rk.kind, entity.id
+    # A Failed workflow has ended too: it lists what it left (e.g. a failed notebook).
+    if not is_status_success(entity.status) and entity.status != Status.Failed:
+        raise errors.ConflictError(
+            f"{kind} {id} is {entity.status}; its artifacts can be downloaded once it is "
+            "Ready or Complete, or Failed (what it left), so wait for it"
+        )
+    storage = state.core.storage
+    known = {
+        f.path: (getattr(f, "kind", None), f.digest.md5 if f.digest else None)
+        for f in declared_files(entity)
+    }
+    links = []
+    for info in storage.list(id):
+        if not _visible(info.path):
+            continue
+        artifact_kind, md5 = known.get(info.path, (None, None))
+        artifact = Artifact(
+            kind=artifact_kind,
+            path=info.path,
+            digest=Digest(md5=md5 or (storage.md5(id, info.path) if compute_digests else None)),
+        )
+        signed = state.urls.url(base, "GET", rk.resource, id, info.path)
+        links.append(ArtifactURL(artifact=artifact, signedURL=signed))
+    return links
 
 
 def add_artifact_routes(router: APIRouter, rk: ResourceKind) -> None:
@@ -127,31 +162,7 @@ def add_artifact_routes(router: APIRouter, rk: ResourceKind) -> None:
 
     def downlinks(id: ENTITY_ID, request: Request, principal: Caller, state: State) -> Response:
         entity = checked(state, principal, id, "download")
-        # A Failed workflow has ended too: it lists what it left (e.g. a failed notebook).
-        if not is_status_success(entity.status) and entity.status != Status.Failed:
-            raise errors.ConflictError(
-                f"{kind} {id} is {entity.status}; its artifacts can be downloaded once it is "
-                "Ready or Complete, or Failed (what it left), so wait for it"
-            )
-        storage = state.core.storage
-        known = {
-            f.path: (getattr(f, "kind", None), f.digest.md5 if f.digest else None)
-            for f in declared_files(entity)
-        }
-        base = base_url(request, state)
-        links = []
-        for info in storage.list(id):
-            if not _visible(info.path):
-                continue
-            artifact_kind, md5 = known.get(info.path, (None, None))
-            artifact = Artifact(
-                kind=artifact_kind,
-                path=info.path,
-                digest=Digest(md5=md5 or storage.md5(id, info.path)),
-            )
-            signed = state.urls.url(base, "GET", R, id, info.path)
-            links.append(ArtifactURL(artifact=artifact, signedURL=signed))
-        return json_response(links)
+        return json_response(artifact_links(state, base_url(request, state), rk, entity))
 
     router.add_api_route(
         f"/{R}/{{id}}/downlinks",
