@@ -56,6 +56,10 @@ __all__ = [
     "InferRequest",
     "ServedPipelines",
     "add_pipeline_routes",
+    "allow_pipeline",
+    "pipeline_account",
+    "pipeline_for",
+    "pipeline_summary",
 ]
 
 R, KIND_NAME = "pipelines", "Pipeline"
@@ -144,7 +148,8 @@ class ServedPipelines:
 # -- access ------------------------------------------------------------------------------------
 
 
-def _account(principal: Principal, state: Any, account: str | None) -> str:
+def pipeline_account(principal: Principal, state: Any, account: str | None) -> str:
+    """The account a pipeline request is about: the one it names, else the token's."""
     if account:
         return account
     if principal.subject.startswith("Account/"):
@@ -165,7 +170,7 @@ def _missing(name: str, account: str) -> errors.NotFoundError:
     )
 
 
-def _allow(principal: Principal, name: str, account: str, *functions: str) -> None:
+def allow_pipeline(principal: Principal, name: str, account: str, *functions: str) -> None:
     """403 if no grant allows ``functions`` on pipelines at all; then the entity policy for
     the pipeline ``<account>/<name>`` (404, the same as a missing pipeline, when the caller's
     grants do not cover it; 403 when they cover it but not for these functions)."""
@@ -179,12 +184,12 @@ def _allow(principal: Principal, name: str, account: str, *functions: str) -> No
         raise _missing(name, account) from None
 
 
-def _pipeline(
+def pipeline_for(
     state: Any, principal: Principal, name: str, account: str | None, *functions: str
 ) -> LoggedPipeline:
     """The deployed-at-least-once pipeline ``name``, if the caller may call ``functions``."""
-    chosen = _account(principal, state, account)
-    _allow(principal, name, chosen, *functions)
+    chosen = pipeline_account(principal, state, account)
+    allow_pipeline(principal, name, chosen, *functions)
     served: ServedPipelines = state.pipelines
     try:
         return served.group.get(name, account=chosen)
@@ -195,7 +200,8 @@ def _pipeline(
 # -- answers -----------------------------------------------------------------------------------
 
 
-def _summary(pipeline: LoggedPipeline) -> dict[str, Any]:
+def pipeline_summary(pipeline: LoggedPipeline) -> dict[str, Any]:
+    """What the list of pipelines says of one: name, account, versions, the deployed one."""
     deployed = pipeline.deployed_version
     service = pipeline.inference_service
     return {
@@ -237,7 +243,7 @@ def _groups(values: list[str] | None) -> list[str] | None:
 
 
 def list_pipelines(principal: Caller, state: State, account: ACCOUNT = None) -> Response:
-    chosen = _account(principal, state, account)
+    chosen = pipeline_account(principal, state, account)
     require(principal, R, "query")
     served: ServedPipelines = state.pipelines
     names = [
@@ -245,16 +251,16 @@ def list_pipelines(principal: Caller, state: State, account: ACCOUNT = None) -> 
         for n in served.group.list(account=chosen)
         if principal.allows(R, "query", account=chosen, entity_id=f"{chosen}/{n}")
     ]
-    return json_response([_summary(served.open(n, chosen)) for n in names])
+    return json_response([pipeline_summary(served.open(n, chosen)) for n in names])
 
 
 def get_pipeline(name: NAME, principal: Caller, state: State, account: ACCOUNT = None) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "get")
+    pipeline = pipeline_for(state, principal, name, account, "get")
     latest = pipeline.versions()[-1].definition
     catalog = ServiceCatalog(state.core, name)
     return json_response(
         {
-            **_summary(pipeline),
+            **pipeline_summary(pipeline),
             "definition": latest.model_dump(mode="json", by_alias=True),
             "steps": latest.describe(catalog.name_of),
         }
@@ -262,7 +268,7 @@ def get_pipeline(name: NAME, principal: Caller, state: State, account: ACCOUNT =
 
 
 def versions(name: NAME, principal: Caller, state: State, account: ACCOUNT = None) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "get")
+    pipeline = pipeline_for(state, principal, name, account, "get")
     return json_response([_version_json(v) for v in pipeline.versions()])
 
 
@@ -273,8 +279,8 @@ def deploy(
     state: State,
     account: ACCOUNT = None,
 ) -> Response:
-    chosen = _account(principal, state, account)
-    _allow(principal, name, chosen, "create")
+    chosen = pipeline_account(principal, state, account)
+    allow_pipeline(principal, name, chosen, "create")
     served: ServedPipelines = state.pipelines
     if body.version is not None and body.definition is not None:
         raise errors.ValidationError(
@@ -296,9 +302,9 @@ def deploy(
 
 
 def undeploy(name: NAME, principal: Caller, state: State, account: ACCOUNT = None) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "create")
+    pipeline = pipeline_for(state, principal, name, account, "create")
     pipeline.undeploy()
-    return json_response(_summary(pipeline))
+    return json_response(pipeline_summary(pipeline))
 
 
 async def infer(
@@ -309,7 +315,7 @@ async def infer(
     account: ACCOUNT = None,
 ) -> Response:
     def call() -> Response:
-        pipeline = _pipeline(state, principal, name, account, "consume")
+        pipeline = pipeline_for(state, principal, name, account, "consume")
         try:
             table = pipeline.infer_table(
                 body.rows,
@@ -383,7 +389,7 @@ def logs(
         raise errors.ValidationError(
             "logs: give either limit or all=true, not both", field="all", value=limit
         )
-    pipeline = _pipeline(state, principal, name, account, "consume")
+    pipeline = pipeline_for(state, principal, name, account, "consume")
     table, more = pipeline.log.read(
         limit=None if all else (100 if limit is None else limit), **filters
     )
@@ -406,7 +412,7 @@ def export(
         Query(description="With valid=false: resume at this record of the failure log."),
     ] = None,
 ) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "consume")
+    pipeline = pipeline_for(state, principal, name, account, "consume")
     tables = pipeline.log.export_tables(
         limit=limit,
         start_sequence=startSequence,
@@ -421,7 +427,7 @@ def export(
 
 
 def log_counters(name: NAME, principal: Caller, state: State, account: ACCOUNT = None) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "get")
+    pipeline = pipeline_for(state, principal, name, account, "get")
     return json_response(pipeline.log_counters())
 
 
@@ -432,7 +438,7 @@ def datasets(
     state: State,
     account: ACCOUNT = None,
 ) -> Response:
-    pipeline = _pipeline(state, principal, name, account, "create")
+    pipeline = pipeline_for(state, principal, name, account, "create")
     for resource in ("datasets", "evaluations"):
         if not principal.allows(resource, "create", account=pipeline.account):
             raise errors.PermissionDeniedError(

@@ -34,7 +34,7 @@ from assay.server.queries import (
 from assay.server.routes.entities import ENTITY_ID, Responses, list_of
 from assay.server.state import Caller, State, json_response
 
-__all__ = ["add_score_routes"]
+__all__ = ["add_score_routes", "visible_scores"]
 
 R, KIND = "safetycases", "SafetyCase"
 
@@ -60,7 +60,9 @@ def _case(state: Any, principal: Principal, id: str, function: str) -> Any:
     return entity_for(principal, state.core.safetycases, R, function, id)
 
 
-def _visible_filter(state: Any, principal: Principal) -> Any:
+def visible_scores(state: Any, principal: Principal) -> Any:
+    """The filter of the Scores (and Curves) ``principal`` may see, as the score routes
+    apply it: a function of one item, True to keep it."""
     accounts: dict[str, str | None] = {}
 
     def visible(item: Any) -> bool:
@@ -115,7 +117,7 @@ def _query(request: Request, principal: Principal, state: Any, curves: bool) -> 
         )
     scores = state.core.scores
     found = scores.curves(**filters) if curves else scores.query(**filters)
-    visible = _visible_filter(state, principal)
+    visible = visible_scores(state, principal)
     items = [item for item in found if visible(item)]
     if given.get("order") == "descending":
         items.reverse()

@@ -28,7 +28,7 @@ from assay import comparison, errors
 from assay.analysis import stats
 from assay.schema.platform import ScoreSpec
 from assay.server.access import Principal, entity_for, reference_viewer, scoped_query
-from assay.server.routes.scores import _visible_filter
+from assay.server.routes.scores import visible_scores
 from assay.server.state import server_state
 from assay.server.ui.charts import ChartPoint, interval_chart
 from assay.server.ui.common import PagePrincipal, PageRoute, render
@@ -46,7 +46,7 @@ _ID = re.compile(r"^[0-9a-f]{32}$")
 
 def visibility(principal: Principal, state: Any) -> comparison.Visibility:
     """What ``principal`` may see of a comparison, by the API's rules (module docstring)."""
-    score_visible = _visible_filter(state, principal)
+    score_visible = visible_scores(state, principal)
     viewer = reference_viewer(principal)
 
     def name(kind: str, account: str, id: str) -> bool:

@@ -25,7 +25,12 @@ from fastapi.responses import Response
 from assay import errors
 from assay.pipelines.catalog import ServiceCatalog
 from assay.server.access import Principal, require
-from assay.server.routes.pipelines import _account, _allow, _pipeline, _summary
+from assay.server.routes.pipelines import (
+    allow_pipeline,
+    pipeline_account,
+    pipeline_for,
+    pipeline_summary,
+)
 from assay.server.state import server_state
 from assay.server.ui import pipeline_views as views
 from assay.server.ui.common import PagePrincipal, PageRoute, render
@@ -73,7 +78,7 @@ def _valid(value: str | None) -> bool | None:
 
 def _may(principal: Principal, name: str, account: str, function: str) -> bool:
     try:
-        _allow(principal, name, account, function)
+        allow_pipeline(principal, name, account, function)
     except errors.AssayError:
         return False
     return True
@@ -87,7 +92,7 @@ def pipelines_page(
 ) -> Response:
     """The pipelines of an account that the caller may query."""
     state = server_state(request)
-    chosen = _account(principal, state, account or None)
+    chosen = pipeline_account(principal, state, account or None)
     require(principal, "pipelines", "query")
     served = state.pipelines
     names = [
@@ -100,7 +105,7 @@ def pipelines_page(
         "pipelines.html",
         title="Pipelines",
         account=chosen,
-        pipelines=[_summary(served.open(n, chosen)) for n in names],
+        pipelines=[pipeline_summary(served.open(n, chosen)) for n in names],
     )
 
 
@@ -120,7 +125,7 @@ def pipeline_page(
 ) -> Response:
     """A pipeline: versions, steps, splits, shadow results, anomalies and its log."""
     state = server_state(request)
-    pipeline = _pipeline(state, principal, name, account or None, "get")
+    pipeline = pipeline_for(state, principal, name, account or None, "get")
     since, until = _when(start, "start"), _when(end, "end")
     chosen_valid = _valid(valid)
     versions = pipeline.versions()
@@ -137,7 +142,7 @@ def pipeline_page(
     catalog = ServiceCatalog(state.core, name)
     definition = shown.definition
     context: dict[str, Any] = {
-        "pipeline": _summary(pipeline),
+        "pipeline": pipeline_summary(pipeline),
         "versions": versions,
         "shown": shown,
         # describe() numbers its lines "i: ..."; the page's ordered list numbers them
