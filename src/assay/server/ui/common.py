@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from datetime import datetime
@@ -127,8 +128,15 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = _when
     env.filters["pretty_json"] = _pretty_json
     env.globals["entity_href"] = entity_href
-    env.globals["nav_kinds"] = [(rk.resource, rk.kind) for rk in RESOURCE_KINDS]
+    env.globals["nav_kinds"] = [(rk.resource, kind_label(rk.kind)) for rk in RESOURCE_KINDS]
     return env
+
+
+def kind_label(kind: str) -> str:
+    """A kind as the navigation names its list: ``InferenceService`` → ``Inference services``."""
+    words = re.findall(r"[A-Z][a-z]*", kind) or [kind]
+    text = " ".join([words[0], *(w.lower() for w in words[1:])])
+    return text[:-1] + "ies" if text.endswith("y") else text + "s"
 
 
 #: The templates (autoescaped: every value is HTML-escaped unless marked safe).
