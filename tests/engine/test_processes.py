@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import ACCOUNT, ready_dataset
 
 from assay import errors
-from assay.core.platform import CoreConfig
+from assay.core.platform import CoreConfig, PlatformFactory
 from assay.engine import ProcessExecutor
 from assay.engine.processes import WORKER_CRASHED
 from assay.local import LocalPlatform, mocks
@@ -188,7 +188,7 @@ def test_bad_executor_choices_are_refused(tmp_path: Path) -> None:
     with pytest.raises(errors.ValidationError, match="at least 1"):
         ProcessExecutor(workers=0)
     with pytest.raises(errors.ValidationError, match="in-memory SQLite"):
-        ProcessExecutor(CoreConfig("sqlite://", tmp_path))
+        ProcessExecutor(PlatformFactory(CoreConfig("sqlite://", tmp_path)))
 
 
 # -- running in the pool -------------------------------------------------------------------

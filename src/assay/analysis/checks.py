@@ -78,8 +78,9 @@ def _ready_directories(storage: Any, modules: Sequence[Any]) -> dict[str, Path]:
         if module.status != "Ready":
             continue
         directory = storage.local_dir(module.id)
-        if directory is not None:
-            found[module.id] = directory
+        if directory is None:  # a storage elsewhere (S3): its files, copied here
+            directory = storage.local_copy(module.id)
+        found[module.id] = directory
     return found
 
 

@@ -52,10 +52,8 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
     storage = ctx.storage
     what = f"{entity.kind} {entity.id}"
     entity_dir = storage.local_dir(entity.id)
-    if entity_dir is None:
-        raise errors.PlatformError(
-            f"{what}: analyses need an artifact storage on this machine (a local directory)"
-        )
+    if entity_dir is None:  # a storage elsewhere (S3): work in the entity's local folder
+        entity_dir = storage.local_copy(entity.id, ())
     work = entity_dir / WORK_PATH
     shutil.rmtree(work, ignore_errors=True)
     job = work / "job"  # the analysis process's only writable folder
@@ -146,7 +144,19 @@ def run_analysis(ctx: WorkflowContext) -> WorkflowResult:
 
 
 def _entity_dir(storage: Any, id: str) -> Path:
-    return Path(storage.local_dir(id))
+    """The local directory of a Module's files (a copy where the storage is elsewhere)."""
+    directory = storage.local_dir(id)
+    return Path(directory) if directory is not None else Path(storage.local_copy(id))
+
+
+def _local_files(storage: Any, id: str, paths: list[str]) -> list[str]:
+    """The local files of ``paths`` of entity ``id`` (copies where the storage is
+    elsewhere)."""
+    local = [storage.local_path(id, p) for p in paths]
+    if all(file is not None for file in local):
+        return [str(file) for file in local]
+    root = Path(storage.local_copy(id, paths))
+    return [str(root / p) for p in paths]
 
 
 def _inputs(core: Any, entity: Any) -> dict[str, Any]:
@@ -169,7 +179,7 @@ def _inputs(core: Any, entity: Any) -> dict[str, Any]:
         inputs[binding.keyword] = {
             "kind": kind,
             "id": source.id,
-            "files": [str(core.storage.local_path(source.id, p)) for p in paths],
+            "files": _local_files(core.storage, source.id, paths),
             "schema": schema.arrowSchema if schema is not None else None,
         }
     return inputs

@@ -38,6 +38,12 @@ def add_serve_parser(sub: Any) -> None:
         "in --data)",
     )
     serve.add_argument(
+        "--storage",
+        help="where artifacts are kept: s3://BUCKET[/PREFIX] for an S3-compatible bucket "
+        "(credentials: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; server: ASSAY_S3_ENDPOINT_URL) "
+        "or a directory (env: ASSAY_STORAGE; default: --data)",
+    )
+    serve.add_argument(
         "--public-url",
         help="base URL clients reach the server at, for signed artifact URLs "
         "(env: ASSAY_PUBLIC_URL; default: http://HOST:PORT on a loopback host; required by a "
@@ -45,9 +51,14 @@ def add_serve_parser(sub: Any) -> None:
     )
     serve.add_argument(
         "--executor",
-        choices=["threads", "processes"],
-        help="where workflows run: background threads, or a pool of worker processes "
-        "(env: ASSAY_EXECUTOR; default: processes)",
+        choices=["threads", "processes", "ray"],
+        help="where workflows run: background threads, a pool of worker processes, or a Ray "
+        "cluster (env: ASSAY_EXECUTOR; default: processes)",
+    )
+    serve.add_argument(
+        "--ray-address",
+        help="the Ray cluster of --executor ray: HOST:PORT of its head, or auto (env: "
+        "ASSAY_RAY_ADDRESS; default: RAY_ADDRESS, else a Ray instance of the server's own)",
     )
     serve.add_argument(
         "--workers",
@@ -93,8 +104,10 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port,
         data_dir=args.data,
         database_url=args.database_url,
+        storage=args.storage,
         public_url=args.public_url,
         executor=args.executor,
+        ray_address=args.ray_address,
         workers=args.workers,
         log_level=args.log_level,
         single_user=args.single_user,
@@ -103,6 +116,11 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     settings.check_sandbox()
     settings.check_public_url()
+    settings.check_storage()
+    if settings.executor == "ray":  # a bad address fails here, at once, not in the app
+        from assay.engine.ray_executor import check_address
+
+        check_address(settings.ray_address, "--ray-address / ASSAY_RAY_ADDRESS")
     import uvicorn
 
     print(
@@ -111,8 +129,14 @@ def run_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
+    app = create_app(settings)
+    # what start-up made (modules, the app) lives as long as the server: left out of the
+    # garbage collector's full passes, which otherwise take ~180 ms a page every so often
+    import gc
+
+    gc.freeze()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -2,7 +2,9 @@
 the bytes) and downloads (``GET /R/{id}/downlinks``, then GET each URL).
 
 - Uploads send ``Content-Length`` and stream the file; the server's answer carries the md5 it
-  computed, which must be the md5 of what was sent.
+  computed, which must be the md5 of what was sent. A URL of the storage itself (an S3
+  presigned URL) answers with no digest: the storage checks the ``Content-MD5`` header that
+  was signed with the URL, and finalize checks the stored bytes.
 - Downloads stream into a temporary file next to the target and move it into place only once
   its md5 matches the digest the server declared (an interrupted or corrupt download never
   leaves a file that looks complete). A failed transfer is tried again from the start, within
@@ -272,6 +274,10 @@ class Artifacts:
         try:
             stored = str(reply.json()["digest"]["md5"])
         except (ValueError, KeyError, TypeError):
+            if sent and not reply.content and reply.headers.get("ETag"):
+                # the storage's own URL (an S3 presigned PUT) answers with no digest: the
+                # storage checked the signed Content-MD5, and finalize reads the bytes again
+                return sent[-1]
             raise errors.PlatformError(
                 f"{kind} {id}: the storage's answer to the upload of {path!r} has no md5 digest "
                 f"({reply.text[:200]!r})"

@@ -722,12 +722,8 @@ class SafetyCases(_Analyses):
         entity = self.require(id)
         self._require_success(entity, "read the document of")
         path = self._core.storage.local_path(id, DOCUMENT_FILE)
-        if path is None:
-            raise errors.ValidationError(
-                f"SafetyCase {id}: the artifact storage does not keep files on this machine; "
-                "use document(id) instead",
-                entity=id,
-            )
+        if path is None:  # a storage elsewhere (S3): a copy on this machine
+            return self._core.storage.local_copy(id, [DOCUMENT_FILE]) / DOCUMENT_FILE
         return Path(path)
 
     def _output_fields(self, method: Method) -> dict[str, Any]:

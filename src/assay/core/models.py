@@ -172,9 +172,10 @@ class Models(UploadGroup[Model]):
     # -- reading -----------------------------------------------------------------------------
 
     def files_dir(self, id: str) -> Path:
-        """The local directory that holds the files of a ``Ready`` Model (what runners load).
-        ConflictError while it is not ``Ready``; ValidationError for a Model without files or
-        a storage that does not keep files on this machine."""
+        """The local directory that holds the files of a ``Ready`` Model (what runners load):
+        its own where the storage is local, else a copy on this machine (an S3 bucket's files
+        are downloaded, again only when changed). ConflictError while it is not ``Ready``;
+        ValidationError for a Model without files."""
         entity = self.require(id)
         self._require_success(entity, "read the files of")
         if not self._declared(entity):
@@ -186,11 +187,8 @@ class Models(UploadGroup[Model]):
         first = self._declared(entity)[0].path
         location = self._core.storage.local_path(id, first)
         if location is None:
-            raise errors.ValidationError(
-                f"Model {id}: the artifact storage does not keep files on this machine; "
-                "download them instead",
-                entity=id,
-            )
+            paths = [f.path for f in self._declared(entity)]
+            return self._core.storage.local_copy(id, paths)
         return Path(location).parents[first.count("/")]
 
 

@@ -2,8 +2,10 @@
 
 ``LocalPlatform`` is this core in-process with embedded defaults; the server is this core
 behind HTTP (DESIGN §2). A :class:`CoreConfig` describes a core so that another process can
-open the same platform (``PlatformCore.from_config``): the worker processes of the
-``processes`` executor do (see ``docs/design/workflows.md``).
+open the same platform (``PlatformCore.from_config``); a :class:`PlatformFactory` is how
+the workers of the ``processes`` and ``ray`` executors do it: the engine is handed one and
+sends it to them, so that the engine never imports this package (see
+``docs/design/workflows.md``).
 """
 
 from __future__ import annotations
@@ -37,10 +39,10 @@ from assay.evaluation.cache import ResponseCache
 from assay.inference.sessions import SessionManager
 from assay.policy import Policy
 from assay.schema.status import Status
-from assay.storage import ArtifactStorage, LocalStorage
+from assay.storage import ArtifactStorage, open_storage
 from assay.store import EntityStore
 
-__all__ = ["CoreConfig", "PlatformCore"]
+__all__ = ["CoreConfig", "PlatformCore", "PlatformFactory"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,8 @@ class CoreConfig:
     """The SQLAlchemy URL of the entity store, password included (``sqlite:///path/assay.db``,
     ``postgresql+psycopg://user:password@host/assay``). ``repr`` hides the password."""
     storage_root: Path
-    """The directory of the artifact storage (``<storage_root>/<entity id>/<path>``)."""
+    """The directory of the artifact storage (``<storage_root>/<entity id>/<path>``), unless
+    ``storage_url`` names another."""
     secret_file: Path | None = None
     """The file that keeps the token-signing secret (made on first use). None: a random
     secret per process, so tokens signed by one process are refused by another."""
@@ -72,6 +75,11 @@ class CoreConfig:
     policy: Policy = dataclasses.field(default_factory=Policy)
     """What the platform's accounts may do (sandbox, credentials, hosts; see
     :mod:`assay.policy`)."""
+    storage_url: str | None = None
+    """Where the artifacts are kept when not in ``storage_root``: ``s3://bucket/prefix`` for an
+    S3-compatible bucket (:class:`assay.storage.S3Storage`; ``storage_root`` then keeps the
+    rest, and the local copies analyses read), or another local directory. None:
+    ``storage_root``."""
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as a JSON object (paths as strings)."""
@@ -106,6 +114,48 @@ class CoreConfig:
         except Exception:  # not a URL: do not echo what may hold a password
             values["store_url"] = "<not a database URL>"
         return "CoreConfig(" + ", ".join(f"{k}={v!r}" for k, v in values.items()) + ")"
+
+
+@dataclass(frozen=True)
+class PlatformFactory:
+    """Builds a worker's platform core from ``config``: the
+    :class:`~assay.engine.executors.CoreFactory` that a core opened with
+    :meth:`PlatformCore.from_config` hands its engine (picklable: it travels to the workers of
+    the ``processes`` and ``ray`` executors, which call it)."""
+
+    config: CoreConfig
+    """The platform the workers open."""
+
+    def __call__(self, *, executor: Executor, owner: str) -> PlatformCore:
+        """Open the platform with ``executor``, holding claims as ``owner``."""
+        return PlatformCore.from_config(self.config, executor=executor, owner=owner)
+
+    def check_shared(self, executor: str, *, machines: bool = False) -> None:
+        """Refuse what other processes (or, with ``machines``, other machines) cannot open:
+        an in-memory SQLite store, and across machines any SQLite file (it is on one
+        machine's disk; use PostgreSQL)."""
+        import sqlalchemy as sa
+
+        from assay import errors
+
+        url = sa.make_url(self.config.store_url)
+        if url.get_backend_name() != "sqlite":
+            return
+        if url.database in (None, "", ":memory:"):
+            raise errors.ValidationError(
+                f"the {executor} executor needs a store that other processes can open; an "
+                "in-memory SQLite store (sqlite://) is private to one process: use a file "
+                "(sqlite:///path/assay.db) or PostgreSQL",
+                field="store_url",
+            )
+        if machines:
+            raise errors.ValidationError(
+                f"the {executor} executor runs workflows on other machines, which cannot open "
+                f"the SQLite file {url.database}: give the platform a PostgreSQL store "
+                "(--database-url / ASSAY_DATABASE_URL, or LocalPlatform(database_url=...)), "
+                "or run a cluster of one machine",
+                field="store_url",
+            )
 
 
 class PlatformCore:
@@ -181,7 +231,7 @@ class PlatformCore:
             secret = load_or_create_secret(config.secret_file) if config.secret_file else None
             core = cls(
                 store,
-                LocalStorage(config.storage_root),
+                open_storage(config.storage_url, root=config.storage_root),
                 executor=executor,
                 claim_ttl=config.claim_ttl,
                 signing_secret=secret,
@@ -195,6 +245,7 @@ class PlatformCore:
             store.close()
             raise
         core.config = config
+        core.engine.factory = PlatformFactory(config)
         return core
 
     def register_workflow(self, spec: WorkflowSpec) -> None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from assay import errors
 from assay._logging import logger
-from assay.engine.executors import Executor, InlineExecutor, WorkflowJob
+from assay.engine.executors import CoreFactory, Executor, InlineExecutor, WorkflowJob
 from assay.engine.failures import retryable, storage_full, storage_full_message
 from assay.engine.logs import WorkflowLog
 from assay.engine.transitions import apply_transition
@@ -205,10 +205,14 @@ class Engine:
         platform: Any = None,
         claim_ttl: float = 30.0,
         owner: str | None = None,
+        factory: CoreFactory | None = None,
     ) -> None:
         self.store = store
         self.storage = storage
         self.platform = platform
+        self.factory = factory
+        """How a worker builds the platform core this engine belongs to (None: the platform
+        cannot be opened elsewhere; executors that run jobs in other processes need one)."""
         self.claim_ttl = claim_ttl
         self.owner = owner or f"{_this_host()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         """Who holds this engine's claims (``host:pid:nonce``). A worker process of the

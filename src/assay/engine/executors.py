@@ -3,25 +3,29 @@
 The engine decides *when* a workflow may run (its dependencies are satisfied and it holds the
 workflow's claim); an executor decides *where*. ``inline`` runs it in the caller, so that
 ``create()`` returns when the work is done (the LocalPlatform default). ``processes``
-(:class:`assay.engine.processes.ProcessExecutor`) runs it in a pool of worker processes, and a
-``ray`` executor would plug in the same way: each receives the same :class:`WorkflowJob`
-(picklable: an id and a kind) and calls ``Engine.run`` in a worker that re-opens the platform
-from its configuration (:class:`assay.core.platform.CoreConfig`). See
-``docs/design/workflows.md``.
+(:class:`assay.engine.processes.ProcessExecutor`) runs it in a pool of worker processes, and
+``ray`` (:class:`assay.engine.ray_executor.RayExecutor`) as tasks of a Ray cluster: each
+receives the same :class:`WorkflowJob` (picklable: an id and a kind) and calls ``Engine.run``
+in a worker that builds its own platform core with the engine's :class:`CoreFactory` (the
+platform hands it over; the engine never imports the platform's package). See
+``docs/design/workflows.md`` and ``docs/design/ray.md``.
 """
 
 from __future__ import annotations
 
 import abc
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from assay.engine.engine import Engine
 
-__all__ = ["Executor", "InlineExecutor", "WorkflowJob"]
+__all__ = ["CoreFactory", "Executor", "InlineExecutor", "Shards", "WorkerCore", "WorkflowJob"]
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -32,10 +36,49 @@ class WorkflowJob:
     kind: str
 
 
+class WorkerCore(Protocol):
+    """What a worker's platform core offers the executor that built it: its engine (whose
+    ``run`` runs a job) and ``close()``. :class:`assay.core.platform.PlatformCore` is one."""
+
+    @property
+    def engine(self) -> Engine:
+        """The core's engine."""
+        ...
+
+    def close(self) -> None:
+        """Release what the core holds (its store connections, its replicas)."""
+        ...
+
+
+@runtime_checkable
+class CoreFactory(Protocol):
+    """Builds the platform core of a worker: a process of the ``processes`` executor or a
+    worker of the ``ray`` executor opens the same platform as the one that submitted the job,
+    and builds it the same way, by calling the factory the platform handed to its engine
+    (:attr:`Engine.factory`; :class:`assay.core.platform.PlatformFactory` for a
+    ``PlatformCore``). A factory must be picklable: it travels to the worker.
+    """
+
+    def __call__(self, *, executor: Executor, owner: str) -> WorkerCore:
+        """A new platform core whose workflows run on ``executor`` and whose claims are
+        held as ``owner`` (the owner string of the engine that submitted the job)."""
+        ...
+
+    def check_shared(self, executor: str, *, machines: bool = False) -> None:
+        """Raise :class:`assay.errors.ValidationError` (naming the setting and the fix) if
+        the platform cannot be opened by another process of this machine or, with
+        ``machines``, by a process on another machine. ``executor`` names the executor that
+        asks, for the message."""
+        ...
+
+
 class Executor(abc.ABC):
     """Runs workflow jobs. ``bind`` is called once, by the engine that submits them."""
 
     name: str = "executor"
+    background: bool = False
+    """True where ``submit`` returns before the job has run (worker processes, a cluster):
+    a platform then resumes interrupted work as it opens, since that does not block."""
 
     def bind(self, engine: Engine) -> None:
         """Attach the executor to ``engine``: jobs are run by ``engine.run``."""
@@ -54,6 +97,43 @@ class Executor(abc.ABC):
 
     def shutdown(self, *, wait: bool = True) -> None:  # noqa: B027 - optional hook
         """Stop accepting work; with ``wait``, wait for running jobs."""
+
+    def shards(self) -> Shards | None:
+        """Where the workflow running in this thread may run pieces of its work side by side
+        on other workers (a cluster's): None, the default, where it may not, and does the
+        work itself."""
+        return None
+
+
+class Shards(abc.ABC):
+    """Runs pieces (*shards*) of one workflow's work side by side, each on a worker that
+    builds its own platform core with the engine's :class:`CoreFactory` (an evaluation cut
+    by input files, batches and replications: :mod:`assay.evaluation.shards`).
+
+    A shard whose worker is lost (its process or its machine died) is run again, up to a
+    number of attempts: a shard must therefore be safe to run twice, continuing from what
+    it wrote durably.
+    """
+
+    @property
+    @abc.abstractmethod
+    def width(self) -> int:
+        """How many shards may run at once (the CPUs of the cluster)."""
+
+    @abc.abstractmethod
+    def run(
+        self,
+        fn: Callable[[WorkerCore, T], R],
+        items: Sequence[T],
+        *,
+        tick: Callable[[], None] | None = None,
+        retried: Callable[[int, str, int], None] | None = None,
+    ) -> Iterator[tuple[int, R]]:
+        """Run ``fn(core, item)`` for every item (``fn`` and the items picklable), and
+        yield ``(position, result)`` as each ends. ``tick`` is called at least every 0.2 s
+        while they run (it may raise, to stop them); ``retried(position, why, attempt)``
+        when a shard whose worker was lost starts again. The first exception a shard raises
+        is raised here; shards not yet ended when the iteration stops are cancelled."""
 
 
 class InlineExecutor(Executor):

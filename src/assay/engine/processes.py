@@ -6,13 +6,14 @@ How it works (the whole story, with the reasons, is in ``docs/design/workflows.m
 - **Workers** are ``python -P -c ...`` processes of the platform's own interpreter, started
   with :mod:`subprocess` (never :mod:`multiprocessing`, whose ``spawn`` and ``forkserver``
   re-run the user's ``__main__`` script in every child, and whose ``fork`` is unsafe in a
-  multi-threaded parent). Each gets the parent's ``sys.path``, opens its own
-  :class:`~assay.core.platform.PlatformCore` from the platform's
-  :class:`~assay.core.platform.CoreConfig` once, and then runs one job at a time. The pool
-  grows to ``workers`` processes as jobs arrive and replaces the workers that die.
+  multi-threaded parent). Each gets the parent's ``sys.path``, builds its own platform core
+  once with the engine's :class:`~assay.engine.executors.CoreFactory` (pickled to it), and
+  then runs one job at a time. The pool grows to ``workers`` processes as jobs arrive and
+  replaces the workers that die.
 - **Protocol**: one JSON object per line, over the worker's stdin and stdout (the worker moves
   them to private descriptors, so what user code prints goes to stderr). The parent sends
-  ``{"config", "owner", "parent"}`` once, then ``{"run": {"entity", "kind"}}`` per job. The
+  ``{"factory", "owner", "parent"}`` once (the factory pickled, in base64), then
+  ``{"run": {"entity", "kind"}}`` per job. The
   worker answers ``{"ready": pid}`` once it has opened the platform; ``{"queued": job}`` for
   each job its engine schedules while running one (an evaluation's own session: run inline
   when the handler waits for it); ``{"handback": job}`` for each such job still waiting when
@@ -32,11 +33,13 @@ How it works (the whole story, with the reasons, is in ``docs/design/workflows.m
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import itertools
 import json
 import os
+import pickle
 import queue
 import signal
 import subprocess
@@ -44,16 +47,13 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from assay import errors
 from assay._logging import logger
-from assay.engine.executors import Executor, WorkflowJob
+from assay.engine.executors import CoreFactory, Executor, WorkflowJob
 from assay.engine.workers import protocol_line
 from assay.schema.status import Reason, Status
-
-if TYPE_CHECKING:
-    from assay.core.platform import CoreConfig
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -119,10 +119,10 @@ class _Worker:
 class ProcessExecutor(Executor):
     """Runs workflows in a pool of up to ``workers`` worker processes (see the module doc).
 
-    ``config`` describes the platform the workers open (default: the configuration of the
-    platform core this executor is given to, which must have been opened with
-    :meth:`PlatformCore.from_config <assay.core.platform.PlatformCore.from_config>`, as
-    ``LocalPlatform`` does). ``workers`` defaults to :func:`default_workers`. A workflow whose
+    ``factory`` builds each worker's platform core (default: the factory of the engine this
+    executor is given to, which a platform opened with :meth:`PlatformCore.from_config
+    <assay.core.platform.PlatformCore.from_config>` hands it, as ``LocalPlatform`` and the
+    server do). ``workers`` defaults to :func:`default_workers`. A workflow whose
     worker dies is run again, up to ``max_attempts`` runs in all, then fails with
     ``reason = WorkerCrashed``.
 
@@ -133,10 +133,11 @@ class ProcessExecutor(Executor):
     """
 
     name = "processes"
+    background = True
 
     def __init__(
         self,
-        config: CoreConfig | None = None,
+        factory: CoreFactory | None = None,
         *,
         workers: int | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
@@ -150,9 +151,9 @@ class ProcessExecutor(Executor):
                     field=what,
                     value=value,
                 )
-        if config is not None:
-            _check_shareable(config)
-        self._config = config
+        if factory is not None:
+            factory.check_shared(self.name)
+        self._factory = factory
         self.workers: int = workers or default_workers()
         """The most worker processes the pool runs at once."""
         self.max_attempts = max_attempts
@@ -396,7 +397,7 @@ class ProcessExecutor(Executor):
     def _start_and_relay(self, worker: _Worker) -> str:
         """Run the worker; returns how it ended, where ``{exit}`` stands for its exit
         status."""
-        config = self._resolve_config()
+        factory = self._resolve_factory()
         proc = subprocess.Popen(
             [sys.executable, "-P", "-c", _WORKER_CODE, json.dumps(sys.path)],
             stdin=subprocess.PIPE,
@@ -411,7 +412,11 @@ class ProcessExecutor(Executor):
                 proc.kill()
                 return "{exit}"
         assert proc.stdin is not None and proc.stdout is not None
-        init = {"config": config.to_json(), "owner": self._engine.owner, "parent": os.getpid()}
+        init = {
+            "factory": base64.b64encode(pickle.dumps(factory)).decode(),
+            "owner": self._engine.owner,
+            "parent": os.getpid(),
+        }
         with contextlib.suppress(OSError):  # if it died at once, reading says how
             proc.stdin.write(protocol_line(init))
             proc.stdin.flush()
@@ -554,16 +559,16 @@ class ProcessExecutor(Executor):
                 del self._jobs[pending.job.entity_id]
                 self._cond.notify_all()
 
-    def _resolve_config(self) -> CoreConfig:
-        config = self._config or getattr(self._engine.platform, "config", None)
-        if config is None:
+    def _resolve_factory(self) -> CoreFactory:
+        factory = self._factory or self._engine.factory
+        if factory is None:
             raise errors.ValidationError(
-                "the processes executor needs the platform's configuration: open the platform "
-                "with PlatformCore.from_config(config, ...) (LocalPlatform does), or pass "
-                "ProcessExecutor(config)"
+                "the processes executor needs a way to open the platform in its workers: open "
+                "the platform with PlatformCore.from_config(config, ...) (LocalPlatform does), "
+                "or pass ProcessExecutor(factory)"
             )
-        _check_shareable(config)
-        return config
+        factory.check_shared(self.name)
+        return factory
 
     def _start_renewer(self) -> None:
         """Keep the claims of the jobs the pool holds alive (a queued job has no heartbeat
@@ -584,19 +589,6 @@ class ProcessExecutor(Executor):
                     engine.store.renew(entity_id, engine.owner, engine.claim_ttl)
                 except Exception:  # the store is briefly busy: next time
                     log.debug("could not renew the claim on %s", entity_id, exc_info=True)
-
-
-def _check_shareable(config: CoreConfig) -> None:
-    import sqlalchemy as sa
-
-    url = sa.make_url(config.store_url)
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        raise errors.ValidationError(
-            "the processes executor needs a store that other processes can open; an in-memory "
-            "SQLite store (sqlite://) is private to one process: use a file "
-            "(sqlite:///path/assay.db) or PostgreSQL",
-            field="store_url",
-        )
 
 
 def _messages(stream: IO[bytes]) -> Iterator[dict[str, Any]]:

@@ -3,9 +3,11 @@
 A worker (started by :class:`assay.engine.processes.ProcessExecutor` as ``python -P -c ...``)
 reads one JSON object per line on its stdin and answers one per line on its stdout (moved to
 private descriptors, so that what user code prints goes to stderr): the protocol is described
-in :mod:`assay.engine.processes` and ``docs/design/workflows.md``. It opens its own platform
-core from the parent's configuration once, runs one job at a time inline, and dies with its
-parent (``PR_SET_PDEATHSIG`` on Linux; end-of-file on its request pipe elsewhere).
+in :mod:`assay.engine.processes` and ``docs/design/workflows.md``. It builds its own platform
+core once with the factory the parent sends (:class:`~assay.engine.executors.CoreFactory`),
+runs one job at a time inline, and dies with its parent (``PR_SET_PDEATHSIG`` on Linux;
+end-of-file on its request pipe elsewhere). A worker of the ``ray`` executor uses the same
+:class:`WorkerExecutor` (:mod:`assay.engine.ray_worker`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from assay.engine.executors import InlineExecutor, WorkflowJob
 if TYPE_CHECKING:
     from assay.engine.engine import Engine
 
-__all__ = ["protocol_line", "worker_main"]
+__all__ = ["WorkerExecutor", "protocol_line", "worker_main"]
 
 
 def protocol_line(message: dict[str, Any]) -> bytes:
@@ -32,8 +34,9 @@ def protocol_line(message: dict[str, Any]) -> bytes:
     return json.dumps(message).encode() + b"\n"
 
 
-class _WorkerExecutor(InlineExecutor):
-    """A worker's executor. It runs the job the pool sent (:meth:`run_job`); a job that this
+class WorkerExecutor(InlineExecutor):
+    """A worker's executor (of a process of the ``processes`` executor, or of a Ray worker;
+    ``report`` sends a message of the protocol to whoever submitted the job). It runs the job the pool sent (:meth:`run_job`); a job that this
     one schedules waits in the worker until the running handler asks for it
     (``Engine.drive``: an evaluation's own session) and is then run inline, or, if it is
     still waiting when the handler returns (a dependent that became runnable), goes back to
@@ -110,12 +113,14 @@ def worker_main() -> int:
         level=logging.WARNING,
         format=f"assay worker {os.getpid()}: %(levelname)s %(name)s: %(message)s",
     )
-    executor = _WorkerExecutor(report)
+    executor = WorkerExecutor(report)
     try:
-        from assay.core.platform import CoreConfig, PlatformCore
+        import base64
+        import pickle
 
-        config = CoreConfig.from_json(init["config"])
-        core = PlatformCore.from_config(config, executor=executor, owner=init["owner"])
+        # the factory comes from our own parent, over a pipe only the two of us hold
+        factory = pickle.loads(base64.b64decode(init["factory"]))
+        core = factory(executor=executor, owner=init["owner"])
     except Exception as exc:
         report({"error": f"{type(exc).__name__}: {exc}"})
         return 1

@@ -172,6 +172,13 @@ class FailureTally:
         entry = self._groups.setdefault(self.group(outcome), [0, index, outcome.error])
         entry[0] += 1
 
+    def merge(self, other: FailureTally) -> None:
+        """Count ``other``'s failures too (a shard's: :mod:`assay.evaluation.shards`)."""
+        self.total += other.total
+        for group, (count, index, error) in other._groups.items():
+            entry = self._groups.setdefault(group, [0, index, error])
+            entry[0] += count
+
     def summary(self) -> str:
         """``3 instances failed: 2 not answered in time (first: instance 7: ...); ... Fix: ...``"""
         parts, fixes = [], []

@@ -48,7 +48,9 @@ __all__ = [
     "cut_parts",
     "done_batches",
     "drop_unfinished",
+    "drop_unfinished_in",
     "output_batch",
+    "read_batches",
     "read_columns",
     "read_runs",
     "read_units",
@@ -141,6 +143,23 @@ def done_batches(storage: ArtifactStorage, evaluation_id: str) -> set[tuple[int,
         if part is not None:
             done.update(part.batches())
     return done
+
+
+def drop_unfinished_in(
+    storage: ArtifactStorage, evaluation_id: str, within: Callable[[Part], bool]
+) -> int:
+    """:func:`drop_unfinished` for the parts ``within`` says are one's own (a shard's: the
+    batches of other shards, which may be between their two writes now, are left alone)."""
+    written = {
+        info.path.removeprefix(DATA_PREFIX) for info in storage.list(evaluation_id, DATA_PREFIX)
+    }
+    dropped = 0
+    for info in storage.list(evaluation_id, ERRORS_PREFIX):
+        name = info.path.removeprefix(ERRORS_PREFIX)
+        part = Part.parse(name)
+        if part is not None and name not in written and within(part):
+            dropped += storage.delete(evaluation_id, info.path)
+    return dropped
 
 
 class PartSizer:
@@ -245,6 +264,57 @@ def cut_parts(
             n += 1
         yield Part(replication, file, first + k, n), rows.slice(k * batch_size, n * batch_size)
         k += n
+
+
+def read_batches(
+    storage: ArtifactStorage,
+    dataset_id: str,
+    path: str,
+    first: int,
+    stop: int,
+    batch_size: int,
+) -> Iterator[tuple[int, pyarrow.RecordBatch]]:
+    """``(first batch, rows)`` for batches ``first`` to ``stop - 1`` of the data set file
+    ``path``, in runs of whole batches (~64k rows, as :func:`read_runs` gives them): only the
+    row groups that hold them are read, so the shards of a large file each read their own
+    rows (:mod:`assay.evaluation.shards`)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    start_row, stop_row = first * batch_size, stop * batch_size
+    run = batch_size * max(1, READ_ROWS // batch_size)
+    filesystem, base = storage.arrow_location(dataset_id, "")
+    base = base.rstrip("/")
+    with filesystem.open_input_file(f"{base}/{path}" if base else path) as handle:
+        reader = pq.ParquetFile(handle, pre_buffer=False, buffer_size=READ_BUFFER)
+        groups: list[int] = []
+        position: int | None = None  # the first row of the first group read
+        offset = 0
+        for g in range(reader.metadata.num_row_groups):
+            n = reader.metadata.row_group(g).num_rows
+            if offset + n > start_row and offset < stop_row:
+                groups.append(g)
+                position = offset if position is None else position
+            offset += n
+        if position is None:
+            return
+        pieces: list[pyarrow.RecordBatch] = []
+        held = 0
+        batch = first
+        chunks = reader.iter_batches(batch_size=run, row_groups=groups, use_threads=False)
+        for chunk in chunks:
+            low, high = max(start_row - position, 0), min(stop_row - position, chunk.num_rows)
+            position += chunk.num_rows
+            if high > low:
+                pieces.append(chunk.slice(low, high - low))
+                held += high - low
+            while held >= run:
+                rows = pa.concat_batches(pieces) if len(pieces) > 1 else pieces[0]
+                yield batch, rows.slice(0, run)
+                batch += run // batch_size
+                pieces, held = ([rows.slice(run)] if rows.num_rows > run else []), held - run
+        if held:
+            yield batch, pa.concat_batches(pieces) if len(pieces) > 1 else pieces[0]
 
 
 def read_columns(

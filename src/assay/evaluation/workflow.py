@@ -23,6 +23,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from assay import errors, provenance
@@ -69,7 +70,16 @@ if TYPE_CHECKING:
 
     from assay.schema.platform import Evaluation
 
-__all__ = ["SESSION_LABEL", "run_evaluation"]
+__all__ = [
+    "SESSION_LABEL",
+    "Aborted",
+    "OutOfTime",
+    "SessionEnded",
+    "Setup",
+    "Watch",
+    "answer_parts",
+    "run_evaluation",
+]
 
 #: The label that marks a session an evaluation started for itself.
 SESSION_LABEL = "assay.io/evaluation"
@@ -181,8 +191,6 @@ def _young_objects_only() -> Iterator[None]:
 
 
 def _run(ctx: WorkflowContext) -> WorkflowResult:
-    from assay.schema.adapters import create_pipeline
-
     evaluation: Evaluation = ctx.entity  # type: ignore[assignment]
     core = ctx.platform
     config = evaluation.client
@@ -192,7 +200,7 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
     session_id = _own_session(ctx, evaluation) if own else evaluation.inferenceSessionReference
     assert session_id is not None
     dispatcher: HTTPDispatcher | InProcessDispatcher | CachedDispatcher | None = None
-    watch: _Watch | None = None
+    watch: Watch | None = None
     try:
         try:
             handles = core.sessions.handles(session_id)
@@ -200,67 +208,31 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             return WorkflowResult(
                 status=Status.Failed, reason=Reason.FailedDependency, message=str(exc)
             )
-        service = core.inferencesessions.require(session_id).inferenceService
-        interface = service.interface
-        adapters = []
-        if config.inputPipeline:
-            adapters.append(create_pipeline([a.model_dump() for a in config.inputPipeline]))
-        if interface.inputPipeline:
-            adapters.append(create_pipeline([a.model_dump() for a in interface.inputPipeline]))
-        output_adapter = (
-            create_pipeline([a.model_dump() for a in interface.outputPipeline])
-            if interface.outputPipeline
-            else None
-        )
-        from assay.inference.client import _item_schema, _output_schema
+        setup = Setup.make(core, evaluation, session_id)
+        service, paths, dataset_id = setup.service, setup.paths, setup.dataset_id
+        rows = _count_rows(core, dataset_id, paths)
+        if not setup.requester.passthrough:  # without a pipeline every instance is its request
+            _check_first_instance(core, dataset_id, paths, setup.requester)
 
-        declared = interface.outputSchema.arrow_schema() if interface.outputSchema else None
-        schema = _output_schema(declared)
-        requester = Requester(adapters)
-        responder = Responder(output_adapter, _item_schema(declared), f"Evaluation {evaluation.id}")
-        policy = RetryPolicy(
-            config.transientErrorRetryLimit,
-            float(config.transientErrorRetryDelaySeconds),
-            budget=float(config.transientErrorRetryBudgetSeconds),
-        )
-        endpoint = interface.endpoint
-
-        dataset = core.datasets.require(evaluation.dataset)
-        paths = [a.path for a in dataset.artifacts]
-        rows = _count_rows(core, dataset.id, paths)
-        if not requester.passthrough:  # without a pipeline every instance is its request
-            _check_first_instance(core, dataset.id, paths, requester)
-
-        replications = [
-            ids.replication_id(evaluation.id, r) for r in range(evaluation.replications)
-        ]
+        replications = setup.replications
         progress = _Progress(ctx, rows * len(replications))
-        watch = _Watch(ctx, evaluation, session_id, started, progress)
-        if handles[0].style == "inprocess":
-            dispatcher = InProcessDispatcher(handles, endpoint, responder, policy, tick=watch.tick)
-        else:
-            workers = evaluation.workersPerReplica
-            dispatcher = HTTPDispatcher(
-                handles,
-                endpoint,
-                responder,
-                policy,
-                concurrency=workers * len(handles) if workers else None,
-                request_timeout=float(config.requestTimeoutSeconds),
-                batch_size=config.requestBatchSize,
-                log=ctx.log,
+        watch = Watch(ctx, evaluation, session_id, started, progress)
+        from assay.evaluation import shards
+
+        sharded = shards.plan(ctx, evaluation, setup, handles, session_id, watch)
+        if sharded is None:
+            dispatcher, inner = setup.dispatcher(
+                core, evaluation, handles, tick=watch.tick, log=ctx.log
             )
-        inner = dispatcher
-        if config.cache:  # answers already received are not asked for again
-            # per account: another tenant's answers are never served, however alike the spec
-            scope = f"{evaluation.account}/{service_key(core, service)}/{endpoint}"
-            dispatcher = CachedDispatcher(dispatcher, core.response_cache(), scope=scope)
-        watch.dispatcher = dispatcher
+            watch.dispatcher = dispatcher
+            how = inner.describe()
+        else:
+            how = sharded.describe()
         ctx.log(
             f"{'resumed' if ctx.restarted else 'started'}: {rows:,} instances x "
-            f"{len(replications)} replication(s) of Dataset {dataset.id} on InferenceSession "
+            f"{len(replications)} replication(s) of Dataset {dataset_id} on InferenceSession "
             f"{session_id} ({service.runner.kind if service.runner else '?'} service "
-            f"{service.name!r}); {inner.describe()}; retries: at most "
+            f"{service.name!r}); {how}; retries: at most "
             f"{config.transientErrorRetryLimit} per request within "
             f"{config.transientErrorRetryBudgetSeconds} s, back-off up to "
             f"{config.transientErrorRetryDelaySeconds} s"
@@ -268,98 +240,58 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
         )
         drop_unfinished(core.storage, evaluation.id)
         done = done_batches(core.storage, evaluation.id)
-        failures = FailureTally()
-        sizer = PartSizer(config.batchSize, in_process=isinstance(inner, InProcessDispatcher))
-        # Parts in flight: over HTTP enough to keep every worker busy across part boundaries
-        # (those before the newest hold twice what the workers take at once; two parts at
-        # least, 64 at most); in-process parts are answered on submission, and written at
-        # once while their data is fresh in the caches.
-        over_http = isinstance(inner, HTTPDispatcher)
-        pending: deque[tuple[Part, pyarrow.RecordBatch, Future[Answers]]] = deque()
-        waiting = 0  # instances of the parts in flight
-
-        def full() -> bool:
-            if len(pending) < 2:
-                return len(pending) == 1 and not over_http
-            ahead = 2 * inner.capacity if over_http else 0  # type: ignore[union-attr]
-            return len(pending) >= 64 or waiting - pending[-1][1].num_rows >= ahead
-
-        def finish_oldest() -> None:
-            nonlocal waiting
-            part, batch, future = pending.popleft()
-            waiting -= batch.num_rows
-            answers = watch.wait(future)
-            _write_part(
-                writer,
-                evaluation,
-                part,
-                batch,
-                replications[part.replication],
-                answers,
-                schema,
-                failures,
-            )
-            watch.written += batch.num_rows
-            sizer.answered(batch.num_rows)
-
-        submit = _submitter(dispatcher, requester)
-        with PartWriter(core.storage, evaluation.id) as writer:
+        if sharded is None:
+            assert dispatcher is not None
+            failures = FailureTally()
+            sizer = PartSizer(config.batchSize, in_process=isinstance(inner, InProcessDispatcher))
             todo = _todo(
-                core, dataset.id, paths, len(replications), config.batchSize, done, sizer, progress
+                core, dataset_id, paths, len(replications), config.batchSize, done, sizer, progress
             )
-            for part, batch in todo:
-                watch.tick()
-                pending.append((part, batch, submit(batch, part.replication)))
-                waiting += batch.num_rows
-                sizer.sent()
-                while full():
-                    finish_oldest()
-            dispatcher.finishing()
-            while pending:
-                finish_oldest()
-        watch.tick(force=True)
-        retried = _retried(dispatcher.retries)
+            digests = answer_parts(
+                core, evaluation, setup, dispatcher, inner, watch, todo, sizer, failures
+            )
+            watch.tick(force=True)
+            retries: dict[str, int] = dict(dispatcher.retries)
+            hits = dispatcher.hits if isinstance(dispatcher, CachedDispatcher) else 0
+            versions = getattr(dispatcher, "versions", None) or {}
+        else:
+            outcome = sharded.run(done)
+            watch.tick(force=True)
+            failures, digests, retries = outcome.failures, outcome.digests, outcome.retries
+            hits, versions = outcome.hits, outcome.versions
+        retried = _retried(retries)
         if retried:
             ctx.log(f"requests retried: {retried}")
-        result = _verify(ctx, evaluation, core, dataset.id, paths, replications, writer.digests)
+        result = _verify(ctx, evaluation, core, dataset_id, paths, replications, digests)
         if result.status in (None, Status.Complete):
-            _record_provenance(
-                core,
-                evaluation,
-                service,
-                writer.digests,
-                started_at,
-                getattr(dispatcher, "versions", None) or {},
-            )
+            _record_provenance(core, evaluation, service, digests, started_at, versions)
         if failures.total:
             ctx.log(f"skipped after errors: {failures.summary()}")
         took = duration_text(time.monotonic() - started)
         result.message = f"{result.message} in {took}"
         if retried:
             result.message = f"{result.message}; requests retried: {retried}"
-        if isinstance(dispatcher, CachedDispatcher) and dispatcher.hits:
-            result.message = (
-                f"{result.message}; {dispatcher.hits:,} answers from the response cache"
-            )
+        if hits:
+            result.message = f"{result.message}; {hits:,} answers from the response cache"
         ctx.log(f"ended: {result.status or Status.Complete}: {result.message}")
         return result
     except FatalError as exc:
         if watch is not None and exc.reason == Reason.FailedDependency:
             try:  # the replicas were stopped with their session: say that, not how they ended
                 watch.look_at_session()
-            except _SessionEnded as ended:
+            except SessionEnded as ended:
                 exc = FatalError(str(ended), reason=exc.reason)
         ctx.log(f"failed: {exc}")
         return WorkflowResult(status=Status.Failed, reason=exc.reason, message=str(exc))
-    except _Aborted as exc:
+    except Aborted as exc:
         ctx.log(f"failed: {exc}")
         return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
-    except _SessionEnded as exc:
+    except SessionEnded as exc:
         ctx.log(f"failed: {exc}")
         return WorkflowResult(
             status=Status.Failed, reason=Reason.FailedDependency, message=str(exc)
         )
-    except _OutOfTime as exc:
+    except OutOfTime as exc:
         ctx.log(f"failed: {exc}")
         return WorkflowResult(status=Status.Failed, reason=INCOMPLETE, message=str(exc))
     except WorkflowCancelled:
@@ -372,18 +304,181 @@ def _run(ctx: WorkflowContext) -> WorkflowResult:
             core.sessions.terminate(session_id)
 
 
-class _SessionEnded(Exception):
+@dataclass
+class Setup:
+    """What every process that sends an evaluation's instances needs, made the same way in
+    each (the workflow's own, and each of its shards: :mod:`assay.evaluation.shards`)."""
+
+    service: Any
+    """The session's InferenceService."""
+    endpoint: str
+    """The service's endpoint that answers the instances."""
+    requester: Requester
+    """Makes each instance a request (the input pipelines)."""
+    responder: Responder
+    """Checks and adapts each reply (the output pipeline)."""
+    policy: RetryPolicy
+    """How transient errors are retried."""
+    schema: pyarrow.Schema | None
+    """The output schema (None: inferred)."""
+    dataset_id: str
+    paths: list[str]
+    """The data set's files."""
+    replications: list[str]
+    """The replication ids, in order."""
+
+    @classmethod
+    def make(cls, core: Any, evaluation: Evaluation, session_id: str) -> Setup:
+        """The setup of ``evaluation`` against the session ``session_id``."""
+        from assay.inference.client import _item_schema, _output_schema
+        from assay.schema.adapters import create_pipeline
+
+        config = evaluation.client
+        service = core.inferencesessions.require(session_id).inferenceService
+        interface = service.interface
+        adapters = []
+        if config.inputPipeline:
+            adapters.append(create_pipeline([a.model_dump() for a in config.inputPipeline]))
+        if interface.inputPipeline:
+            adapters.append(create_pipeline([a.model_dump() for a in interface.inputPipeline]))
+        output_adapter = (
+            create_pipeline([a.model_dump() for a in interface.outputPipeline])
+            if interface.outputPipeline
+            else None
+        )
+        declared = interface.outputSchema.arrow_schema() if interface.outputSchema else None
+        dataset = core.datasets.require(evaluation.dataset)
+        return cls(
+            service=service,
+            endpoint=interface.endpoint,
+            requester=Requester(adapters),
+            responder=Responder(
+                output_adapter, _item_schema(declared), f"Evaluation {evaluation.id}"
+            ),
+            policy=RetryPolicy(
+                config.transientErrorRetryLimit,
+                float(config.transientErrorRetryDelaySeconds),
+                budget=float(config.transientErrorRetryBudgetSeconds),
+            ),
+            schema=_output_schema(declared),
+            dataset_id=dataset.id,
+            paths=[a.path for a in dataset.artifacts],
+            replications=[
+                ids.replication_id(evaluation.id, r) for r in range(evaluation.replications)
+            ],
+        )
+
+    def dispatcher(
+        self,
+        core: Any,
+        evaluation: Evaluation,
+        handles: list[Any],
+        *,
+        tick: Callable[[], None],
+        log: Callable[[str], None],
+    ) -> tuple[HTTPDispatcher | InProcessDispatcher | CachedDispatcher, Any]:
+        """The dispatcher that sends to ``handles``, and the one inside it (the response
+        cache wraps it where ``client.cache`` is set)."""
+        config = evaluation.client
+        inner: HTTPDispatcher | InProcessDispatcher
+        if handles[0].style == "inprocess":
+            inner = InProcessDispatcher(
+                handles, self.endpoint, self.responder, self.policy, tick=tick
+            )
+        else:
+            workers = evaluation.workersPerReplica
+            inner = HTTPDispatcher(
+                handles,
+                self.endpoint,
+                self.responder,
+                self.policy,
+                concurrency=workers * len(handles) if workers else None,
+                request_timeout=float(config.requestTimeoutSeconds),
+                batch_size=config.requestBatchSize,
+                log=log,
+            )
+        if config.cache:  # answers already received are not asked for again
+            # per account: another tenant's answers are never served, however alike the spec
+            scope = f"{evaluation.account}/{service_key(core, self.service)}/{self.endpoint}"
+            return CachedDispatcher(inner, core.response_cache(), scope=scope), inner
+        return inner, inner
+
+
+def answer_parts(
+    core: Any,
+    evaluation: Evaluation,
+    setup: Setup,
+    dispatcher: Any,
+    inner: Any,
+    watch: Watch,
+    todo: Iterator[tuple[Part, pyarrow.RecordBatch]],
+    sizer: PartSizer,
+    failures: FailureTally,
+) -> dict[str, str]:
+    """Send the parts of ``todo`` and write each when all its instances have an outcome;
+    returns the digests of the files written (``PartWriter.digests``)."""
+    # Parts in flight: over HTTP enough to keep every worker busy across part boundaries
+    # (those before the newest hold twice what the workers take at once; two parts at
+    # least, 64 at most); in-process parts are answered on submission, and written at
+    # once while their data is fresh in the caches.
+    over_http = isinstance(inner, HTTPDispatcher)
+    pending: deque[tuple[Part, pyarrow.RecordBatch, Future[Answers]]] = deque()
+    waiting = 0  # instances of the parts in flight
+    replications = setup.replications
+
+    def full() -> bool:
+        if len(pending) < 2:
+            return len(pending) == 1 and not over_http
+        ahead = 2 * inner.capacity if over_http else 0
+        return len(pending) >= 64 or waiting - pending[-1][1].num_rows >= ahead
+
+    def finish_oldest() -> None:
+        nonlocal waiting
+        part, batch, future = pending.popleft()
+        waiting -= batch.num_rows
+        answers = watch.wait(future)
+        _write_part(
+            writer,
+            evaluation,
+            part,
+            batch,
+            replications[part.replication],
+            answers,
+            setup.schema,
+            failures,
+        )
+        watch.written += batch.num_rows
+        sizer.answered(batch.num_rows)
+
+    submit = _submitter(dispatcher, setup.requester)
+    with PartWriter(core.storage, evaluation.id) as writer:
+        for part, batch in todo:
+            watch.tick()
+            pending.append((part, batch, submit(batch, part.replication)))
+            waiting += batch.num_rows
+            sizer.sent()
+            while full():
+                finish_oldest()
+        dispatcher.finishing()
+        while pending:
+            finish_oldest()
+    return writer.digests
+
+
+class SessionEnded(Exception):
     """The session the evaluation sends its requests to ended or failed while it ran."""
 
 
-class _OutOfTime(Exception):
+class OutOfTime(Exception):
     """``totalTimeoutSeconds`` ran out."""
 
 
-class _Watch:
+class Watch:
     """What the evaluation keeps an eye on while it waits for answers: a cancel (the entity
     deleted or terminated), its session (ended, failed), ``totalTimeoutSeconds``, and the
-    progress message (at least every :data:`PROGRESS_INTERVAL` seconds)."""
+    progress message (at least every :data:`PROGRESS_INTERVAL` seconds; a shard has none:
+    ``progress`` None). ``fence`` is called with every check of a cancel (a shard's: it
+    raises once another run of the evaluation has taken over)."""
 
     def __init__(
         self,
@@ -391,13 +486,18 @@ class _Watch:
         evaluation: Evaluation,
         session_id: str,
         started: float,
-        progress: _Progress,
+        progress: _Progress | None,
+        *,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self._ctx = ctx
         self._evaluation = evaluation
         self._session = session_id
-        self._started = started
+        self.started = started
+        """When the evaluation started (``time.monotonic()`` of this process)."""
         self._progress = progress
+        self._fence = fence
+        self._done: Callable[[], int] | None = None
         self.dispatcher: Any = None
         self.written = 0
         self._checked = self._looked = self._shown = -1e9
@@ -407,21 +507,37 @@ class _Watch:
         if now - self._checked >= CHECK_INTERVAL:
             self._checked = now
             self._ctx.check()
+            if self._fence is not None:
+                self._fence()
             limit = self._evaluation.client.totalTimeoutSeconds
-            if limit and now - self._started > limit:
-                raise _OutOfTime(
-                    f"totalTimeoutSeconds ({limit} s) ran out after "
-                    f"{self._progress.done:,} / {self._progress.meter.total:,} instances (the "
-                    "parts written are kept); raise client.totalTimeoutSeconds (0: no limit), "
-                    "or look at the evaluation's log for what slowed it down"
+            if limit and now - self.started > limit:
+                raise OutOfTime(
+                    f"totalTimeoutSeconds ({limit} s) ran out after {self._counts()} instances "
+                    "(the parts written are kept); raise client.totalTimeoutSeconds (0: no "
+                    "limit), or look at the evaluation's log for what slowed it down"
                 )
         if now - self._looked >= SESSION_INTERVAL:
             self._looked = now
             self.look_at_session()
-        if force or now - self._shown >= PROGRESS_INTERVAL:
+        if self._progress is not None and (force or now - self._shown >= PROGRESS_INTERVAL):
             self._shown = now
-            answered = self.dispatcher.answered if self.dispatcher is not None else 0
+            if self._done is not None:  # counted elsewhere (by the parts of the shards)
+                self._progress.skipped = 0
+                answered = self._done()
+            else:
+                answered = self.dispatcher.answered if self.dispatcher is not None else 0
             self._progress.show(answered, force=force)
+
+    def set_counter(self, done: Callable[[], int]) -> None:
+        """Count the instances done with ``done()`` (the rows of the parts written) rather
+        than the dispatcher's answers: the shards of the evaluation answer elsewhere."""
+        self._done = done
+
+    def _counts(self) -> str:
+        """``41,000 / 100,000``: instances done out of all (a shard: instances it wrote)."""
+        if self._progress is None:
+            return f"{self.written:,}"
+        return f"{self._progress.done:,} / {self._progress.meter.total:,}"
 
     def look_at_session(self) -> None:
         record = self._ctx.store.get(self._session)
@@ -431,10 +547,10 @@ class _Watch:
             return
         state = str(status) + (f" ({doc['reason']})" if doc.get("reason") else "")
         detail = f": {doc['message']}" if doc.get("message") else ""
-        progress = self._progress
-        raise _SessionEnded(
+        total = f" / {self._progress.meter.total:,}" if self._progress is not None else ""
+        raise SessionEnded(
             f"its InferenceSession {self._session} is {state}{detail}\n"
-            f"The evaluation stopped after {self.written:,} / {progress.meter.total:,} "
+            f"The evaluation stopped after {self.written:,}{total} "
             "instances written (kept). "
             + (
                 "Fix what made the service fail, then run the evaluation again."
@@ -461,8 +577,9 @@ def _retried(retries: Any) -> str:
     return f"{sum(counts.values()):,} ({kinds})"
 
 
-class _Aborted(Exception):
-    pass
+class Aborted(Exception):
+    """The evaluation stops: ``badRequestPolicy`` is ``Abort``, or the data set does not fit
+    the service."""
 
 
 def _todo(
@@ -585,7 +702,7 @@ def _check_first_instance(
         try:
             requester(batch.to_pylist()[0])
         except BadRequest as exc:
-            raise _Aborted(
+            raise Aborted(
                 f"the data set does not fit the service's input pipeline (no request was sent): {exc}"
             ) from None
         return
@@ -612,7 +729,7 @@ def _write_part(
         at = indices.take(pa.array(positions, pa.int64())).to_pylist()
         failed = [(index, answers.failed[p]) for index, p in zip(at, positions, strict=True)]
         if evaluation.client.badRequestPolicy == "Abort":
-            raise _Aborted(_abort_message(failed))
+            raise Aborted(_abort_message(failed))
         for index, outcome in failed:
             failures.add(index, outcome)
         errors_table = pa.table(

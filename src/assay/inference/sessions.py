@@ -85,8 +85,8 @@ class SessionManager:
     def env(self, session_id: str | None = None) -> RunnerEnv:
         def entity_dir(id: str) -> Path:
             directory = self._storage.local_dir(id)
-            if directory is None:
-                raise errors.PlatformError("replica processes need a local artifact storage")
+            if directory is None:  # a storage elsewhere (S3): replicas read a local copy
+                return self._storage.local_copy(id)
             return directory
 
         log_dir = None

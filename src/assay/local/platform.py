@@ -22,7 +22,7 @@ from assay import errors
 from assay import provenance as provenance_
 from assay._logging import logger
 from assay.core import PlatformCore
-from assay.core.platform import CoreConfig
+from assay.core.platform import CoreConfig, PlatformFactory
 from assay.core.secrets import AccountSecrets
 from assay.engine import Executor
 from assay.policy import Policy
@@ -38,7 +38,7 @@ __all__ = ["DATABASE_FILE", "DEFAULT_ACCOUNT", "EXECUTORS", "LocalPlatform"]
 DEFAULT_ACCOUNT = "local"
 DATABASE_FILE = "assay.db"
 #: The executors that ``LocalPlatform(executor=...)`` knows by name.
-EXECUTORS = ("inline", "processes")
+EXECUTORS = ("inline", "processes", "ray")
 
 
 class LocalPlatform:
@@ -56,12 +56,25 @@ class LocalPlatform:
       CPU, at most 8): ``create()`` returns at once with the entity ``Admitted`` (or
       ``Created`` while it waits for a dependency), and ``<group>.wait(id)`` blocks until it
       is done. See :class:`assay.engine.processes.ProcessExecutor`;
+    - ``"ray"`` runs them as tasks of the Ray cluster at ``ray_address`` (``host:port`` of its
+      head, or ``auto``; default: ``RAY_ADDRESS``, else a Ray instance of this process's own),
+      as ``"processes"`` does: evaluations are cut into shards spread over the cluster. The
+      store must be one every node opens (a SQLite file works on a cluster of one machine; use
+      ``database_url=`` PostgreSQL for several), and so must the storage. Needs
+      ``pip install 'assay[ray]'``. See :class:`assay.engine.ray_executor.RayExecutor` and
+      ``docs/design/ray.md``;
     - an :class:`~assay.engine.Executor` instance is used as it is.
 
     Opening a platform where a process that stopped (killed, or its machine restarted) left
     work unfinished says so on stderr; with ``"processes"`` it resumes that work at once, with
     ``"inline"`` :meth:`resume` runs it. A Ctrl-C ends the running work ``Terminated``
     (``Interrupted``), keeping what it wrote.
+
+    ``storage`` keeps the artifacts elsewhere than ``storage_root``: ``"s3://bucket/prefix"``
+    for an S3-compatible bucket (credentials from ``AWS_ACCESS_KEY_ID`` and
+    ``AWS_SECRET_ACCESS_KEY``, a server's URL from ``ASSAY_S3_ENDPOINT_URL``; checked at once;
+    ``docs/design/storage-s3.md``). ``storage_root`` still holds the database and the local
+    copies that analyses read.
 
     ``remote_client`` (an :class:`assay.client.Client`) is the server that ``fetch(id)``
     downloads entities from and whose sessions ``evaluations.local_evaluation`` uses; the
@@ -79,8 +92,10 @@ class LocalPlatform:
         *,
         account: str | None = None,
         database_url: str | None = None,
-        executor: Executor | Literal["inline", "processes"] | None = None,
+        storage: str | None = None,
+        executor: Executor | Literal["inline", "processes", "ray"] | None = None,
         workers: int | None = None,
+        ray_address: str | None = None,
         remote_client: Client | None = None,
         sandbox: bool = False,
     ) -> None:
@@ -110,13 +125,14 @@ class LocalPlatform:
             cache_path=private / "cache" / "responses.db",
             default_account=account,
             policy=Policy(sandbox=sandbox),
+            storage_url=storage,
         )
         if sandbox:
             from assay.sandbox import require
 
             require("LocalPlatform(sandbox=True): user code")
         self._core = PlatformCore.from_config(
-            self._config, executor=_executor(executor, workers, self._config)
+            self._config, executor=_executor(executor, workers, ray_address, self._config)
         )
         core = self._core
         if executor is None or executor == "inline":  # create() blocks: show its progress
@@ -150,12 +166,12 @@ class LocalPlatform:
         ``processes`` executor resumes it now; others would run it in this constructor, so
         the line says to call :meth:`resume` (``docs/design/workflows.md``, "Reopening")."""
         from assay.engine.engine import orphans_text
-        from assay.engine.processes import ProcessExecutor
 
         orphans = self._core.engine.orphans()
         if not orphans:
             return
-        if isinstance(self._core.engine.executor, ProcessExecutor):
+        background = self._core.engine.executor.background
+        if background:
             line = f"resuming {orphans_text(orphans)}..."
         else:
             line = (
@@ -164,7 +180,7 @@ class LocalPlatform:
             )
         logger("assay.local").warning("%s", line)
         print(f"assay: {line}", file=sys.stderr, flush=True)
-        if isinstance(self._core.engine.executor, ProcessExecutor):
+        if background:
             self.resume()
 
     def _groups(self) -> list[Any]:
@@ -328,13 +344,30 @@ def _sqlite_url(path: Path) -> str:
 
 
 def _executor(
-    executor: Executor | str | None, workers: int | None, config: CoreConfig
+    executor: Executor | str | None,
+    workers: int | None,
+    ray_address: str | None,
+    config: CoreConfig,
 ) -> Executor | None:
-    """The executor that ``LocalPlatform(executor=..., workers=...)`` asks for."""
+    """The executor that ``LocalPlatform(executor=..., workers=..., ray_address=...)`` asks
+    for."""
+    if ray_address is not None and executor != "ray":
+        raise errors.ValidationError(
+            f"ray_address={ray_address!r} applies to executor='ray' only (got executor="
+            f"{executor!r}); drop ray_address or use executor='ray'",
+            field="ray_address",
+            value=ray_address,
+        )
     if executor == "processes":
         from assay.engine.processes import ProcessExecutor
 
-        return ProcessExecutor(config, workers=workers)
+        return ProcessExecutor(PlatformFactory(config), workers=workers)
+    if executor == "ray" and workers is None:
+        from assay.engine.ray_executor import RayExecutor
+
+        factory = PlatformFactory(config)
+        factory.check_shared("ray")
+        return RayExecutor(ray_address, factory=factory, setting="LocalPlatform(ray_address=...)")
     if workers is not None:
         raise errors.ValidationError(
             f"workers={workers!r} applies to executor='processes' only (got executor="

@@ -50,6 +50,11 @@ class ServerSettings(pydantic.BaseModel):
     database_url: str | None = None
     """An SQLAlchemy database URL for the entity records (e.g. a PostgreSQL server); default:
     SQLite in the data directory."""
+    storage: str | None = None
+    """Where artifacts are kept: ``s3://bucket/prefix`` for an S3-compatible bucket
+    (credentials from ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, region from
+    ``AWS_DEFAULT_REGION``, a server's URL from ``ASSAY_S3_ENDPOINT_URL``), or a local
+    directory; default: the data directory. See ``docs/design/storage-s3.md``."""
     signing_secret: pydantic.SecretStr | None = None
     """The secret that signs tokens and artifact URLs (at least 16 characters); default: made
     on first start and kept in ``<data_dir>/.assay/secret.key``."""
@@ -64,9 +69,14 @@ class ServerSettings(pydantic.BaseModel):
     it), and the URL of each request on a single-user one."""
     signed_url_seconds: int = Field(default=3600, ge=1)
     """How long a signed artifact URL stays valid."""
-    executor: Literal["threads", "processes"] = "processes"
-    """Where workflows run: ``threads`` (background threads of the server process) or
-    ``processes`` (a pool of worker processes, see ``docs/design/workflows.md``)."""
+    executor: Literal["threads", "processes", "ray"] = "processes"
+    """Where workflows run: ``threads`` (background threads of the server process),
+    ``processes`` (a pool of worker processes, see ``docs/design/workflows.md``) or ``ray``
+    (tasks of a Ray cluster, see ``docs/design/ray.md``)."""
+    ray_address: str | None = None
+    """The Ray cluster of the ``ray`` executor: ``host:port`` of its head (as ``ray start
+    --head`` prints it) or ``auto``; default: ``RAY_ADDRESS``, else a Ray instance of the
+    server's own."""
     workers: int | None = Field(default=None, ge=1)
     """The most worker processes of the ``processes`` executor (default: one per CPU, at most
     8)."""
@@ -112,6 +122,25 @@ class ServerSettings(pydantic.BaseModel):
     def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(item.strip() for item in value.split(",") if item.strip())
+        return value
+
+    @pydantic.field_validator("storage")
+    @classmethod
+    def _storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        value = value.strip()
+        if value.startswith("s3://"):
+            from assay.storage import S3Location
+
+            try:
+                S3Location.parse(value, setting="storage")
+            except errors.ValidationError as exc:
+                raise ValueError(str(exc)) from None
+        elif "://" in value:
+            raise ValueError(
+                f"storage {value!r} is neither s3://BUCKET[/PREFIX] nor a local directory"
+            )
         return value
 
     @pydantic.field_validator("public_url")
@@ -212,6 +241,16 @@ class ServerSettings(pydantic.BaseModel):
             allowed_hosts=self.allowed_hosts if self.multi_user else None,
             inference_per_account=self.inference_per_account,
         )
+
+    def check_storage(self) -> None:
+        """Open the artifact storage once, so that a missing bucket, missing credentials or
+        an unreachable S3 server stop ``assay serve`` at once with a ValidationError naming
+        the setting (never a traceback at the first request)."""
+        if self.storage is None:
+            return
+        from assay.storage import open_storage
+
+        open_storage(self.storage, root=self.root, setting="--storage (ASSAY_STORAGE)")
 
     def check_sandbox(self) -> None:
         """Raise :class:`assay.sandbox.SandboxUnavailableError` when this server must sandbox

@@ -6,6 +6,10 @@ the platform's :class:`~assay.core.tokens.TokenSigner` (an HMAC-SHA256 over its 
 subject is ``"<METHOD> <resource>/<id>/<path>"``, with an expiry (default one hour) and no
 grants: it cannot be used as a bearer token, and a URL made for one path or method is refused
 (403) for any other, as is an expired or altered one.
+
+Where the artifact storage serves URLs itself (an S3 bucket: presigned URLs,
+``ArtifactStorage.signed_url``), the routes hand out those instead, after the same access
+checks; the bytes then never pass through the server (``docs/design/storage-s3.md``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from urllib.parse import quote
 from assay import errors
 from assay.core.tokens import TokenSigner
 from assay.schema.platform import StorageSignedURL
+from assay.storage import ArtifactStorage
 
 __all__ = ["STORAGE_PREFIX", "ArtifactURLSigner"]
 
@@ -28,11 +33,19 @@ def _subject(method: str, resource: str, entity_id: str, path: str) -> str:
 
 
 class ArtifactURLSigner:
-    """Makes and checks signed artifact URLs."""
+    """Makes and checks signed artifact URLs: the storage's own (``storage``, where it
+    serves URLs) or the server's."""
 
-    def __init__(self, signer: TokenSigner, *, lifetime: float = 3600.0) -> None:
+    def __init__(
+        self,
+        signer: TokenSigner,
+        *,
+        lifetime: float = 3600.0,
+        storage: ArtifactStorage | None = None,
+    ) -> None:
         self._signer = signer
         self._lifetime = lifetime
+        self._storage = storage
 
     def signature(
         self,
@@ -58,9 +71,22 @@ class ArtifactURLSigner:
         path: str,
         *,
         lifetime: float | None = None,
+        md5: str | None = None,
     ) -> StorageSignedURL:
-        """The signed URL for ``method`` on ``path`` of entity ``entity_id``, on the server at
-        ``base_url`` (no trailing slash)."""
+        """The signed URL for ``method`` on ``path`` of entity ``entity_id``: the storage's
+        own where it serves URLs (a ``PUT`` carries ``md5``, the declared digest, for the
+        storage to check), else one on the server at ``base_url`` (no trailing slash)."""
+        if self._storage is not None:
+            direct = self._storage.signed_url(
+                entity_id,
+                path,
+                method,
+                lifetime=self._lifetime if lifetime is None else lifetime,
+                md5=md5,
+            )
+            if direct is not None:
+                url, headers = direct
+                return StorageSignedURL(url=url, method=method.upper(), headers=headers)
         signature = self.signature(method, resource, entity_id, path, lifetime=lifetime)
         location = f"{STORAGE_PREFIX}/{resource}/{entity_id}/{quote(path, safe='/')}"
         return StorageSignedURL(

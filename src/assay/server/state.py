@@ -15,7 +15,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPBearer
 
 from assay import errors
-from assay.core.platform import CoreConfig, PlatformCore
+from assay.core.platform import CoreConfig, PlatformCore, PlatformFactory
 from assay.core.tokens import TokenSigner
 from assay.engine import Executor
 from assay.schema.base import SchemaModel
@@ -57,6 +57,7 @@ def core_config(settings: ServerSettings) -> CoreConfig:
         secrets_path=private / "secrets.json",
         cache_path=private / "cache" / "responses.db",
         policy=settings.policy(),
+        storage_url=settings.storage,
     )
 
 
@@ -70,7 +71,15 @@ def build_core(settings: ServerSettings) -> PlatformCore:
     if settings.executor == "processes":
         from assay.engine.processes import ProcessExecutor
 
-        executor = ProcessExecutor(config, workers=settings.workers)
+        executor = ProcessExecutor(PlatformFactory(config), workers=settings.workers)
+    elif settings.executor == "ray":
+        from assay.engine.ray_executor import RayExecutor
+
+        executor = RayExecutor(
+            settings.ray_address,
+            factory=PlatformFactory(config),
+            setting="--ray-address / ASSAY_RAY_ADDRESS",
+        )
     else:
         executor = WorkflowThreadExecutor(shutdown_timeout=settings.shutdown_timeout)
     core = PlatformCore.from_config(config, executor=executor)
@@ -83,7 +92,7 @@ def _stop_workflows(core: PlatformCore, timeout: float) -> None:
     """Give running workflows ``timeout`` seconds; leave the rest to ``resume()``."""
     executor = core.engine.executor
     running = getattr(executor, "running", None)
-    if executor.name != "processes" or not callable(running):
+    if executor.name not in ("processes", "ray") or not callable(running):
         return  # the thread executor waits up to its own timeout when the engine closes
     deadline = time.monotonic() + timeout
     while running() and time.monotonic() < deadline:
@@ -119,7 +128,11 @@ class ServerState:
         self._authenticator = Authenticator(
             self._core.signer, RevocationList(self.settings.revoked_tokens_path)
         )
-        self._urls = ArtifactURLSigner(self._core.signer, lifetime=self.settings.signed_url_seconds)
+        self._urls = ArtifactURLSigner(
+            self._core.signer,
+            lifetime=self.settings.signed_url_seconds,
+            storage=self._core.storage,
+        )
         url = sa.make_url(self._core.store.url)
         self._inline_reads = url.get_backend_name() == "sqlite" and url.database not in (
             None,

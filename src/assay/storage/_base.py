@@ -1,4 +1,4 @@
-"""The interface every artifact storage backend implements (local directory now, S3 later).
+"""The interface every artifact storage backend implements (a local directory, an S3 bucket).
 
 Artifacts live under ``<entity id>/<path>``. Every write is atomic (readers see the old
 artifact or the new one, never a part) and reports the md5 digest and size it computed while
@@ -188,6 +188,33 @@ class ArtifactStorage(abc.ABC):
     def local_dir(self, id: str) -> Path | None:
         """The local directory of entity ``id``'s artifacts (which may not exist yet), or None
         if the backend is not local."""
+        return None
+
+    def local_copy(self, id: str, paths: Iterable[str] | None = None) -> Path:
+        """A directory on this machine that holds the artifacts of entity ``id`` (every one,
+        or those in ``paths``) as files, for code that needs files (an analysis process, a
+        replica, the checks of a Module): ``<directory>/<path>``. A local backend gives the
+        entity's own directory; a remote one downloads into a cache on this machine, again
+        only what changed since. ``paths=()`` gives the directory without fetching anything
+        (a place to work in before storing). Read it, never write artifacts into it."""
+        directory = self.local_dir(id)
+        if directory is None:
+            raise errors.ValidationError(
+                f"entity {id!r}: {type(self).__name__} cannot copy artifacts to this machine",
+                entity=id,
+            )
+        for path in paths or ():
+            self.check_path(id, path)
+        return directory
+
+    def signed_url(
+        self, id: str, path: str, method: str, *, lifetime: float, md5: str | None = None
+    ) -> tuple[str, dict[str, str]] | None:
+        """A URL that the storage itself serves for ``method`` (``GET`` or ``PUT``) on
+        ``path`` of entity ``id`` for ``lifetime`` seconds, and the headers a request to it
+        must carry (a ``PUT`` of a file whose ``md5`` is known is refused by the storage
+        unless its bytes have that digest); None where the storage serves no URLs (the
+        server then signs URLs of its own, ``assay.server.signed_urls``)."""
         return None
 
     @abc.abstractmethod

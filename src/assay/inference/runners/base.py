@@ -175,6 +175,7 @@ class ProcessRunner(Runner):
         import os
 
         from assay import sandbox
+        from assay.inference import ray_replicas
         from assay.inference.replicas import ProcessReplica
 
         name = f"session {session.id} replica {index}"
@@ -194,7 +195,18 @@ class ProcessRunner(Runner):
             full_env = None
         else:
             full_env = {**os.environ, **(environment or {})}
-        replica = ProcessReplica(argv, name=name, env=full_env, log_path=log_path, sandbox=job)
+        replica: ProcessReplica
+        if ray_replicas.on_cluster(env.platform):  # an actor placed by Ray: docs/design/ray.md
+            replica = ray_replicas.RayReplica(
+                argv,
+                name=name,
+                resources=ray_replicas.replica_resources(session),
+                environment=environment,
+                log_path=log_path,
+                sandbox=job,
+            )
+        else:
+            replica = ProcessReplica(argv, name=name, env=full_env, log_path=log_path, sandbox=job)
         replica.start()
         return ReplicaHandle(
             index=index,

@@ -126,7 +126,16 @@ def add_artifact_routes(router: APIRouter, rk: ResourceKind) -> None:
                     value=path,
                     entity=id,
                 )
-            return json_response(state.urls.url(base_url(request, state), "PUT", R, id, path))
+            md5 = next(
+                (
+                    f.digest.md5 if f.digest else None
+                    for f in declared_files(entity)
+                    if f.path == path
+                ),
+                None,
+            )
+            signed = state.urls.url(base_url(request, state), "PUT", R, id, path, md5=md5)
+            return json_response(signed)
 
         router.add_api_route(
             f"/{R}/{{id}}/upload/{{path:path}}",
