@@ -26,7 +26,7 @@ from assay.evaluation.outcomes import (
     RetryPolicy,
     TransientError,
 )
-from assay.evaluation.workflow import _submitter
+from assay.evaluation.sending import _submitter
 from assay.inference.runners.base import ReplicaHandle
 from assay.schema.adapters import create_pipeline
 

@@ -40,15 +40,8 @@ from assay.evaluation.parts import (
     drop_unfinished_in,
     read_batches,
 )
-from assay.evaluation.workflow import (
-    Aborted,
-    OutOfTime,
-    SessionEnded,
-    Setup,
-    Watch,
-    _young_objects_only,
-    answer_parts,
-)
+from assay.evaluation.sending import Aborted, Setup, answer_parts
+from assay.evaluation.workflow import OutOfTime, SessionEnded, Watch, _young_objects_only
 from assay.schema import ids
 
 if TYPE_CHECKING:
