@@ -45,7 +45,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -61,6 +61,7 @@ __all__ = [
     "WORKER_CRASHED",
     "ProcessExecutor",
     "default_workers",
+    "rerun_or_fail",
 ]
 
 log = logger("assay.engine")
@@ -506,45 +507,18 @@ class ProcessExecutor(Executor):
         engine = self._engine
         job = pending.job
         pending.attempts += 1
-        record = engine.store.get(job.entity_id)
-        if record is None or record.doc.get("status") != Status.Admitted:
-            self._forget(pending)  # it ended (or was deleted) before the worker died
-            engine.store.release(job.entity_id, engine.owner)
-            return
-        what = f"the worker process running {job.kind} {job.entity_id} {description}"
-        if pending.attempts >= self.max_attempts:
-            self._forget(pending)
-            message = (
-                f"{what} (attempt {pending.attempts} of {self.max_attempts}), so it is not "
-                "run again. A workflow fails this way when its own work kills the process "
-                "that runs it (memory exhausted, a crash in native code, os._exit in user "
-                "code): fix that, then create it again"
-            )
-            log.error("%s", message)
-            engine.transition(
-                job.entity_id,
-                engine.spec(job.kind).failure,
-                WORKER_CRASHED,
-                message,
-                expect=Status.Admitted,
-            )
-            engine.store.release(job.entity_id, engine.owner)
-            return
-        if not engine.store.claim(job.entity_id, engine.owner, engine.claim_ttl):
-            self._forget(pending)  # another process took it over
-            return
-        message = (
-            f"{what}; running it again (attempt {pending.attempts + 1} of {self.max_attempts})"
+        message = rerun_or_fail(
+            engine,
+            job,
+            attempts=pending.attempts,
+            max_attempts=self.max_attempts,
+            what=f"the worker process running {job.kind} {job.entity_id} {description}",
+            causes="its own work kills the process that runs it (memory exhausted, a crash in "
+            "native code, os._exit in user code)",
+            forget=lambda: self._forget(pending),
         )
-
-        def mark(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("status") != Status.Admitted:
-                return None
-            doc["reason"] = Reason.Restarted
-            doc["message"] = message
-            return doc
-
-        engine.store.update(job.entity_id, mark)
+        if message is None:
+            return
         with self._cond:
             if self._state == "killed":
                 self._jobs.pop(job.entity_id, None)
@@ -616,3 +590,55 @@ def _reap(proc: subprocess.Popen[bytes]) -> str:
             name = f"signal {-code}"
         return f"was killed by {name}"
     return f"exited with status {code}"
+
+
+def rerun_or_fail(
+    engine: Any,
+    job: WorkflowJob,
+    *,
+    attempts: int,
+    max_attempts: int,
+    what: str,
+    causes: str,
+    forget: Callable[[], None],
+) -> str | None:
+    """What becomes of ``job`` once the worker running it was lost (``what`` says how, for
+    the ``attempts``-th time): None when it does not run again — it had ended, it failed
+    ``WorkerCrashed`` after ``max_attempts`` (a workflow fails this way when ``causes``), or
+    another process claimed it — with ``forget`` called; else the message it was marked
+    ``Restarted`` with, claimed again by this process, for the caller to run it again."""
+    record = engine.store.get(job.entity_id)
+    if record is None or record.doc.get("status") != Status.Admitted:
+        forget()  # it ended (or was deleted) before the worker was lost
+        engine.store.release(job.entity_id, engine.owner)
+        return None
+    if attempts >= max_attempts:
+        forget()
+        message = (
+            f"{what} (attempt {attempts} of {max_attempts}), so it is not run again. A "
+            f"workflow fails this way when {causes}: fix that, then create it again"
+        )
+        log.error("%s", message)
+        engine.transition(
+            job.entity_id,
+            engine.spec(job.kind).failure,
+            WORKER_CRASHED,
+            message,
+            expect=Status.Admitted,
+        )
+        engine.store.release(job.entity_id, engine.owner)
+        return None
+    if not engine.store.claim(job.entity_id, engine.owner, engine.claim_ttl):
+        forget()  # another process took it over
+        return None
+    message = f"{what}; running it again (attempt {attempts + 1} of {max_attempts})"
+
+    def mark(doc: dict[str, Any]) -> dict[str, Any] | None:
+        if doc.get("status") != Status.Admitted:
+            return None
+        doc["reason"] = Reason.Restarted
+        doc["message"] = message
+        return doc
+
+    engine.store.update(job.entity_id, mark)
+    return message

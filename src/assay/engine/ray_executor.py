@@ -39,8 +39,7 @@ from typing import TYPE_CHECKING, Any
 from assay import errors
 from assay._logging import logger
 from assay.engine.executors import CoreFactory, Executor, WorkflowJob
-from assay.engine.processes import DEFAULT_MAX_ATTEMPTS, WORKER_CRASHED
-from assay.schema.status import Reason, Status
+from assay.engine.processes import DEFAULT_MAX_ATTEMPTS, rerun_or_fail
 
 if TYPE_CHECKING:
     from assay.engine.ray_worker import Head
@@ -488,49 +487,21 @@ class RayExecutor(Executor):
                 self._forget(pending)
 
     def _retry_or_fail(self, pending: _Pending, why: str) -> None:
-        engine = self._engine
         job = pending.job
         pending.attempts += 1
         pending.task = None
-        record = engine.store.get(job.entity_id)
-        if record is None or record.doc.get("status") != Status.Admitted:
-            self._forget(pending)  # it ended (or was deleted) before the task was lost
-            engine.store.release(job.entity_id, engine.owner)
-            return
-        what = f"the Ray task running {job.kind} {job.entity_id} was lost: {why}"
-        if pending.attempts >= self.max_attempts:
-            self._forget(pending)
-            message = (
-                f"{what} (attempt {pending.attempts} of {self.max_attempts}), so it is not run "
-                "again. A workflow fails this way when its own work kills the worker that runs "
-                "it (memory exhausted, a crash in native code, os._exit in user code) or the "
-                "cluster keeps losing nodes: fix that, then create it again"
-            )
-            log.error("%s", message)
-            engine.transition(
-                job.entity_id,
-                engine.spec(job.kind).failure,
-                WORKER_CRASHED,
-                message,
-                expect=Status.Admitted,
-            )
-            engine.store.release(job.entity_id, engine.owner)
-            return
-        if not engine.store.claim(job.entity_id, engine.owner, engine.claim_ttl):
-            self._forget(pending)  # another process took it over
-            return
-        message = (
-            f"{what}; running it again (attempt {pending.attempts + 1} of {self.max_attempts})"
+        message = rerun_or_fail(
+            self._engine,
+            job,
+            attempts=pending.attempts,
+            max_attempts=self.max_attempts,
+            what=f"the Ray task running {job.kind} {job.entity_id} was lost: {why}",
+            causes="its own work kills the worker that runs it (memory exhausted, a crash in "
+            "native code, os._exit in user code) or the cluster keeps losing nodes",
+            forget=lambda: self._forget(pending),
         )
-
-        def mark(doc: dict[str, Any]) -> dict[str, Any] | None:
-            if doc.get("status") != Status.Admitted:
-                return None
-            doc["reason"] = Reason.Restarted
-            doc["message"] = message
-            return doc
-
-        engine.store.update(job.entity_id, mark)
+        if message is None:
+            return
         log.warning("%s", message)
         self._launch(pending)
 
