@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from assay import errors
 from assay.pipelines._log_read import Query, columns_of, shaped
-from assay.pipelines._log_segments import segment_files, seq_range
+from assay.pipelines._log_segments import seq_range
 
 __all__ = [
     "SEQUENCE",
@@ -221,8 +221,19 @@ class _Output:
         self.schema = None
 
 
+def in_order(paths: Sequence[Path]) -> list[Path]:
+    """Segment files (of one log, from several folders: this machine's and the bucket's)
+    in ``seq`` order: those without ``seq`` first, as they were given, then by their first
+    ``seq``."""
+    keyed = []
+    for position, path in enumerate(paths):
+        bounds = seq_range(path)
+        keyed.append((bounds is not None, bounds[0] if bounds else position, position, path))
+    return [path for *_, path in sorted(keyed)]
+
+
 def segment_tables(
-    logs: Sequence[tuple[str, Path, int | None]],
+    logs: Sequence[tuple[str, Sequence[Path], int | None]],
     *,
     query: Query,
     dataset: Sequence[str] | str | None,
@@ -232,9 +243,9 @@ def segment_tables(
 ) -> Iterator[pa.Table]:
     """The records that ``query`` selects, log by log and in each in sequence order (the
     order they were committed), until ``limit`` records have been given. ``logs``:
-    ``(resume, folder, start)`` — the argument that resumes in that log (``start_sequence``
-    or ``start_failure_sequence``), its folder, and the sequence number to start at (None:
-    the first).
+    ``(resume, segments, start)`` — the argument that resumes in that log (``start_sequence``
+    or ``start_failure_sequence``), its segment files (:func:`in_order`), and the sequence
+    number to start at (None: the first).
 
     Per log, an empty table first, then one per segment (a segment with none selected gives
     an empty table), shaped as ``dataset_separator`` asks, with each record's sequence number
@@ -242,10 +253,10 @@ def segment_tables(
     where to go on once the table is written (for the first, the start; else the number
     after the segment's last record). What :func:`write_tables` writes, in order."""
     given = 0
-    for resume, folder, start in logs:
+    for resume, paths, start in logs:
         for table in _log_tables(
             resume,
-            folder,
+            paths,
             start,
             query=query,
             dataset=dataset,
@@ -262,7 +273,7 @@ def segment_tables(
 
 def _log_tables(
     resume: str,
-    folder: Path,
+    paths: Sequence[Path],
     start: int | None,
     *,
     query: Query,
@@ -280,7 +291,6 @@ def _log_tables(
     log the export saw — resuming at ``start`` skips nothing and repeats nothing, whatever
     the records' times. Segments written before records had a ``seq`` (they precede the
     others) number their records by position, below 0: ``-n`` to ``-1`` for ``n`` of them."""
-    paths = segment_files(folder)
     schemas = [pq.read_schema(p) for p in paths]
     every = list(dict.fromkeys(n for s in schemas for n in s.names))
     wanted = columns_of(every, dataset, dataset_exclude, dataset_separator) if every else []
@@ -397,7 +407,7 @@ def write_tables(
 
 
 def export_segments(
-    logs: Sequence[tuple[str, Path, int | None]],
+    logs: Sequence[tuple[str, Sequence[Path], int | None]],
     directory: Path,
     *,
     prefix: str,

@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assay import errors
+from assay.pipelines._log_archive import Archive
 from assay.pipelines._log_journal import JSON, Entry, Journal, read_entries, sealed_files
 from assay.pipelines._records import Records, concat, from_json, to_json
 
@@ -166,17 +167,18 @@ def seq_range(path: Path) -> tuple[int, int] | None:
     return found
 
 
-def after_segments(directory: Path) -> int:
-    """The sequence number after the newest record in the segments of both logs (0: none)."""
+def after_segments(directory: Path, others: list[Path] | None = None) -> int:
+    """The sequence number after the newest record in the segments of both logs of
+    ``directory``, and in the segment files ``others`` (0: none)."""
     highest = -1
-    for kind in KINDS:
-        for path in segment_files(directory / kind):
-            try:
-                found = seq_range(path)
-            except FileNotFoundError:  # pragma: no cover - segments are never removed
-                continue
-            if found is not None:
-                highest = max(highest, found[1])
+    paths = [path for kind in KINDS for path in segment_files(directory / kind)]
+    for path in paths + list(others or ()):
+        try:
+            found = seq_range(path)
+        except FileNotFoundError:  # pragma: no cover - segments are never removed
+            continue
+        if found is not None:
+            highest = max(highest, found[1])
     return highest + 1
 
 
@@ -248,14 +250,27 @@ class SegmentWriter:
     that turns full journals into segments."""
 
     def __init__(
-        self, directory: Path, *, flush_rows: int, flush_seconds: float, queue_limit: int
+        self,
+        directory: Path,
+        *,
+        flush_rows: int,
+        flush_seconds: float,
+        queue_limit: int,
+        archive: Archive | None = None,
     ) -> None:
         self.directory = directory
+        self.archive = archive
+        self._ship_wanted = archive is not None  # segments a crash or an outage left behind
+        self._ship_lock = threading.Lock()
+        self._published = 0  # segments this writer published (a new one is to be shipped)
         self.flush_rows = flush_rows
         self.flush_seconds = flush_seconds
         self.queue_limit = queue_limit
         self._folders = {kind: directory / kind for kind in KINDS}
         self._next: dict[str, int] = {}
+        # the segments other folders (machines) put in the bucket: this folder's records are
+        # numbered after theirs (read once: a bucket that fails later does not stop writes)
+        archived = [p for kind in KINDS for p in archive.others(kind)] if archive else []
         for kind, folder in self._folders.items():
             folder.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(folder)
@@ -264,7 +279,7 @@ class SegmentWriter:
             directory,
             seal_rows=flush_rows,
             seal_seconds=flush_seconds,
-            after_segments=lambda: after_segments(directory),
+            after_segments=lambda: after_segments(directory, archived),
         )
         _remove_stale_temporaries(self.journal.folder, ".current")
         self._cond = threading.Condition()
@@ -431,6 +446,7 @@ class SegmentWriter:
                 f"inference log {str(self.directory)!r}: writing a segment failed ({exc}); the "
                 "records stay in the journal and the writer retries"
             ) from exc
+        self._ship()
 
     def close(self) -> None:
         """Commit everything queued, turn the journal into segments, stop; idempotent."""
@@ -452,7 +468,27 @@ class SegmentWriter:
                 "segments when the log is opened again)",
                 self.directory,
             )
+        self._ship(force=True)
         self.journal.close()
+
+    def unshipped(self) -> int:
+        """Segments of this folder not yet copied to the bucket (0 without an archive)."""
+        if self.archive is None:
+            return 0
+        return sum(len(self.archive.pending(k, segment_files(f))) for k, f in self._folders.items())
+
+    def _ship(self, *, force: bool = False) -> None:
+        """Copy the new segments to the bucket, if the log has one (a failure is logged and
+        tried again later: the segments stay in the folder meanwhile)."""
+        archive = self.archive
+        if archive is None or not (self._ship_wanted or force):
+            return
+        with self._ship_lock:
+            written = self._published
+            local = {kind: segment_files(folder) for kind, folder in self._folders.items()}
+            archive.ship(local, force=force)
+            left = any(archive.pending(kind, paths) for kind, paths in local.items())
+            self._ship_wanted = left or self._published != written
 
     def counters(self) -> dict[str, int]:
         """This writer's ``written``, ``failed`` (records it put in segments), ``dropped``
@@ -596,6 +632,7 @@ class SegmentWriter:
             try:
                 self.journal.seal()  # when its records are older than flush_seconds
                 self._compact(blocking=False)
+                self._ship()
             except Exception:
                 logger.exception("inference log %s: writing a segment failed", self.directory)
                 with self._cond:
@@ -695,3 +732,5 @@ class SegmentWriter:
             temporary.unlink(missing_ok=True)  # published under its final name, or failed
         _fsync_folder(folder)
         self._next[kind] = seq + 1
+        self._published += 1
+        self._ship_wanted = self.archive is not None

@@ -18,9 +18,9 @@ from typing import Any
 from assay import errors
 from assay.pipelines._html import html_table
 from assay.pipelines.explain import ExplainabilityConfigs
-from assay.pipelines.log import ExportResult, InferenceLog, open_shared, release_shared
+from assay.pipelines.log import ExportResult, InferenceLog, release_shared
 from assay.pipelines.pipeline import Pipeline
-from assay.pipelines.runner import log_directory
+from assay.pipelines.runner import open_log
 from assay.pipelines.versions import VersionStore
 
 __all__ = ["LoggedPipeline", "MoreLogRecordsWarning", "PipelineList", "Pipelines", "deliver_logs"]
@@ -198,7 +198,7 @@ class Pipelines:
             key = (account, name)
             if key not in self._open:
                 pipeline = Pipeline(self._platform, name, account=account)  # checks the name
-                log = open_shared(log_directory(self._core, pipeline.account, name))
+                log = open_log(self._core, pipeline.account, name)
                 try:
                     self._open[key] = LoggedPipeline(self._platform, name, account=account, log=log)
                 except BaseException:

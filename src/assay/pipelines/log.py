@@ -34,6 +34,11 @@ loses what the commit thread had not yet written, the last few milliseconds; whe
 ``drops.jsonl`` that every process's counters read) — records are never lost silently. A clean
 exit (``close()``, or the end of the interpreter: ``close`` is registered with :mod:`atexit`)
 loses nothing either way.
+
+``archive`` (:mod:`._log_archive`; given where the platform's artifacts are in a bucket): each
+segment, once whole, is copied to the bucket too, and readers read every segment there
+(those other folders — other machines — wrote as well as this folder's); the journal stays
+in ``directory``.
 """
 
 from __future__ import annotations
@@ -53,9 +58,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assay import errors
+from assay.pipelines._log_archive import Archive
 from assay.pipelines._log_export import (
     ExportResult,
     export_segments,
+    in_order,
     parse_size,
     segment_tables,
 )
@@ -138,11 +145,10 @@ _ROWS: dict[Path, tuple[tuple[int, int], int]] = {}
 _ROWS_LOCK = threading.Lock()
 
 
-def _on_disk(folder: Path) -> tuple[int, int]:
-    """The records and the segments in ``folder`` (row counts from the Parquet footers,
-    remembered per segment: a segment never changes)."""
+def _on_disk(paths: list[Path]) -> tuple[int, int]:
+    """The records and the segments in the segment files ``paths`` (row counts from the
+    Parquet footers, remembered per segment: a segment never changes)."""
     total = 0
-    paths = segment_files(folder)
     for path in paths:
         try:
             info = path.stat()
@@ -163,16 +169,16 @@ _SHARED: dict[Path, tuple[InferenceLog, int]] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def open_shared(directory: Path) -> InferenceLog:
+def open_shared(directory: Path, *, archive: Archive | None = None) -> InferenceLog:
     """The one open :class:`InferenceLog` of ``directory`` in this process, shared by every
     user (a pipeline's replicas, its ``platform.pipelines`` object); give it back with
     :func:`release_shared`. Other processes append to the same folder with logs of their own
-    (segment names never clash)."""
+    (segment names never clash). ``archive``: as :class:`InferenceLog` takes it."""
     key = Path(directory).resolve()
     with _SHARED_LOCK:
         log, users = _SHARED.get(key, (None, 0))
         if log is None or log._closed:
-            log, users = InferenceLog(key), 0
+            log, users = InferenceLog(key, archive=archive), 0
         _SHARED[key] = (log, users + 1)
         return log
 
@@ -202,6 +208,7 @@ class InferenceLog:
         flush_rows: int = 10_000,
         flush_seconds: float = 1.0,
         queue_limit: int = 1_000_000,
+        archive: Archive | None = None,
     ) -> None:
         check_durability(durable, "durable")
         for name, value, low in (
@@ -220,7 +227,9 @@ class InferenceLog:
             flush_rows=flush_rows,
             flush_seconds=flush_seconds,
             queue_limit=queue_limit,
+            archive=archive,
         )
+        self.archive = archive
         self._closed = False
         self._at_exit = lambda ref=weakref.ref(self): _close_at_exit(ref)
         atexit.register(self._at_exit)
@@ -309,11 +318,12 @@ class InferenceLog:
         yet in segments; ``segments``, the segment files; ``dropped``, records any writer
         refused because its queue was full (each drop is noted in the folder's
         ``drops.jsonl``); ``queued``, records this process accepted and has yet to write;
-        ``unsynced``, records this process wrote and has yet to fsync."""
+        ``unsynced``, records this process wrote and has yet to fsync; with an archive (a
+        bucket), ``unshipped``, segments of this folder not yet copied there."""
         journal = self._writer.journal
         with journal.compacting(blocking=True) if not self._closed else contextlib.nullcontext():
-            written, log_segments = _on_disk(self._folder(False))
-            failed, failure_segments = _on_disk(self._folder(True))
+            written, log_segments = _on_disk(self._segments(False))
+            failed, failure_segments = _on_disk(self._segments(True))
             if self._closed:
                 following, rows = journal_rows(journal.folder, after=journal.after_segments)
             else:
@@ -326,6 +336,7 @@ class InferenceLog:
             "dropped": dropped_records(self.directory),
             "segments": log_segments + failure_segments,
             **{k: v for k, v in self._writer.counters().items() if k in ("queued", "unsynced")},
+            **({"unshipped": self._writer.unshipped()} if self.archive is not None else {}),
         }
 
     # -- reading ------------------------------------------------------------------------------
@@ -333,13 +344,21 @@ class InferenceLog:
     def _folder(self, failures: bool) -> Path:
         return self.directory / ("failures" if failures else "log")
 
+    def _segments(self, failures: bool) -> list[Path]:
+        """The segment files of the log (or the failure log): this folder's, then those
+        other folders put in the bucket (with an archive)."""
+        local = segment_files(self._folder(failures))
+        if self.archive is None:
+            return local
+        return local + self.archive.others("failures" if failures else "log")
+
     def _export_logs(
         self,
         failures: bool,
         valid: bool | None,
         start: int | None,
         start_failures: int | None,
-    ) -> list[tuple[str, Path, int | None]]:
+    ) -> list[tuple[str, Sequence[Path], int | None]]:
         """The logs an export reads, as ``_log_export.segment_tables`` takes them: the log
         (or the failure log), then, for ``valid=False``, the failure log too."""
         for name, value in (("start_sequence", start), ("start_failure_sequence", start_failures)):
@@ -349,11 +368,11 @@ class InferenceLog:
                     f"export's resume), got {value!r}",
                     field=name,
                 )
-        logs: list[tuple[str, Path, int | None]] = [
-            ("start_sequence", self._folder(failures), start)
+        logs: list[tuple[str, Sequence[Path], int | None]] = [
+            ("start_sequence", in_order(self._segments(failures)), start)
         ]
         if valid is False and not failures:
-            logs.append(("start_failure_sequence", self._folder(True), start_failures))
+            logs.append(("start_failure_sequence", in_order(self._segments(True)), start_failures))
         elif start_failures is not None:
             raise errors.ValidationError(
                 "inference log: start_failure_sequence goes with valid=False (which adds the "
@@ -395,9 +414,9 @@ class InferenceLog:
         query = Query(start_datetime, end_datetime, valid)
         if not self._closed:
             self.flush()
-        files = segment_files(self._folder(failures))
+        files = self._segments(failures)
         if valid is False and not failures:  # the failed inferences are not valid either
-            files += segment_files(self._folder(True))
+            files += self._segments(True)
         data = open_segments(self._folder(failures), files)
         if data is None:
             return shaped(pa.table({"time": pa.array([], TIME)}), dataset_separator), False
@@ -500,7 +519,7 @@ class InferenceLog:
         if not self._closed:
             self.flush()
         target = Path(directory)
-        data = open_segments(self._folder(False))
+        data = open_segments(self._folder(False), self._segments(False))
         names = data.schema.names if data is not None else []
         # the platform's own columns an evaluation's requests carried (in._index_): the new
         # Dataset numbers its instances itself

@@ -32,6 +32,7 @@ from assay.inference.runners.base import (
     config_error,
     configuration,
 )
+from assay.pipelines._log_archive import Archive, archive_id
 from assay.pipelines.catalog import ServiceCatalog
 from assay.pipelines.execution import INPUT_STEP, BatchCaller, Failure, RunResult, Runtime
 from assay.pipelines.log import Durability, InferenceLog, open_shared, release_shared
@@ -47,6 +48,7 @@ __all__ = [
     "PipelineRunner",
     "PipelineService",
     "log_directory",
+    "open_log",
 ]
 
 STEPS_ARTIFACT = ".assay/pipeline-steps.json"
@@ -65,6 +67,19 @@ def log_directory(core: Any, account: str, pipeline: str) -> Path:
             "pipeline inference logs need a local storage root (the platform's data folder)"
         )
     return Path(root) / ".assay" / "pipelines" / account / pipeline
+
+
+def open_log(core: Any, account: str, pipeline: str) -> InferenceLog:
+    """The inference log of ``account``'s pipeline ``pipeline``, shared in this process (give
+    it back with :func:`~assay.pipelines.log.release_shared`): in its folder of
+    :func:`log_directory` and, where the platform's artifacts are not on this machine (a
+    bucket), with its segments copied there (:mod:`assay.pipelines._log_archive`)."""
+    directory = log_directory(core, account, pipeline)
+    storage = core.storage
+    archive = None
+    if storage.local_dir(archive_id(account, pipeline)) is None:
+        archive = Archive(storage, archive_id(account, pipeline), directory)
+    return open_shared(directory, archive=archive)
 
 
 def pipeline_config(service: InferenceService) -> tuple[str, int]:
@@ -141,9 +156,7 @@ class PipelineService:
             nullable=nullable,
             input_schema=definition.input_schema(),
         )
-        self.log: InferenceLog = open_shared(
-            log_directory(core, self.version.account, self.version.pipeline)
-        )
+        self.log: InferenceLog = open_log(core, self.version.account, self.version.pipeline)
 
     def _batch_caller(self, client: Any, handles: Sequence[Any]) -> BatchCaller:
         """Several requests to one step service: one batch where its replicas take batches
