@@ -13,12 +13,16 @@ threads), not what a real bucket over a network would.
 2. ``evaluation``: a whole in-process evaluation of N instances on the TextCompletion mock
    (``evaluations.create`` → ``Complete``: reading the data set, answering, building and
    writing the parts, the integrity check), on a LocalPlatform with each storage.
+3. ``pipeline-log``: N records appended to a pipeline's inference log in batches of 1,000
+   (durable, the default), without and with its segments copied to the bucket
+   (``_log_archive``): the time the appends take (callers never wait for the bucket) and
+   the time until ``flush`` has every record in segments and, with S3, in the bucket.
 
 Blocks of the two sides alternate (local, S3, S3, local, ...) after a warm-up that is not
 timed; figures are medians. Default N is 100,000 (a minute or two in all); ``--full`` runs
 the 1,000,000 instances of issue 18. Each line ends with the 1-minute load average.
 Run: ``.venv/bin/python bench/bench_storage_s3.py [--full] [--rows N] [--rounds R]
-[--only writes|evaluation]``.
+[--only writes|evaluation|pipeline-log]``.
 """
 
 from __future__ import annotations
@@ -219,7 +223,68 @@ def bench_evaluation(args: argparse.Namespace, s3_url: str, tmp: Path) -> None:
     )
 
 
-BENCHMARKS = {"writes": bench_writes, "evaluation": bench_evaluation}
+def _log_batch(start: int, n: int) -> Any:
+    """``n`` flattened pipeline log records (time, in.*, out.*, anomaly.count)."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    now = dt.datetime.now(dt.UTC)
+    return pa.table(
+        {
+            "time": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+            "in.text": [f"prompt {i}" for i in range(start, start + n)],
+            "out.text": [f"answer {i}" for i in range(start, start + n)],
+            "anomaly.count": pa.array([0] * n, pa.int64()),
+        }
+    )
+
+
+def bench_pipeline_log(args: argparse.Namespace, s3_url: str, tmp: Path) -> None:
+    from assay.pipelines._log_archive import Archive, archive_id
+    from assay.pipelines.log import InferenceLog
+    from assay.storage import S3Storage
+
+    n, batch = args.rows, 1000
+    batches = [_log_batch(i, batch) for i in range(0, n, batch)]
+    s3 = S3Storage(s3_url, cache_dir=tmp / "cache")
+    counter = iter(range(1_000_000))
+    appends: dict[str, list[float]] = {"local": [], "s3": []}
+
+    def run(side: str) -> float:
+        folder = tmp / f"{side}-{next(counter)}"
+        archive = Archive(s3, archive_id("bench", folder.name), folder) if side == "s3" else None
+        log = InferenceLog(folder, archive=archive)
+        start = time.perf_counter()
+        for table in batches:
+            log.append(table)
+        appends[side].append(time.perf_counter() - start)
+        log.flush()  # every record in segments and, with the archive, in the bucket
+        seconds = time.perf_counter() - start
+        if archive is not None and log.counters()["unshipped"]:
+            raise SystemExit("pipeline log: segments were left unshipped")
+        log.close()
+        return seconds
+
+    local_times: list[float] = []
+    s3_times: list[float] = []
+    _alternate(args.rounds, (local_times, partial(run, "local")), (s3_times, partial(run, "s3")))
+    lo, s = statistics.median(local_times), statistics.median(s3_times)
+    la, sa = statistics.median(appends["local"]), statistics.median(appends["s3"])
+    print(
+        f"pipeline log, {n:,} records in batches of {batch:,}: appends (what callers wait for) "
+        f"local {la:6.2f} s  S3 {sa:6.2f} s  ratio {sa / la:5.2f}x;  until flushed (and "
+        f"copied to the bucket) local {lo:6.2f} s  S3 {s:6.2f} s  ratio {s / lo:5.2f}x   "
+        f"(medians of {args.rounds}; {_load()})",
+        flush=True,
+    )
+
+
+BENCHMARKS = {
+    "writes": bench_writes,
+    "evaluation": bench_evaluation,
+    "pipeline-log": bench_pipeline_log,
+}
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -107,6 +108,12 @@ class S3Env:
     def url(self, prefix: str = "assay") -> str:
         """``s3://<bucket>/<prefix>``."""
         return f"s3://{self.bucket}/{prefix}" if prefix else f"s3://{self.bucket}"
+
+    def keys(self, prefix: str) -> list[str]:
+        """The keys in the bucket that start with ``prefix``, sorted."""
+        client: Any = self.client()
+        pages = client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents") or ())
 
     def client(self) -> object:
         """A boto3 S3 client of the server (to look at the bucket from outside)."""

@@ -44,30 +44,36 @@ def exactly_once(platform: LocalPlatform, evaluation_id: str, rows: int) -> None
     assert integrity["deduplicated"] == 0 and integrity["unexpected"] == 0, integrity
 
 
+def sharded_evaluation(platform: LocalPlatform, directory: Path) -> tuple[str, str]:
+    """Run an evaluation of 120 rows in 2 replications that the executor cuts into shards;
+    check that both nodes answered, every pair exactly once. ``(dataset, evaluation)`` ids."""
+    assert isinstance(platform.core.engine.executor, RayExecutor)
+    data = dataset(platform, directory, rows=120, parts=2)
+    service = platform.inferenceservices.create_mock(Where, kwargs={"latency": 0.02})
+    evaluation = platform.evaluations.create(
+        {
+            "account": ACCOUNT,
+            "dataset": data,
+            "inferenceSession": {"inferenceService": service.id},
+            "replications": 2,
+            "client": {"batchSize": 10},
+        }
+    )
+    done = platform.evaluations.wait(evaluation.id, timeout=240)
+    assert done.status == Status.Complete, done.message
+    exactly_once(platform, evaluation.id, 240)
+    table = platform.evaluations.open(evaluation.id).to_table()
+    nodes = {r[0]["text"] for r in table["responses"].to_pylist()}
+    assert len(nodes) == 2 and "local" not in nodes, nodes  # both nodes answered
+    assert "shards" in platform.evaluations.logs(evaluation.id)
+    return data, evaluation.id
+
+
 def test_an_evaluation_is_sharded_over_both_nodes(cluster: RayCluster, tmp_path: Path) -> None:
     with LocalPlatform(
         tmp_path / "platform", account=ACCOUNT, executor="ray", ray_address=cluster.address
     ) as platform:
-        assert isinstance(platform.core.engine.executor, RayExecutor)
-        data = dataset(platform, tmp_path / "data", rows=120, parts=2)
-        service = platform.inferenceservices.create_mock(Where, kwargs={"latency": 0.02})
-        evaluation = platform.evaluations.create(
-            {
-                "account": ACCOUNT,
-                "dataset": data,
-                "inferenceSession": {"inferenceService": service.id},
-                "replications": 2,
-                "client": {"batchSize": 10},
-            }
-        )
-        done = platform.evaluations.wait(evaluation.id, timeout=240)
-        assert done.status == Status.Complete, done.message
-        exactly_once(platform, evaluation.id, 240)
-        table = platform.evaluations.open(evaluation.id).to_table()
-        nodes = {r[0]["text"] for r in table["responses"].to_pylist()}
-        log = platform.evaluations.logs(evaluation.id)
-    assert len(nodes) == 2 and "local" not in nodes, nodes  # both nodes answered
-    assert "shards" in log, log
+        sharded_evaluation(platform, tmp_path / "data")
 
 
 def test_a_session_of_its_own_runs_in_the_head(cluster: RayCluster, tmp_path: Path) -> None:

@@ -31,12 +31,6 @@ __all__ = ["s3_endpoint", "s3_env"]  # the fixtures, brought into scope
 NAME = "assistant"
 
 
-def bucket_keys(env: S3Env, prefix: str) -> list[str]:
-    client: Any = env.client()
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=env.bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents") or ())
-
-
 def machine(tmp_path: Path, env: S3Env, name: str) -> LocalPlatform:
     """A platform on "machine" ``name``: its own data folder; the store and bucket shared."""
     return LocalPlatform(
@@ -80,7 +74,7 @@ def test_segments_are_copied_to_the_bucket_and_another_machine_reads_and_continu
     folder = log_directory(first.core, ACCOUNT, NAME)
     origin = (folder / ORIGIN_FILE).read_text().strip()
     base = f"audits/{archive_id(ACCOUNT, NAME)}/log/{origin}/"
-    keys = bucket_keys(s3_env, base)
+    keys = s3_env.keys(base)
     local = sorted(p.name for p in (folder / "log").glob("segment-*.parquet"))
     assert keys == [base + name for name in local] and keys
     client: Any = s3_env.client()
@@ -141,7 +135,7 @@ def test_a_bucket_that_refuses_writes_leaves_the_segments_in_the_folder_until_it
             time.sleep(0.2)  # the writer tries again by itself (after 1 s, then longer)
             log.flush()
         assert log.counters()["unshipped"] == 0
-        assert len(bucket_keys(s3_env, f"logs/{id}/log/")) == 1
+        assert len(s3_env.keys(f"logs/{id}/log/")) == 1
     finally:
         log.close()
 

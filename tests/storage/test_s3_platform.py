@@ -42,12 +42,6 @@ __all__ = ["s3_endpoint", "s3_env"]  # the fixtures, brought into scope
 ALICE, BOB = "alice", "bob"
 
 
-def bucket_keys(env: S3Env, prefix: str) -> list[str]:
-    client: Any = env.client()
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=env.bucket, Prefix=prefix)
-    return sorted(item["Key"] for page in pages for item in page.get("Contents") or ())
-
-
 # -- the embedded platform ---------------------------------------------------------------------
 
 
@@ -81,7 +75,7 @@ def test_a_whole_audit_keeps_its_artifacts_in_the_bucket_and_verifies(
         (measurement, "data.parquet"),
         (case.id, "index.html"),
     ):
-        keys = bucket_keys(s3_env, f"audits/{id}/")
+        keys = s3_env.keys(f"audits/{id}/")
         assert any(k.startswith(f"audits/{id}/{expected}") for k in keys), (id, keys)
         assert not (platform.storage_root / id).exists()
     html = platform.safetycases.document(case.id)
@@ -91,7 +85,7 @@ def test_a_whole_audit_keeps_its_artifacts_in_the_bucket_and_verifies(
     # provenance re-hashes the chain from the bucket's bytes
     result = platform.verify(case.id)
     assert result.ok, str(result)
-    part = next(k for k in bucket_keys(s3_env, f"audits/{evaluation}/data/"))
+    part = next(k for k in s3_env.keys(f"audits/{evaluation}/data/"))
     client: Any = s3_env.client()
     original = client.get_object(Bucket=s3_env.bucket, Key=part)["Body"].read()
     client.put_object(Bucket=s3_env.bucket, Key=part, Body=original[:-1] + b"\0")
@@ -225,7 +219,7 @@ def test_the_client_moves_bytes_through_presigned_urls(
 
     dataset = alice.datasets.upload_arrow_dataset(dataset, data)
     assert dataset.status == Status.Ready, dataset.message
-    keys = bucket_keys(s3_env, f"srv/{dataset.id}/")
+    keys = s3_env.keys(f"srv/{dataset.id}/")
     assert f"srv/{dataset.id}/part-0.parquet" in keys and f"srv/{dataset.id}/part-1.parquet" in keys
     # downloads: the bucket's URLs, md5 checked by the client
     with served.api(ALICE) as api:
