@@ -33,7 +33,8 @@ pytest: $(STAMP)
 	bash scripts/ensure-postgres.sh
 	bash scripts/ensure-bwrap.sh
 	bash scripts/ensure-chromium.sh
-	$(BIN)/python -m pytest
+	# -X faulthandler: a crash after the tests (at interpreter exit) still prints every thread's stack
+	$(BIN)/python -X faulthandler -m pytest
 
 test: lint typecheck pytest
 
