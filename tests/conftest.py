@@ -100,6 +100,23 @@ def evaluation_request(dataset: str, service: str) -> dict[str, object]:
     }
 
 
+def text_metrics_request(
+    account: str, method: str, evaluation: str, dataset: str, reference: str
+) -> dict[str, object]:
+    """A Measurement of ``builtin.text.METRICS`` (registered as ``method``) over
+    ``evaluation``'s answers against ``dataset``'s field ``reference``."""
+    return {
+        "account": account,
+        "method": method,
+        "scope": {"evaluation": evaluation},
+        "inputs": [
+            {"keyword": "evaluation", "entity": evaluation},
+            {"keyword": "dataset", "entity": dataset},
+        ],
+        "arguments": [{"keyword": "reference_field", "value": reference}],
+    }
+
+
 def until(condition: Callable[[], Any], timeout: float, what: str) -> Any:
     """``condition()``'s first true value, polled every 20 ms; the test fails with
     "``what`` within ``timeout`` s" when none comes in time."""

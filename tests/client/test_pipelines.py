@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 from tests.client.conftest import ALICE, BOB
+from tests.conftest import text_metrics_request
 
 from assay import errors
 from assay.analysis.builtin import text
@@ -151,16 +152,7 @@ def test_pipeline_through_the_client(alice: Client, tmp_path: Path) -> None:
     assert dataset.status == Status.Ready and evaluation.status == Status.Complete
     method = text.METRICS.register(alice, account=ALICE)
     measurement = alice.measurements.create(
-        {
-            "account": ALICE,
-            "method": method.id,
-            "scope": {"evaluation": evaluation.id},
-            "inputs": [
-                {"keyword": "evaluation", "entity": evaluation.id},
-                {"keyword": "dataset", "entity": dataset.id},
-            ],
-            "arguments": [{"keyword": "reference_field", "value": "text"}],
-        }
+        text_metrics_request(ALICE, method.id, evaluation.id, dataset.id, "text")
     )
     measurement = alice.measurements.wait(measurement.id, timeout=120)
     assert measurement.status == Status.Complete, measurement.message

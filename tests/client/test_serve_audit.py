@@ -8,6 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.conftest import text_metrics_request
 from tests.server.loopback import serve
 
 from assay.analysis import builtin
@@ -46,16 +47,7 @@ def test_audit_through_client_against_assay_serve(tmp_path: Path) -> None:
 
         method = builtin.text.METRICS.register(client, account="alice")
         measurement = client.measurements.create(
-            {
-                "account": "alice",
-                "method": method.id,
-                "scope": {"evaluation": evaluation.id},
-                "inputs": [
-                    {"keyword": "evaluation", "entity": evaluation.id},
-                    {"keyword": "dataset", "entity": dataset.id},
-                ],
-                "arguments": [{"keyword": "reference_field", "value": "answer"}],
-            }
+            text_metrics_request("alice", method.id, evaluation.id, dataset.id, "answer")
         )
         measurement = client.measurements.wait(measurement.id, timeout=120)
         assert measurement.status == "Complete", measurement.message

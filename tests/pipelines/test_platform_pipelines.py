@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.conftest import ACCOUNT
+from tests.conftest import ACCOUNT, text_metrics_request
 
 from assay import errors
 from assay.analysis.builtin import text
@@ -66,16 +66,7 @@ def test_logged_pipeline_end_to_end(tmp_path: Path) -> None:
         assert dataset.status == Status.Ready and evaluation.status == Status.Complete
         method = text.METRICS.register(platform, account=ACCOUNT)
         measurement = platform.measurements.create(
-            {
-                "account": ACCOUNT,
-                "method": method.id,
-                "scope": {"evaluation": evaluation.id},
-                "inputs": [
-                    {"keyword": "evaluation", "entity": evaluation.id},
-                    {"keyword": "dataset", "entity": dataset.id},
-                ],
-                "arguments": [{"keyword": "reference_field", "value": "text"}],
-            }
+            text_metrics_request(ACCOUNT, method.id, evaluation.id, dataset.id, "text")
         )
         assert measurement.status == Status.Complete, measurement.message
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tests.conftest import ACCOUNT
+from tests.conftest import ACCOUNT, text_metrics_request
 from tests.ray.cluster import RayCluster
 from tests.ray.test_evaluations import sharded_evaluation
 from tests.s3_server import S3Env, s3_env
@@ -38,16 +38,7 @@ def test_a_sharded_evaluation_and_its_measurement_keep_their_artifacts_in_the_bu
 
         method = text.METRICS.register(platform, account=ACCOUNT)
         measurement = platform.measurements.create(
-            {
-                "account": ACCOUNT,
-                "method": method.id,
-                "scope": {"evaluation": evaluation},
-                "inputs": [
-                    {"keyword": "evaluation", "entity": evaluation},
-                    {"keyword": "dataset", "entity": data},
-                ],
-                "arguments": [{"keyword": "reference_field", "value": "text"}],
-            }
+            text_metrics_request(ACCOUNT, method.id, evaluation, data, "text")
         )
         finished = platform.measurements.wait(measurement.id, timeout=240)
         assert finished.status == Status.Complete, finished.message

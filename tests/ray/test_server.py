@@ -12,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tests.conftest import text_metrics_request
 from tests.ray.cluster import RayCluster
 from tests.s3_server import S3Env, s3_env
 from tests.server.loopback import serve
@@ -74,16 +75,7 @@ def test_assay_serve_on_ray_and_s3_through_the_client(
         assert any(k.startswith(f"srv/{evaluation.id}/") for k in s3_env.keys("srv/"))
 
         method = builtin.text.METRICS.register(alice, account="alice")
-        request = {
-            "account": "alice",
-            "method": method.id,
-            "scope": {"evaluation": evaluation.id},
-            "inputs": [
-                {"keyword": "evaluation", "entity": evaluation.id},
-                {"keyword": "dataset", "entity": dataset.id},
-            ],
-            "arguments": [{"keyword": "reference_field", "value": "answer"}],
-        }
+        request = text_metrics_request("alice", method.id, evaluation.id, dataset.id, "answer")
         measurement = alice.measurements.wait(alice.measurements.create(request).id, timeout=240)
         assert measurement.status == "Complete", measurement.message
         metrics = alice.measurements.open(measurement.id).to_table().to_pylist()
