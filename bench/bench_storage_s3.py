@@ -28,6 +28,7 @@ Run: ``.venv/bin/python bench/bench_storage_s3.py [--full] [--rows N] [--rounds 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import sys
@@ -248,7 +249,7 @@ def bench_pipeline_log(args: argparse.Namespace, s3_url: str, tmp: Path) -> None
     n, batch = args.rows, 1000
     batches = [_log_batch(i, batch) for i in range(0, n, batch)]
     s3 = S3Storage(s3_url, cache_dir=tmp / "cache")
-    counter = iter(range(1_000_000))
+    counter = itertools.count()
     appends: dict[str, list[float]] = {"local": [], "s3": []}
 
     def run(side: str) -> float:

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
-from tests.conftest import text_metrics_request
+from tests.conftest import text_metrics_request, write_dataset
 from tests.ray.cluster import RayCluster
 from tests.s3_server import S3Env, s3_env
 from tests.server.loopback import serve
@@ -33,15 +31,7 @@ ROWS = 120
 def test_assay_serve_on_ray_and_s3_through_the_client(
     cluster: RayCluster, s3_env: S3Env, tmp_path: Path
 ) -> None:
-    data = tmp_path / "prompts"
-    data.mkdir()
-    for part in range(2):
-        rows = range(part * ROWS // 2, (part + 1) * ROWS // 2)
-        texts = [f"question {i}" for i in rows]
-        pq.write_table(
-            pa.table({"_index_": pa.array(rows, pa.int64()), "text": texts, "answer": texts}),
-            data / f"part-{part}.parquet",
-        )
+    data = write_dataset(tmp_path / "prompts", ROWS, parts=2)
     args = ["--executor", "ray", "--ray-address", cluster.address, "--storage", s3_env.url("srv")]
     with (
         serve(tmp_path, args=args, start_timeout=120) as served,
@@ -72,10 +62,10 @@ def test_assay_serve_on_ray_and_s3_through_the_client(
         assert integrity["duplicates"] == integrity["missing"] == 0, integrity
         outputs = alice.evaluations.open(evaluation.id).to_table()
         assert outputs.num_rows == 2 * ROWS
-        assert any(k.startswith(f"srv/{evaluation.id}/") for k in s3_env.keys("srv/"))
+        assert s3_env.keys(f"srv/{evaluation.id}/")
 
         method = builtin.text.METRICS.register(alice, account="alice")
-        request = text_metrics_request("alice", method.id, evaluation.id, dataset.id, "answer")
+        request = text_metrics_request("alice", method.id, evaluation.id, dataset.id, "text")
         measurement = alice.measurements.wait(alice.measurements.create(request).id, timeout=240)
         assert measurement.status == "Complete", measurement.message
         metrics = alice.measurements.open(measurement.id).to_table().to_pylist()
@@ -84,8 +74,9 @@ def test_assay_serve_on_ray_and_s3_through_the_client(
         # bob, on the same server and cluster, reaches none of it
         with pytest.raises((errors.PermissionDeniedError, errors.NotFoundError)):
             bob.evaluations.open(evaluation.id).to_table()
+        own = builtin.text.METRICS.register(bob, account="bob")  # his method, her evaluation
         with pytest.raises((errors.PermissionDeniedError, errors.NotFoundError)):
-            bob.measurements.create({**request, "account": "bob"})
+            bob.measurements.create({**request, "account": "bob", "method": own.id})
         with pytest.raises((errors.PermissionDeniedError, errors.NotFoundError)):
             bob.datasets.download(dataset.id, tmp_path / "stolen")
         assert not (tmp_path / "stolen").exists() or not any((tmp_path / "stolen").iterdir())
